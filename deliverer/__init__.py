@@ -1,0 +1,1 @@
+"""The deliverer role: carries out deliver/tag decisions over SMTP and records every attempt."""

@@ -1,0 +1,41 @@
+"""Trace and verdict headers, prepended on the way out; the stored object is never touched."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from email.utils import format_datetime
+
+
+def _clean(value: str) -> str:
+    """Header-safe text: no CR/LF (a sender-controlled HELO must not inject headers)."""
+    return "".join(c if c.isprintable() else "?" for c in value)[:200]
+
+
+def trace_headers(
+    *,
+    message_id: str,
+    action: str,
+    reasons: Sequence[str],
+    spam_score: float,
+    helo: str,
+    client_ip: str,
+    hostname: str,
+    recipients: Sequence[str],
+    received_at: dt.datetime,
+) -> bytes:
+    """The Received and X-MXGate headers for one delivery, CRLF-terminated."""
+    for_clause = f"\r\n\tfor <{_clean(recipients[0])}>" if len(recipients) == 1 else ""
+    received = (
+        f"Received: from {_clean(helo) or 'unknown'} ([{_clean(client_ip)}])\r\n"
+        f"\tby {_clean(hostname)} (mxgate) with ESMTP id {message_id}{for_clause};\r\n"
+        f"\t{format_datetime(received_at.astimezone(dt.UTC))}\r\n"
+    )
+    why = ", ".join(_clean(r) for r in reasons) or "none"
+    verdict = (
+        f"X-MXGate: action={action}; id={message_id}; score={spam_score:.2f}; reasons={why}\r\n"
+    )
+    extra = ""
+    if action == "tag":
+        extra = f"X-Spam-Flag: YES\r\nX-Spam-Score: {spam_score:.2f}\r\n"
+    return (received + verdict + extra).encode("utf-8", "replace")

@@ -1,0 +1,5 @@
+"""``python -m mxgate`` is the ``mxgate`` command."""
+
+from mxgate.cli import app
+
+app()

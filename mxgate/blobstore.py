@@ -1,0 +1,465 @@
+"""The object store for raw messages: written once, content-addressed, checked on every read.
+
+A message body is stored under ``key_for(sha256(body))`` exactly as received and never
+rewritten. ``put`` returns only once the body is durable (fsync'd file and directory, or an
+acknowledged S3 PUT), which is what lets the receiver answer 250. ``get`` recomputes the
+SHA-256 named by the key, so a damaged object is an error (``BlobCorrupt``), never mail.
+
+Two backends share the ``BlobStore`` protocol: ``FsBlobStore`` (a directory, the embedded
+default) and ``S3BlobStore`` (any S3-compatible store, via obstore). ``open_store`` picks
+one from ``StoreSettings``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import obstore
+from obstore.exceptions import NotFoundError
+from obstore.store import S3Store
+
+from mxgate.settings import StoreSettings
+
+__all__ = [
+    "KEY_PREFIX",
+    "BlobCorrupt",
+    "BlobError",
+    "BlobMissing",
+    "BlobRef",
+    "BlobStore",
+    "BlobUnavailable",
+    "FsBlobStore",
+    "InvalidBlobKey",
+    "S3BlobStore",
+    "key_for",
+    "open_store",
+    "sha256_of_key",
+]
+
+KEY_PREFIX = "sha256"
+"""First path segment of every key; names the hash so another could be added later."""
+
+_KEY_RE = re.compile(r"^sha256/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})$")
+_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+# Above this size hashing moves off the event loop (hashlib releases the GIL for it).
+_HASH_IN_THREAD = 256 * 1024
+
+
+# -- keys and references --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """Where a stored body is and what it is: key, SHA-256 (hex) and size in bytes."""
+
+    key: str
+    sha256: str
+    size: int
+
+
+class BlobError(Exception):
+    """Base class of every object-store error."""
+
+
+class BlobMissing(BlobError):
+    """No object under that key."""
+
+
+class BlobCorrupt(BlobError):
+    """The object's bytes do not hash to the SHA-256 its key names."""
+
+
+class BlobUnavailable(BlobError):
+    """The store is down, unreachable or refusing writes; the message gives the reason."""
+
+
+class InvalidBlobKey(BlobError, ValueError):
+    """A string that is not a key this module makes (``sha256/ab/cd/<64 hex>``)."""
+
+
+def key_for(sha256_hex: str) -> str:
+    """The key of a body whose SHA-256 is ``sha256_hex``: ``sha256/ab/cd/abcd…``.
+
+    Two levels of two hex digits fan out to 65,536 directories, so no directory (or S3
+    listing page) grows too large.
+    """
+    digest = sha256_hex.lower()
+    if not _HEX_RE.match(digest):
+        raise InvalidBlobKey(f"not a SHA-256 hex digest: {sha256_hex!r}")
+    return f"{KEY_PREFIX}/{digest[:2]}/{digest[2:4]}/{digest}"
+
+
+def sha256_of_key(key: str) -> str:
+    """The SHA-256 hex digest a key names; ``InvalidBlobKey`` if it is not one of ours."""
+    match = _KEY_RE.match(key)
+    # The fan-out directories must be the digest's own first bytes, or the key is forged.
+    if match is None or match.group(3)[:4] != match.group(1) + match.group(2):
+        raise InvalidBlobKey(f"not a blob key: {key!r}")
+    return match.group(3)
+
+
+def _digest(data: bytes) -> str:
+    """SHA-256 hex digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+async def _digest_async(data: bytes) -> str:
+    """SHA-256 of ``data``, in a worker thread when it is big enough to stall the loop."""
+    if len(data) > _HASH_IN_THREAD:
+        return await asyncio.to_thread(_digest, data)
+    return _digest(data)
+
+
+def _verify(key: str, data: bytes) -> None:
+    """Raise ``BlobCorrupt`` unless ``data`` hashes to the digest named by ``key``."""
+    expected = sha256_of_key(key)
+    actual = _digest(data)
+    if actual != expected:
+        raise BlobCorrupt(f"{key}: content hashes to {actual} ({len(data)} bytes)")
+
+
+# -- the protocol -------------------------------------------------------------------------
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Write-once, content-addressed storage of raw message bodies."""
+
+    async def put(self, data: bytes) -> BlobRef:
+        """Store ``data``; durable when this returns. Same bytes, same key, no rewrite."""
+        ...
+
+    async def get(self, key: str) -> bytes:
+        """The bytes under ``key``, verified against it; ``BlobMissing`` / ``BlobCorrupt``."""
+        ...
+
+    async def exists(self, key: str) -> bool:
+        """True when an object is stored under ``key`` (its content is not checked)."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the object under ``key``; deleting a missing key is not an error."""
+        ...
+
+    def iter_keys(self) -> AsyncIterator[str]:
+        """Every key in the store, in no promised order (for garbage collection)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the store's resources."""
+        ...
+
+
+# -- filesystem backend ---------------------------------------------------------------------
+
+
+def _os_reason(exc: OSError) -> str:
+    """``ENOSPC (No space left on device): /path`` — the errno name matters to ops."""
+    name = errno.errorcode.get(exc.errno or 0, "E?")
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{name} ({exc.strerror or exc}){where}"
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory, so a new or renamed entry in it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FsBlobStore:
+    """Bodies as files under ``root``: ``root/sha256/ab/cd/<digest>``.
+
+    A put writes a temp file in the target directory, fsyncs it, renames it into place and
+    fsyncs the directory. All file IO runs in worker threads; the event loop never blocks.
+    """
+
+    def __init__(self, root: Path) -> None:
+        """Use ``root`` (created on first put) as the store's directory."""
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        """The file of ``key`` (validated, so no key escapes ``root``)."""
+        sha256_of_key(key)
+        return self.root / key
+
+    async def put(self, data: bytes) -> BlobRef:
+        """Write ``data`` durably unless an intact copy is already there; return its ref."""
+        # One thread hop does hash + write: a future group commit would batch here.
+        return await asyncio.to_thread(self._put_sync, bytes(data))
+
+    def _put_sync(self, data: bytes) -> BlobRef:
+        """Blocking part of ``put``."""
+        digest = _digest(data)
+        ref = BlobRef(key=key_for(digest), sha256=digest, size=len(data))
+        path = self.root / ref.key
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                # Write once: a complete file of the right size is this content already
+                # (renames are atomic, so there are no partial files under a final name).
+                if path.stat().st_size == len(data):
+                    return ref
+            self._makedirs(path.parent)
+            tmp = path.parent / f".{digest}.{secrets.token_hex(4)}.tmp"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                with open(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise BlobUnavailable(f"cannot store {ref.key}: {_os_reason(exc)}") from exc
+        return ref
+
+    def _makedirs(self, directory: Path) -> None:
+        """Create ``directory`` and missing parents, fsyncing each parent that changed."""
+        if directory.is_dir():
+            return
+        self._makedirs(directory.parent)
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            return
+        _fsync_dir(directory.parent)
+
+    async def get(self, key: str) -> bytes:
+        """Read and verify the body under ``key``."""
+        path = self._path(key)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise BlobMissing(key) from exc
+        except OSError as exc:
+            raise BlobUnavailable(f"cannot read {key}: {_os_reason(exc)}") from exc
+        await asyncio.to_thread(_verify, key, data)
+        return data
+
+    async def exists(self, key: str) -> bool:
+        """True when a file is stored under ``key``."""
+        path = self._path(key)
+        try:
+            await asyncio.to_thread(path.stat)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise BlobUnavailable(f"cannot stat {key}: {_os_reason(exc)}") from exc
+        return True
+
+    async def delete(self, key: str) -> None:
+        """Remove the file under ``key`` durably; a missing key is fine."""
+        path = self._path(key)
+
+        def _delete() -> None:
+            try:
+                path.unlink()
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            _fsync_dir(path.parent)
+
+        try:
+            await asyncio.to_thread(_delete)
+        except OSError as exc:
+            raise BlobUnavailable(f"cannot delete {key}: {_os_reason(exc)}") from exc
+
+    async def iter_keys(self) -> AsyncIterator[str]:
+        """Every stored key; lists one fan-out directory per thread hop."""
+        top = self.root / KEY_PREFIX
+
+        def _listdir(d: Path) -> list[str]:
+            try:
+                return sorted(os.listdir(d))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+
+        try:
+            for a in await asyncio.to_thread(_listdir, top):
+                for b in await asyncio.to_thread(_listdir, top / a):
+                    for name in await asyncio.to_thread(_listdir, top / a / b):
+                        key = f"{KEY_PREFIX}/{a}/{b}/{name}"
+                        # Temp files of puts in progress (and anything foreign) are skipped.
+                        if _KEY_RE.match(key) and name[:2] == a and name[2:4] == b:
+                            yield key
+        except OSError as exc:
+            raise BlobUnavailable(f"cannot list {top}: {_os_reason(exc)}") from exc
+
+    async def aclose(self) -> None:
+        """Nothing to release: every operation opens and closes its own files."""
+
+
+# -- S3 backend -----------------------------------------------------------------------------
+
+
+class S3BlobStore:
+    """Bodies as objects in an S3 bucket (AWS, SeaweedFS, Ceph, S3Proxy …) via obstore.
+
+    A put is durable when the PUT is acknowledged. Requests are SigV4-signed over the
+    payload hash, so the server rejects a body damaged in transit. Retries are few and
+    short: an unreachable store must turn into ``BlobUnavailable`` (SMTP 451) well within
+    the receiver's accept timeout, not after minutes of backoff.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint: str = "",
+        region: str = "us-east-1",
+        access_key_id: str = "",
+        secret_access_key: str = "",
+        prefix: str = "",
+        connect_timeout: float = 5.0,
+        request_timeout: float = 120.0,
+        max_retries: int = 2,
+        retry_timeout: float = 10.0,
+    ) -> None:
+        """Connect lazily to ``bucket``; an empty ``endpoint`` means AWS itself."""
+        config: dict[str, Any] = {"region": region}
+        client: dict[str, Any] = {
+            "connect_timeout": timedelta(seconds=connect_timeout),
+            "timeout": timedelta(seconds=request_timeout),
+        }
+        if endpoint:
+            config["endpoint"] = endpoint
+            # Plain HTTP only when the operator configured an http:// endpoint, which in
+            # practice is a loopback test server or a compose-internal network.
+            if urlsplit(endpoint).scheme == "http":
+                client["allow_http"] = True
+        if access_key_id:
+            config["access_key_id"] = access_key_id
+            config["secret_access_key"] = secret_access_key
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.prefix = prefix.strip("/")
+        self.store = S3Store(
+            bucket,
+            prefix=self.prefix or None,
+            config=config,  # type: ignore[arg-type]
+            client_options=client,  # type: ignore[arg-type]
+            retry_config={
+                "max_retries": max_retries,
+                "retry_timeout": timedelta(seconds=retry_timeout),
+                "backoff": {
+                    "init_backoff": timedelta(milliseconds=100),
+                    "max_backoff": timedelta(seconds=2),
+                    "base": 2,
+                },
+            },
+        )
+
+    @classmethod
+    def from_settings(cls, settings: StoreSettings) -> S3BlobStore:
+        """An S3BlobStore configured from ``StoreSettings``."""
+        return cls(
+            settings.s3_bucket,
+            endpoint=settings.s3_endpoint,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            prefix=settings.s3_prefix,
+        )
+
+    def _where(self, key: str) -> str:
+        """``s3://bucket/prefix/key`` for error messages."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        return f"s3://{self.bucket}/{prefix}{key}"
+
+    def _unavailable(self, what: str, key: str, exc: Exception) -> BlobUnavailable:
+        """A ``BlobUnavailable`` naming the operation, the object and obstore's reason."""
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return BlobUnavailable(f"cannot {what} {self._where(key)}: {reason}")
+
+    async def _size(self, key: str) -> int | None:
+        """The stored object's size, or None when there is none (HEAD)."""
+        try:
+            meta = await obstore.head_async(self.store, key)
+        except (NotFoundError, FileNotFoundError):
+            return None
+        except Exception as exc:
+            raise self._unavailable("head", key, exc) from exc
+        return int(meta["size"])
+
+    async def put(self, data: bytes) -> BlobRef:
+        """PUT ``data`` unless HEAD shows it is already stored (write once)."""
+        data = bytes(data)
+        digest = await _digest_async(data)
+        ref = BlobRef(key=key_for(digest), sha256=digest, size=len(data))
+        if await self._size(ref.key) == ref.size:
+            return ref
+        try:
+            await obstore.put_async(self.store, ref.key, data)
+        except Exception as exc:
+            raise self._unavailable("put", ref.key, exc) from exc
+        return ref
+
+    async def get(self, key: str) -> bytes:
+        """GET and verify the body under ``key``."""
+        sha256_of_key(key)
+        try:
+            resp = await obstore.get_async(self.store, key)
+            data = bytes(await resp.bytes_async())
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise BlobMissing(key) from exc
+        except Exception as exc:
+            raise self._unavailable("get", key, exc) from exc
+        if len(data) > _HASH_IN_THREAD:
+            await asyncio.to_thread(_verify, key, data)
+        else:
+            _verify(key, data)
+        return data
+
+    async def exists(self, key: str) -> bool:
+        """True when HEAD finds an object under ``key``."""
+        sha256_of_key(key)
+        return await self._size(key) is not None
+
+    async def delete(self, key: str) -> None:
+        """DELETE the object under ``key`` (S3 deletes of missing keys succeed)."""
+        sha256_of_key(key)
+        try:
+            await obstore.delete_async(self.store, key)
+        except (NotFoundError, FileNotFoundError):
+            return
+        except Exception as exc:
+            raise self._unavailable("delete", key, exc) from exc
+
+    async def iter_keys(self) -> AsyncIterator[str]:
+        """Every key under the store's prefix, page by page (LIST)."""
+        try:
+            async for page in obstore.list(self.store, prefix=KEY_PREFIX, chunk_size=1000):
+                for meta in page:
+                    if _KEY_RE.match(meta["path"]):
+                        yield meta["path"]
+        except Exception as exc:
+            raise self._unavailable("list", KEY_PREFIX, exc) from exc
+
+    async def aclose(self) -> None:
+        """obstore pools connections internally and has nothing to close."""
+
+
+def open_store(settings: StoreSettings) -> BlobStore:
+    """The store ``settings`` describe: ``FsBlobStore`` or ``S3BlobStore``."""
+    if settings.backend == "s3":
+        return S3BlobStore.from_settings(settings)
+    return FsBlobStore(settings.path)

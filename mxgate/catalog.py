@@ -1,0 +1,92 @@
+"""The topic catalog: every topic mxgate uses, declared once.
+
+Names are versioned (``.v1``): an incompatible change makes a new topic, never a rewrite of an
+old one. ``mxgate topics create`` creates them; nothing relies on broker auto-creation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import schemas
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """One topic: its stable name, what it carries and how it is kept."""
+
+    name: str
+    events: tuple[str, ...]
+    doc: str
+    partitions: int | None = None  # None: the settings' default
+    retention_ms: int = 14 * DAY_MS
+    compacted: bool = False
+    config: dict[str, str] = field(default_factory=dict)
+
+    def topic_config(self) -> dict[str, str]:
+        """Broker-side config for creating the topic."""
+        cfg = {
+            "cleanup.policy": "compact" if self.compacted else "delete",
+            "retention.ms": str(self.retention_ms),
+            "min.insync.replicas": "1",
+        }
+        cfg.update(self.config)
+        return cfg
+
+
+RECEIVED = Topic(
+    "mxgate.received.v1",
+    (schemas.MESSAGE_RECEIVED,),
+    "One MessageReceived per accepted message, keyed by message ID.",
+)
+SCANNED = Topic(
+    "mxgate.scanned.v1",
+    (schemas.MESSAGE_SCANNED,),
+    "Exactly one MessageScanned per received message: every verdict and the action.",
+)
+DELIVERY = Topic(
+    "mxgate.delivery.v1",
+    (schemas.DELIVERY_ATTEMPTED,),
+    "Every delivery attempt with each recipient's outcome.",
+    retention_ms=30 * DAY_MS,
+)
+QUARANTINE = Topic(
+    "mxgate.quarantine.v1",
+    (schemas.MESSAGE_QUARANTINED,),
+    "Messages held back or discarded by decision.",
+    retention_ms=30 * DAY_MS,
+)
+RETRY = Topic(
+    "mxgate.delivery.retry.v1",
+    (schemas.DELIVERY_RETRY,),
+    "Deferred recipients waiting for their next attempt (one tier topic per delay, see below).",
+    retention_ms=7 * DAY_MS,
+)
+
+TOPICS: tuple[Topic, ...] = (RECEIVED, SCANNED, DELIVERY, QUARANTINE)
+
+
+def retry_tier(index: int) -> Topic:
+    """The retry topic of tier ``index`` (0-based), e.g. ``mxgate.delivery.retry.t0.v1``.
+
+    Each tier has one fixed delay, so items in a tier's partition become due in offset order:
+    the deliverer can wait on the head of a partition instead of scanning.
+    """
+    return Topic(
+        f"mxgate.delivery.retry.t{index}.v1",
+        RETRY.events,
+        f"Retry tier {index}: {RETRY.doc}",
+        retention_ms=RETRY.retention_ms,
+    )
+
+
+def all_topics(retry_tiers: int) -> tuple[Topic, ...]:
+    """Every topic for a deployment with ``retry_tiers`` retry delays."""
+    return TOPICS + tuple(retry_tier(i) for i in range(retry_tiers))
+
+
+def name(topic: Topic, prefix: str = "") -> str:
+    """The topic's name with the deployment's prefix (empty in production)."""
+    return prefix + topic.name

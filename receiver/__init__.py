@@ -1,0 +1,1 @@
+"""The receiver role: the SMTP front door (aiosmtpd)."""

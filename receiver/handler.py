@@ -1,0 +1,170 @@
+"""The aiosmtpd handler: who may send to whom, and the durable accept (rules 2 and 7).
+
+250 is answered only after the body is durable in the object store *and* the MessageReceived
+event is acknowledged by Kafka. Any failure before that answers 451 4.3.0 so the sender retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any, Protocol
+
+import structlog
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+import schemas
+from mxgate import catalog
+from mxgate.blobstore import BlobError, BlobStore
+from mxgate.ids import new_message_id
+from mxgate.kafka import KafkaUnavailable
+from mxgate.settings import ReceiverSettings
+from mxgate.tenants import Tenants
+from mxgate.timeutil import utcnow
+
+log = structlog.get_logger("mxgate.receiver")
+
+
+class Publisher(Protocol):
+    """Anything that produces a record and returns once the broker acknowledged it."""
+
+    async def produce(self, topic: str, key: str, value: bytes) -> None:
+        """Produce and wait for the broker's definite answer (ack or failure)."""
+        ...
+
+
+def header_message_id(raw: bytes) -> str | None:
+    """The Message-ID header of ``raw``, or None (headers only; never raises)."""
+    try:
+        head = raw.split(b"\r\n\r\n", 1)[0][:65536]
+        value = BytesHeaderParser(policy=compat32).parsebytes(head).get("Message-ID")
+    except Exception:
+        return None
+    return str(value).strip()[:998] if value else None
+
+
+class ReceiverHandler:
+    """aiosmtpd hooks for an inbound MX."""
+
+    def __init__(
+        self,
+        settings: ReceiverSettings,
+        tenants: Tenants,
+        store: BlobStore,
+        publisher: Publisher,
+        received_topic: str,
+    ) -> None:
+        self.settings = settings
+        self.tenants = tenants
+        self.store = store
+        self.publisher = publisher
+        self.topic = received_topic
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list
+    ) -> str:
+        """Accept only recipients at a tenant's domain; one tenant per transaction."""
+        tenant = self.tenants.for_address(address)
+        if tenant is None:
+            return "550 5.7.1 Relaying denied: we do not accept mail for that domain"
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        if envelope.rcpt_tos:
+            first = self.tenants.for_address(envelope.rcpt_tos[0])
+            if first is not None and first.name != tenant.name:
+                # The sender will retry this recipient in its own transaction (RFC 5321 4.5.3.1.10)
+                return "452 4.5.3 Recipient of another customer: send it in a separate transaction"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient ok"
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list
+    ) -> str:
+        """Record the envelope sender (empty for the null sender)."""
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Store the body, produce MessageReceived, and only then answer 250."""
+        received_at = utcnow()
+        t0 = time.perf_counter()
+        raw: bytes = envelope.original_content or b""
+        tenant = self.tenants.for_address(envelope.rcpt_tos[0])
+        mid = new_message_id()
+        peer: Any = session.peer or ("", 0)
+        client_ip, client_port = (peer[0], int(peer[1])) if isinstance(peer, tuple) else ("", 0)
+        bound = log.bind(
+            message_id=mid,
+            client=client_ip,
+            helo=session.host_name,
+            mail_from=envelope.mail_from,
+            rcpt=list(envelope.rcpt_tos),
+            size=len(raw),
+            tls=session.ssl is not None,
+        )
+        if tenant is None:  # tenants reloaded between RCPT and DATA
+            bound.warning("accept refused", reply="451", reason="tenant vanished")
+            return "451 4.3.0 Temporary local problem: recipient domain no longer configured"
+        try:
+            async with asyncio.timeout(self.settings.accept_timeout):
+                ref = await self.store.put(raw)
+            # No asyncio timeout around the produce: librdkafka's message.timeout.ms (set from
+            # accept_timeout) ends every produce with a definite report. Answering 451 while the
+            # record might still land would let a later stage act on a message the sender
+            # retries: a duplicate.
+            accepted_at = utcnow()
+            event = schemas.encode(
+                schemas.MESSAGE_RECEIVED,
+                {
+                    "message_id": mid,
+                    "tenant": tenant.name,
+                    "received_at": received_at,
+                    "accepted_at": accepted_at,
+                    "receiver": self.settings.hostname,
+                    "client_ip": client_ip,
+                    "client_port": client_port,
+                    "helo": session.host_name or "",
+                    "tls": _tls(session),
+                    "mail_from": envelope.mail_from or "",
+                    "rcpt_to": list(envelope.rcpt_tos),
+                    "size": ref.size,
+                    "sha256": ref.sha256,
+                    "object_key": ref.key,
+                    "header_message_id": header_message_id(raw),
+                },
+            )
+            await self.publisher.produce(self.topic, mid, event)
+        except BlobError as e:
+            bound.error("accept failed", reply="451", stage="store", error=str(e))
+            return "451 4.3.0 Temporary local problem (storage): please try again later"
+        except KafkaUnavailable as e:
+            bound.error("accept failed", reply="451", stage="kafka", error=str(e))
+            return "451 4.3.0 Temporary local problem (queue): please try again later"
+        except TimeoutError:
+            bound.error("accept failed", reply="451", stage="timeout")
+            return "451 4.3.0 Temporary local problem (timeout): please try again later"
+        bound.info(
+            "accepted",
+            reply="250",
+            tenant=tenant.name,
+            sha256=ref.sha256,
+            accept_ms=round((time.perf_counter() - t0) * 1000, 2),
+        )
+        return f"250 2.0.0 Ok: queued as {mid}"
+
+
+def _tls(session: Session) -> dict[str, str] | None:
+    info = session.ssl
+    if not info:
+        return None
+    cipher = info.get("cipher") or ("", "", 0)
+    return {"version": str(cipher[1] or ""), "cipher": str(cipher[0] or "")}
+
+
+def received_topic(prefix: str) -> str:
+    """The received topic's full name for a deployment prefix."""
+    return catalog.name(catalog.RECEIVED, prefix)

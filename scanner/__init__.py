@@ -1,0 +1,1 @@
+"""The scanner role: reads MessageReceived, runs every enabled engine, produces MessageScanned."""

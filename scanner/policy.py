@@ -1,0 +1,118 @@
+"""The one pure function that turns engine findings plus a tenant's policy into an action.
+
+Engines only report (:class:`~scanner.engines.base.Finding`); :func:`decide` alone chooses what
+happens, from data in :class:`~mxgate.tenants.Policy`. It reads no clock, no environment and no
+state, so replaying recorded findings against a policy gives the recorded decision, and
+replaying them against another policy shows what that policy would have done.
+
+Rules, each contributing an action and reasons; the most severe action wins and every reason is
+kept (in findings order):
+
+- an ``infected`` finding -> ``policy.on_virus``, reason ``virus:<engine>:<symbol>``;
+- a ``match`` finding -> ``policy.on_content_match``, reason ``content:<engine>:<symbol>``;
+- spam score = sum of ``score x engine weight`` (weight default 1.0) over antispam findings;
+  at or above ``spam_discard`` / ``spam_quarantine`` / ``spam_tag`` -> discard / quarantine /
+  tag, reasons ``spam-score:<score>`` and ``spam:<engine>:<symbol>`` for what contributed;
+- antivirus unavailable: at least one antivirus engine failed (error/timeout) and none answered
+  ``clean`` -> ``policy.on_engine_error``, reason ``av-unavailable``.
+
+"infected" counts as a virus whatever the reporting engine's kind (failing safe). The
+antivirus-unavailable rule deliberately ignores detections: a detection must never be able to
+*lower* the action by hiding a failed scan, which keeps :func:`decide` monotone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from mxgate.tenants import Action, Policy
+from scanner.engines.base import Finding
+
+__all__ = ["SEVERITY", "Decision", "decide"]
+
+SEVERITY: Final[dict[Action, int]] = {"deliver": 0, "tag": 1, "quarantine": 2, "discard": 3}
+"""Actions from least to most severe."""
+
+_FAILED = ("error", "timeout")
+# Bounds one weighted score so that inf/nan from a misbehaving engine or weight can neither make
+# the sum raise (fsum of +inf and -inf does) nor turn it into nan.
+_SCORE_BOUND = 1e12
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happens to a message, why, and under which policy version."""
+
+    action: Action
+    reasons: tuple[str, ...]
+    spam_score: float
+    policy_version: str
+
+
+def decide(findings: Sequence[Finding], policy: Policy) -> Decision:
+    """Turn ``findings`` into the action ``policy`` prescribes. Pure and deterministic."""
+    action: Action = "deliver"
+    reasons: dict[str, None] = {}  # ordered set
+
+    def apply(candidate: Action, *why: str) -> None:
+        nonlocal action
+        if SEVERITY[candidate] > SEVERITY[action]:
+            action = candidate
+        for r in why:
+            reasons.setdefault(r, None)
+
+    for f in findings:
+        symbols = f.symbols or ("unknown",)
+        if f.outcome == "infected":
+            apply(policy.on_virus, *(f"virus:{f.engine}:{s}" for s in symbols))
+        elif f.outcome == "match":
+            apply(policy.on_content_match, *(f"content:{f.engine}:{s}" for s in symbols))
+
+    spam_score = _spam_score(findings, policy)
+    spam_action = _spam_action(spam_score, policy)
+    if spam_action != "deliver":
+        contributors = (
+            f"spam:{f.engine}:{s}"
+            for f in findings
+            if f.kind == "antispam" and _weighted(f, policy) > 0
+            for s in f.symbols
+        )
+        apply(spam_action, f"spam-score:{spam_score:.2f}", *contributors)
+
+    av = [f for f in findings if f.kind == "antivirus"]
+    if any(f.outcome in _FAILED for f in av) and not any(f.outcome == "clean" for f in av):
+        apply(policy.on_engine_error, "av-unavailable")
+
+    return Decision(
+        action=action,
+        reasons=tuple(reasons),
+        spam_score=spam_score,
+        policy_version=policy.version,
+    )
+
+
+def _weighted(f: Finding, policy: Policy) -> float:
+    value = f.score * policy.engine_weights.get(f.engine, 1.0)
+    if math.isnan(value):
+        return 0.0
+    return max(-_SCORE_BOUND, min(_SCORE_BOUND, value))
+
+
+def _spam_score(findings: Sequence[Finding], policy: Policy) -> float:
+    # fsum is exact, so the score does not depend on the order the engines reported in.
+    return math.fsum(_weighted(f, policy) for f in findings if f.kind == "antispam")
+
+
+def _spam_action(score: float, policy: Policy) -> Action:
+    # Each threshold is judged on its own, so a policy with thresholds out of order still gives
+    # the most severe action any of them calls for.
+    if score >= policy.spam_discard:
+        return "discard"
+    if score >= policy.spam_quarantine:
+        return "quarantine"
+    if score >= policy.spam_tag:
+        return "tag"
+    return "deliver"

@@ -1,0 +1,187 @@
+"""Shared fixtures: real Kafka and a real S3-compatible server for the integration tests.
+
+Services come from one of two places:
+
+* ``native`` (default on this machine): Kafka broker jars and S3Proxy run as local Java
+  processes on 127.0.0.1 (``mxgate.localkafka``, ``tests/support/s3server.py``).
+* ``docker``: when a Docker engine answers ``docker info``, pytest-docker brings up
+  ``infra/docker-compose.yml`` and the fixtures point at its services.
+
+``MXGATE_TEST_SERVICES=native|docker`` forces one. A service that cannot start fails the
+test with the reason; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.s3server import S3Server
+
+from mxgate.localkafka import LocalKafka
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO_ROOT / "infra" / "docker-compose.yml"
+
+# Service names and ports in infra/docker-compose.yml that the docker path relies on.
+COMPOSE_KAFKA_SERVICE = "kafka"
+COMPOSE_KAFKA_PORT = 19092  # the HOST listener, advertised as 127.0.0.1
+COMPOSE_S3_SERVICE = "s3"
+COMPOSE_S3_PORT = 8333
+COMPOSE_S3_ACCESS_KEY = "mxgate"
+COMPOSE_S3_SECRET_KEY = "mxgate-secret"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration as ``integration`` (``-m "not integration"``
+    then runs the quick suite without Java)."""
+    integration_dir = Path(__file__).parent / "integration"
+    for item in items:
+        if integration_dir in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+# -- where services come from ---------------------------------------------------------------
+
+
+def _docker_engine_available() -> bool:
+    """True when a Docker engine answers (the client alone is not enough)."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        done = subprocess.run(["docker", "info"], capture_output=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def service_mode() -> str:
+    """``"docker"`` or ``"native"``: how this session provides Kafka and S3."""
+    forced = os.environ.get("MXGATE_TEST_SERVICES", "").strip().lower()
+    if forced in {"docker", "native"}:
+        return forced
+    if forced:
+        raise pytest.UsageError(f"MXGATE_TEST_SERVICES must be docker or native, not {forced!r}")
+    return "docker" if _docker_engine_available() else "native"
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> str:
+    """pytest-docker: our compose file lives in infra/, not tests/."""
+    return str(COMPOSE_FILE)
+
+
+@dataclass(frozen=True)
+class KafkaEndpoint:
+    """A Kafka cluster the tests did not start themselves (docker compose)."""
+
+    bootstrap_servers: str
+
+
+# -- Kafka --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka(
+    request: pytest.FixtureRequest,
+    service_mode: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LocalKafka | KafkaEndpoint]:
+    """One Kafka broker for the whole session; use ``.bootstrap_servers``.
+
+    Tests isolate themselves by creating their own topics and consumer groups.
+    """
+    if service_mode == "docker":
+        services = request.getfixturevalue("docker_services")
+        ip = request.getfixturevalue("docker_ip")
+        port = services.port_for(COMPOSE_KAFKA_SERVICE, COMPOSE_KAFKA_PORT)
+        endpoint = KafkaEndpoint(f"{ip}:{port}")
+        services.wait_until_responsive(
+            check=lambda: _kafka_responds(endpoint.bootstrap_servers), timeout=120, pause=1
+        )
+        yield endpoint
+        return
+    cluster = LocalKafka(tmp_path_factory.mktemp("kafka"), brokers=1)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _kafka_responds(bootstrap: str) -> bool:
+    """True when a broker at ``bootstrap`` answers a metadata request."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2}).list_topics(timeout=3)
+    except Exception:
+        return False
+    return bool(md.brokers)
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """Three combined broker+controller nodes (RF 3, min ISR 2) for failover tests.
+
+    Always native processes: failover tests kill and restart brokers by index.
+    """
+    cluster = LocalKafka(tmp_path_factory.mktemp("kafka3"), brokers=3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# -- S3 -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server process (S3Proxy) on 127.0.0.1 for the whole session."""
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(request: pytest.FixtureRequest, service_mode: str) -> Iterator[S3Server]:
+    """The session's S3 server, started, with its default bucket ``s3.bucket`` created.
+
+    Tests that stop or break the server must use their own ``S3Server`` instead.
+    """
+    if service_mode == "docker":
+        services = request.getfixturevalue("docker_services")
+        ip = request.getfixturevalue("docker_ip")
+        port = services.port_for(COMPOSE_S3_SERVICE, COMPOSE_S3_PORT)
+        remote = S3Server.external(
+            f"http://{ip}:{port}",
+            access_key=COMPOSE_S3_ACCESS_KEY,
+            secret_key=COMPOSE_S3_SECRET_KEY,
+        )
+        services.wait_until_responsive(check=remote.responds, timeout=120, pause=1)
+        remote.create_bucket(remote.bucket)
+        yield remote
+        return
+    server: S3Server = request.getfixturevalue("s3_server")
+    server.create_bucket(server.bucket)
+    yield server
+
+
+@pytest.fixture
+def s3_bucket(s3: S3Server) -> str:
+    """A fresh, empty bucket on the session's S3 server (test isolation)."""
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(name)
+    return name

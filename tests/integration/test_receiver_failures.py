@@ -1,0 +1,62 @@
+"""250 means safe: with the broker stopped or the store refusing writes, the receiver answers
+451 and leaves nothing a later stage would act on; a non-tenant recipient gets 550."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import samples
+from support.pipeline import Pipeline, queued_id
+
+from mxgate.localkafka import LocalKafka
+from mxgate.trace import read_events
+
+pytestmark = pytest.mark.integration
+
+
+def received_ids(p: Pipeline) -> list[str]:
+    return [r["message_id"] for _, r in read_events(p.settings)]
+
+
+def test_store_refusing_writes_answers_451(kafka, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a regular file where the store's parent directory should be")
+    p = Pipeline(
+        tmp_path,
+        kafka.bootstrap_servers,
+        sink_port=1,
+        store_env={"MXGATE_STORE__PATH": str(blocker / "store")},
+    )
+    try:
+        p.start("receiver")
+        code, text = p.send(samples.clean_message(1), ["u@example.test"])
+        assert code == 451 and "4.3.0" in text, text
+        code, text = p.send(samples.clean_message(2), ["u@nowhere.test"])
+        assert code == 550 and "5.7.1" in text, text
+        assert received_ids(p) == []
+    finally:
+        p.stop_all()
+
+
+def test_broker_down_answers_451(tmp_path: Path) -> None:
+    broker = LocalKafka(tmp_path / "kafka", brokers=1)
+    bootstrap = broker.start()
+    p = Pipeline(
+        tmp_path, bootstrap, sink_port=1, extra_env={"MXGATE_RECEIVER__ACCEPT_TIMEOUT": "5"}
+    )
+    try:
+        p.start("receiver")
+        code, text = p.send(samples.clean_message(1), ["u@example.test"])
+        assert code == 250, text
+        first = queued_id(text)
+        broker.stop()
+        code, text = p.send(samples.clean_message(2), ["u@example.test"])
+        assert code == 451 and "4.3.0" in text, text
+        assert p.stop("receiver") == 0
+        # The broker comes back: only the message answered 250 is on the topic.
+        broker.start()
+        assert received_ids(p) == [first]
+    finally:
+        p.stop_all()
+        broker.stop()

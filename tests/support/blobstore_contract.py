@@ -1,0 +1,86 @@
+"""The BlobStore contract: one suite that every backend's test class inherits.
+
+A backend's test module subclasses ``BlobStoreContract`` as ``Test…``, provides a ``store``
+fixture and implements ``corrupt`` (write raw bytes under a key, bypassing the store's
+own checks), so both backends are held to the same promises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from mxgate.blobstore import (
+    BlobCorrupt,
+    BlobMissing,
+    BlobRef,
+    BlobStore,
+    InvalidBlobKey,
+    key_for,
+)
+
+
+class BlobStoreContract:
+    """Tests every BlobStore must pass. Subclasses supply ``store`` and ``corrupt``."""
+
+    async def corrupt(self, store: BlobStore, key: str, data: bytes) -> None:
+        """Put ``data`` under ``key`` behind the store's back (simulated bit rot)."""
+        raise NotImplementedError
+
+    async def test_round_trip(self, store: BlobStore) -> None:
+        """What goes in comes out byte for byte, under the key its SHA-256 names."""
+        body = b"Received: from a\r\nSubject: hi\r\n\r\nbody\x00\xff\r\n.\r\n"
+        ref = await store.put(body)
+        digest = hashlib.sha256(body).hexdigest()
+        assert ref == BlobRef(key=key_for(digest), sha256=digest, size=len(body))
+        assert await store.exists(ref.key)
+        assert await store.get(ref.key) == body
+
+    async def test_put_is_idempotent(self, store: BlobStore) -> None:
+        """The same bytes twice give the same ref and one object."""
+        first = await store.put(b"same message")
+        second = await store.put(b"same message")
+        assert first == second
+        assert [k async for k in store.iter_keys()].count(first.key) == 1
+
+    async def test_empty_body(self, store: BlobStore) -> None:
+        """A zero-byte body is a valid object."""
+        ref = await store.put(b"")
+        assert ref.size == 0
+        assert await store.get(ref.key) == b""
+
+    async def test_missing_key(self, store: BlobStore) -> None:
+        """A key never written is BlobMissing on get and False on exists."""
+        key = key_for(hashlib.sha256(b"never stored").hexdigest())
+        assert not await store.exists(key)
+        with pytest.raises(BlobMissing):
+            await store.get(key)
+
+    async def test_corrupt_object_is_detected(self, store: BlobStore) -> None:
+        """Bytes that no longer match the key's hash are BlobCorrupt, never returned."""
+        ref = await store.put(b"original message body")
+        await self.corrupt(store, ref.key, b"original message bodY")
+        with pytest.raises(BlobCorrupt):
+            await store.get(ref.key)
+
+    async def test_delete(self, store: BlobStore) -> None:
+        """Delete removes the object; deleting again is not an error."""
+        ref = await store.put(b"to be deleted")
+        await store.delete(ref.key)
+        assert not await store.exists(ref.key)
+        await store.delete(ref.key)
+        with pytest.raises(BlobMissing):
+            await store.get(ref.key)
+
+    async def test_iter_keys_lists_every_object(self, store: BlobStore) -> None:
+        """iter_keys yields exactly the stored keys."""
+        refs = [await store.put(f"message {i}".encode()) for i in range(5)]
+        assert sorted([k async for k in store.iter_keys()]) == sorted(r.key for r in refs)
+
+    async def test_invalid_keys_are_rejected(self, store: BlobStore) -> None:
+        """Keys the store did not make (path tricks, forged fan-out) are refused."""
+        digest = hashlib.sha256(b"x").hexdigest()
+        for bad in ["../etc/passwd", f"sha256/00/00/{digest}", digest, "sha256/ab/cd/xyz"]:
+            with pytest.raises(InvalidBlobKey):
+                await store.get(bad)

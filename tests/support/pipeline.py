@@ -1,0 +1,200 @@
+"""The mxgate roles as real processes for end-to-end tests, each test on its own topics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mxgate import catalog
+from mxgate.kafka import create_topics
+from mxgate.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_RUNNING: list[Pipeline] = []
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    """Poll ``cond`` until it returns something truthy; fail with ``what`` after ``timeout``,
+    or at once when a role process of a running pipeline died on its own."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in _RUNNING:
+            p.assert_alive()
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+class Pipeline:
+    """receiver, scanner and deliverer processes sharing one prefix of topics."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        bootstrap: str,
+        sink_port: int,
+        store_env: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.prefix = f"t{uuid.uuid4().hex[:10]}."
+        self.receiver_port = free_port()
+        tenants = workdir / "tenants.toml"
+        tenants.write_text(
+            "[tenants.example]\n"
+            'domains = ["example.test"]\n'
+            f'route = {{ host = "127.0.0.1", port = {sink_port} }}\n'
+            "[tenants.example.policy]\n"
+            'version = "test-1"\n'
+            "[tenants.other]\n"
+            'domains = ["other.test"]\n'
+            f'route = {{ host = "127.0.0.1", port = {sink_port} }}\n'
+        )
+        self.env = {
+            **os.environ,
+            "MXGATE_TENANTS_FILE": str(tenants),
+            "MXGATE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "MXGATE_KAFKA__TOPIC_PREFIX": self.prefix,
+            "MXGATE_KAFKA__GROUP_PREFIX": f"g{self.prefix}",
+            "MXGATE_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "MXGATE_KAFKA__TRANSACTION_TIMEOUT_MS": "10000",
+            "MXGATE_RECEIVER__PORT": str(self.receiver_port),
+            "MXGATE_STORE__PATH": str(workdir / "store"),
+            "MXGATE_DELIVERER__STATE_PATH": str(workdir / "deliverer"),
+            "MXGATE_DELIVERER__RETRY_SCHEDULE": "[1, 2, 4]",
+            "MXGATE_DELIVERER__CONNECT_TIMEOUT": "5",
+            "MXGATE_DELIVERER__COMMAND_TIMEOUT": "10",
+            "MXGATE_LOG_LEVEL": "info",
+            **(store_env or {}),
+            **(extra_env or {}),
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._killed: set[int] = set()
+        _RUNNING.append(self)
+        self.settings = self._settings()
+        create_topics(
+            self.settings.kafka,
+            catalog.all_topics(len(self.settings.deliverer.retry_schedule)),
+        )
+
+    def _settings(self) -> Settings:
+        keys = {k: v for k, v in self.env.items() if k.startswith("MXGATE_")}
+        old = {k: os.environ.get(k) for k in keys}
+        os.environ.update(keys)
+        try:
+            return Settings()
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def start(self, role: str, instance: str | None = None) -> subprocess.Popen[bytes]:
+        """Start ``role`` (name it ``instance``; restarting with the same name fences the old)."""
+        name = instance or role
+        log = open(self.workdir / f"{name}.log", "ab")
+        env = self.env | {"MXGATE_KAFKA__INSTANCE_ID": name}
+        p = subprocess.Popen(
+            [sys.executable, "-m", "mxgate", "run", role],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs[name] = p
+        if role == "receiver":
+            wait_for(self._receiver_up, 30, "the receiver to listen")
+        return p
+
+    def start_all(self) -> None:
+        self.start("scanner")
+        self.start("deliverer")
+        self.start("receiver")
+
+    def _receiver_up(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.receiver_port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a role process: no cleanup, no flush."""
+        p = self.procs[name]
+        self._killed.add(p.pid)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+
+    def assert_alive(self) -> None:
+        """Fail when a role exited without the test stopping or killing it."""
+        for name, p in self.procs.items():
+            if p.poll() is not None and p.pid not in self._killed:
+                raise AssertionError(f"{name} exited with {p.returncode}:\n{self.log_tail(name)}")
+
+    def stop(self, name: str, timeout: float = 60) -> int:
+        """SIGTERM a role and wait for it to drain."""
+        p = self.procs[name]
+        self._killed.add(p.pid)
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        return int(p.returncode)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.workdir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def send(
+        self, body: bytes, rcpts: list[str], sender: str = "alice@sender.test"
+    ) -> tuple[int, str]:
+        """One SMTP transaction to the receiver; returns the reply to DATA (code, text)."""
+        with smtplib.SMTP("127.0.0.1", self.receiver_port, timeout=60) as c:
+            c.ehlo("client.sender.test")
+            code, msg = c.mail(sender)
+            assert code == 250, (code, msg)
+            for r in rcpts:
+                code, msg = c.rcpt(r)
+                if code != 250:
+                    return code, msg.decode()
+            code, msg = c.data(body)
+            return code, msg.decode()
+
+
+def queued_id(reply: str) -> str:
+    """The message ID: the last word of a 250 reply."""
+    return reply.split()[-1]

@@ -1,0 +1,97 @@
+"""A real SMTP sink (aiosmtpd) on its own thread, standing in for a customer's mail server.
+
+Fault modes make it answer like a troubled server: ``tempfail`` (451 to DATA), ``reject``
+(550 to DATA), ``drop`` (close the connection mid-DATA), ``stall`` (never answer DATA).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from typing import Literal
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mxgate.capture import Captured, CaptureHandler, start_capture
+
+Fault = Literal["none", "tempfail", "reject", "drop", "stall"]
+
+
+class FaultyHandler(CaptureHandler):
+    """A capture handler that can misbehave on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fault: Fault = "none"
+        self.fault_count = 0  # how many transactions the fault applies to; 0 = forever
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        fault = self.fault
+        if fault != "none" and self.fault_count:
+            self.fault_count -= 1
+            if self.fault_count == 0:
+                self.fault = "none"
+        if fault == "tempfail":
+            return "451 4.3.0 try again later"
+        if fault == "reject":
+            return "550 5.7.1 rejected by test sink"
+        if fault == "drop":
+            assert server.transport is not None
+            server.transport.abort()
+            return "421 4.3.0 dropped"
+        if fault == "stall":
+            await asyncio.sleep(3600)
+        return await super().handle_DATA(server, session, envelope)
+
+
+class SinkThread:
+    """Runs a FaultyHandler SMTP server on 127.0.0.1 in a background thread."""
+
+    def __init__(self) -> None:
+        self.handler = FaultyHandler()
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.AbstractServer | None = None
+
+    def start(self) -> SinkThread:
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(start_capture(self.handler), self._loop)
+        self._server, self.port = fut.result(10)
+        return self
+
+    def stop(self) -> None:
+        async def close() -> None:
+            assert self._server is not None
+            self._server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    @property
+    def messages(self) -> list[Captured]:
+        return list(self.handler.messages)
+
+    def copies_per_recipient(self) -> Counter[tuple[str, str]]:
+        """(X-MXGate id, recipient) -> number of copies received."""
+        out: Counter[tuple[str, str]] = Counter()
+        for m in self.messages:
+            mid = mxgate_id(m.data)
+            for r in m.rcpt_to:
+                out[(mid, r)] += 1
+        return out
+
+
+def mxgate_id(data: bytes) -> str:
+    """The message ID from the X-MXGate trace header of a delivered message."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    for line in head.split("\r\n"):
+        if line.startswith("X-MXGate:"):
+            for part in line.split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == "id":
+                    return v
+    return ""

@@ -1,0 +1,138 @@
+"""The filesystem BlobStore: the shared contract, plus on-disk and failure specifics."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.blobstore_contract import BlobStoreContract
+
+from mxgate.blobstore import (
+    BlobStore,
+    BlobUnavailable,
+    FsBlobStore,
+    InvalidBlobKey,
+    S3BlobStore,
+    key_for,
+    open_store,
+    sha256_of_key,
+)
+from mxgate.settings import StoreSettings
+
+
+def _files(root: Path) -> list[Path]:
+    """Every regular file under ``root`` (temp files included)."""
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+class TestFsContract(BlobStoreContract):
+    """FsBlobStore against the shared contract."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[FsBlobStore]:
+        """A store in a fresh directory."""
+        store = FsBlobStore(tmp_path / "store")
+        yield store
+        await store.aclose()
+
+    async def corrupt(self, store: BlobStore, key: str, data: bytes) -> None:
+        """Overwrite the file directly."""
+        assert isinstance(store, FsBlobStore)
+        (store.root / key).write_bytes(data)
+
+
+def test_key_layout() -> None:
+    """Keys fan out on the digest's first two bytes and map back to the digest."""
+    digest = hashlib.sha256(b"abc").hexdigest()
+    key = key_for(digest)
+    assert key == f"sha256/{digest[:2]}/{digest[2:4]}/{digest}"
+    assert sha256_of_key(key) == digest
+    assert key_for(digest.upper()) == key
+    with pytest.raises(InvalidBlobKey):
+        key_for("abc")
+
+
+async def test_file_layout_and_no_temp_files_left(tmp_path: Path) -> None:
+    """The body is one file at root/key with exactly the bytes received."""
+    store = FsBlobStore(tmp_path)
+    ref = await store.put(b"exact bytes\r\n")
+    assert (tmp_path / ref.key).read_bytes() == b"exact bytes\r\n"
+    assert _files(tmp_path) == [tmp_path / ref.key]
+
+
+async def test_existing_object_is_not_rewritten(tmp_path: Path) -> None:
+    """Write once: a second put of the same bytes leaves the stored file untouched."""
+    store = FsBlobStore(tmp_path)
+    ref = await store.put(b"written once")
+    path = tmp_path / ref.key
+    before = path.stat()
+    await store.put(b"written once")
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+async def test_unwritable_store_is_unavailable(tmp_path: Path) -> None:
+    """A store that cannot write (its parent is a regular file) is BlobUnavailable."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_bytes(b"")
+    store = FsBlobStore(blocker / "store")
+    with pytest.raises(BlobUnavailable, match="cannot store sha256/"):
+        await store.put(b"message")
+
+
+async def test_unreadable_store_is_unavailable(tmp_path: Path) -> None:
+    """A key whose path is a directory (an OS error, not absence) is BlobUnavailable."""
+    store = FsBlobStore(tmp_path)
+    key = key_for(hashlib.sha256(b"x").hexdigest())
+    (tmp_path / key).mkdir(parents=True)
+    with pytest.raises(BlobUnavailable, match="EISDIR"):
+        await store.get(key)
+
+
+async def test_concurrent_puts_of_same_body(tmp_path: Path) -> None:
+    """Racing puts of one body all succeed and leave one intact file."""
+    store = FsBlobStore(tmp_path)
+    refs = await asyncio.gather(*(store.put(b"raced") for _ in range(8)))
+    assert len(set(refs)) == 1
+    assert await store.get(refs[0].key) == b"raced"
+    assert [k async for k in store.iter_keys()] == [refs[0].key]
+
+
+def test_open_store_picks_backend(tmp_path: Path) -> None:
+    """open_store returns the backend the settings name."""
+    fs = open_store(StoreSettings(backend="fs", path=tmp_path))
+    assert isinstance(fs, FsBlobStore) and fs.root == tmp_path
+    s3 = open_store(StoreSettings(backend="s3", s3_endpoint="http://127.0.0.1:1"))
+    assert isinstance(s3, S3BlobStore)
+    assert isinstance(fs, BlobStore) and isinstance(s3, BlobStore)
+
+
+@pytest.fixture(scope="module")
+def prop_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One directory for all property-test examples (module scope: hypothesis-safe)."""
+    return tmp_path_factory.mktemp("prop")
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=4096), other=st.binary(max_size=4096))
+def test_any_bytes_round_trip_and_key_is_content(
+    prop_root: Path, data: bytes, other: bytes
+) -> None:
+    """Arbitrary bytes round-trip exactly; the key depends on the content alone."""
+
+    async def scenario() -> None:
+        store = FsBlobStore(prop_root)
+        ref = await store.put(data)
+        assert ref.key == key_for(hashlib.sha256(data).hexdigest())
+        assert ref.size == len(data)
+        assert await store.get(ref.key) == data
+        assert await store.put(data) == ref
+        other_ref = await store.put(other)
+        assert (other_ref.key == ref.key) == (other == data)
+
+    asyncio.run(scenario())
