@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint unit integration fetch bench clean
+.PHONY: setup system run test lint unit integration fetch bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ fetch: $(STAMP)
 	$(BIN)/python -c "from mxgate.localkafka import ensure_kafka_jars; ensure_kafka_jars()"
 	cd tests && ../$(BIN)/python -c "from support.s3server import ensure_built; ensure_built()"
 
-setup: $(STAMP) fetch
+# Debian packages (engine daemons, Postfix, DNS) listed in infra/apt-packages.txt.
+system:
+	bash infra/install-system.sh
+
+setup: system $(STAMP) fetch
 
 run: setup
 	$(BIN)/mxgate up
