@@ -99,6 +99,14 @@ def _run_capture(host: str, port: int, folder: Path) -> None:
     run_until_signalled(serve)
 
 
+@app.command("settings")
+def settings_reference() -> None:
+    """Print the settings reference (every MXGATE_* variable) as a Markdown table."""
+    from mxgate.settings_doc import markdown
+
+    typer.echo(markdown())
+
+
 @topics_app.command("create")
 def topics_create() -> None:
     """Create every topic of the catalog that does not exist yet."""

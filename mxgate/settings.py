@@ -31,21 +31,25 @@ class KafkaSettings(BaseModel):
         description="This process's stable name: transactional.id and static group membership "
         "derive from it, so a restarted instance fences its dead predecessor at once.",
     )
-    session_timeout_ms: int = Field(default=45_000, ge=1_000)
-    transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
+    session_timeout_ms: int = Field(
+        default=45_000, ge=1_000, description="Consumer group session timeout."
+    )
+    transaction_timeout_ms: int = Field(
+        default=60_000, ge=1_000, description="Kafka transaction timeout of scanner and deliverer."
+    )
 
 
 class StoreSettings(BaseModel):
     """The object store that holds message bodies."""
 
     model_config = ConfigDict(frozen=True)
-    backend: Literal["fs", "s3"] = "fs"
+    backend: Literal["fs", "s3"] = Field(default="fs", description="fs (embedded) or s3.")
     path: Path = Field(default=Path("var/store"), description="Root of the filesystem store.")
-    s3_bucket: str = "mxgate"
+    s3_bucket: str = Field(default="mxgate", description="Bucket of message bodies.")
     s3_endpoint: str = Field(default="", description="S3 endpoint URL; empty for AWS.")
-    s3_region: str = "us-east-1"
-    s3_access_key_id: str = ""
-    s3_secret_access_key: str = ""
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_access_key_id: str = Field(default="", description="S3 access key id.")
+    s3_secret_access_key: str = Field(default="", description="S3 secret access key.")
     s3_prefix: str = Field(default="", description="Key prefix inside the bucket.")
 
 
@@ -101,9 +105,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MXGATE_", env_nested_delimiter="__", frozen=True, extra="ignore"
     )
-    tenants_file: Path = Field(default=Path("infra/tenants.toml"))
-    log_level: str = "info"
-    log_json: bool = True
+    tenants_file: Path = Field(
+        default=Path("infra/tenants.toml"),
+        description="TOML file of tenants (domains, route, policy).",
+    )
+    log_level: str = Field(default="info", description="debug | info | warning | error.")
+    log_json: bool = Field(default=True, description="JSON log lines (false: console format).")
     metrics_port: int = Field(default=0, description="Prometheus port; 0 disables.")
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()
