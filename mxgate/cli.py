@@ -17,6 +17,7 @@ import typer
 from pydantic import ValidationError
 
 from mxgate import catalog
+from mxgate.cli_quarantine import quarantine_app
 from mxgate.errors import ConfigError
 from mxgate.settings import Settings
 
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Kafka topics of the catalog.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+app.add_typer(quarantine_app, name="quarantine")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -167,14 +169,22 @@ def up(
     env.setdefault("MXGATE_DELIVERER__STATE_PATH", str(workdir / "deliverer"))
     env.setdefault("MXGATE_LOG_JSON", "false")
     kafka = None
-    if not settings.kafka.bootstrap_servers:
-        from mxgate.localkafka import LocalKafka
-
-        typer.echo("starting a local Kafka broker (first run fetches it with mvn)…", err=True)
-        kafka = LocalKafka(workdir=workdir / "kafka")
-        env["MXGATE_KAFKA__BOOTSTRAP_SERVERS"] = kafka.start()
     procs: list[subprocess.Popen[bytes]] = []
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Explicit handlers: SIGTERM (systemd, docker) stops cleanly too, and SIGINT works even
+    # when a non-interactive parent shell started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     try:
+        if not settings.kafka.bootstrap_servers:
+            from mxgate.localkafka import LocalKafka
+
+            typer.echo("starting a local Kafka broker (first run fetches it with mvn)…", err=True)
+            kafka = LocalKafka(workdir=workdir / "kafka")
+            env["MXGATE_KAFKA__BOOTSTRAP_SERVERS"] = kafka.start()
         os.environ.update(env)
         settings = load_settings()
         create_topics(settings.kafka, catalog.all_topics(len(settings.deliverer.retry_schedule)))
@@ -202,6 +212,9 @@ def up(
     except KeyboardInterrupt:
         typer.echo("stopping…", err=True)
     finally:
+        # Stopping must not be cut short by a second Ctrl-C.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         # Receiver first (no new mail), then scanner and deliverer drain, the sink last.
         for p in reversed(procs):
             if p.poll() is None:

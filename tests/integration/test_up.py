@@ -18,7 +18,8 @@ from support.pipeline import REPO, free_port, wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
+def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int) -> None:
     capture_port, smtp_port = free_port(), free_port()
     tenants = tmp_path / "tenants.toml"
     tenants.write_text(
@@ -55,7 +56,7 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path) -> None:
         data = files[0].read_bytes()
         assert b"X-MXGate: action=deliver" in data
         assert data.endswith(samples.clean_message(7))
-        up.send_signal(signal.SIGINT)
+        up.send_signal(stop_signal)
         assert up.wait(timeout=180) == 0, log.read_text()
         assert "stopping" in log.read_text()
     finally:
