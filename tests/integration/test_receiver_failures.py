@@ -60,3 +60,31 @@ def test_broker_down_answers_451(tmp_path: Path) -> None:
     finally:
         p.stop_all()
         broker.stop()
+
+
+def test_size_is_advertised_and_enforced(kafka, tmp_path: Path) -> None:
+    import smtplib
+
+    p = Pipeline(
+        tmp_path,
+        kafka.bootstrap_servers,
+        sink_port=1,
+        extra_env={"MXGATE_RECEIVER__MAX_MESSAGE_SIZE": "20000"},
+    )
+    try:
+        p.start("receiver")
+        with smtplib.SMTP("127.0.0.1", p.receiver_port, timeout=30) as c:
+            c.ehlo("client.test")
+            assert c.has_extn("size") and c.esmtp_features["size"] == "20000"
+            # Declared too large: refused at MAIL FROM.
+            code, _ = c.mail("a@sender.test", ["SIZE=30000"])
+            assert code == 552
+            c.rset()
+            # Undeclared but too large: refused after DATA, and nothing is accepted.
+            c.mail("a@sender.test")
+            c.rcpt("u@example.test")
+            code, _ = c.data(samples.clean_message(1) + (b"x" * 98 + b"\r\n") * 300)
+            assert code == 552
+        assert received_ids(p) == []
+    finally:
+        p.stop_all()
