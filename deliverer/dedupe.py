@@ -3,13 +3,25 @@
 It is written right after the remote server accepts a recipient and before the attempt's event
 is committed to Kafka, so a deliverer killed between the two does not deliver again when the
 batch is re-run after restart.
+
+On start the record is also rebuilt from the delivery topic (:func:`rebuild_from_topic`), so
+an instance that takes over another's partitions knows what that one delivered and committed.
+What no rebuild can know is a 250 that another instance got and died before committing: SMTP
+has no two-phase commit (RFC 1047), so that narrow window stays with the instance that owns
+the state_path; restarting it under the same instance id (static membership) closes it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
+from confluent_kafka import Consumer, TopicPartition
 from rocksdict import Options, Rdict, WriteOptions
+
+import schemas
+from mxgate.kafka import base_config
+from mxgate.settings import KafkaSettings
 
 
 class DeliveredLog:
@@ -41,3 +53,74 @@ class DeliveredLog:
     def close(self) -> None:
         """Flush and close the database."""
         self._db.close()
+
+
+def rebuild_from_topic(
+    delivered: DeliveredLog,
+    kafka: KafkaSettings,
+    topic: str,
+    since: dt.datetime,
+    timeout: float = 60.0,
+) -> int:
+    """Mark every recipient the committed DeliveryAttempted events of ``topic`` (from
+    ``since`` on) record as delivered; returns how many were read.
+
+    Another instance that takes over a partition (or a replacement machine with an empty
+    state_path) thus knows what its predecessors delivered and committed. Only committed
+    transactions are read; a 250 whose event was never committed is covered by the local
+    record of the instance that got it (see the module doc).
+    """
+    consumer = Consumer(
+        base_config(kafka)
+        | {
+            "group.id": f"{kafka.group_prefix}.deliverer.dedupe-rebuild",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    marked = 0
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            return 0
+        parts = [
+            TopicPartition(topic, p, int(since.timestamp() * 1000))
+            for p in meta.topics[topic].partitions
+        ]
+        starts = consumer.offsets_for_times(parts, timeout=timeout)
+        ends: dict[int, int] = {}
+        assign = []
+        for tp in starts:
+            _, hi = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout)
+            start = tp.offset if tp.offset >= 0 else hi  # -1: nothing that recent
+            if hi > start:
+                ends[tp.partition] = hi
+                assign.append(TopicPartition(topic, tp.partition, start))
+        if not assign:
+            return 0
+        consumer.assign(assign)
+        pending = set(ends)
+        while pending:
+            batch = consumer.consume(500, 5.0)
+            if not batch:
+                break  # only transaction markers (or nothing) left
+            for m in batch:
+                if m.error():
+                    pending.discard(m.partition())  # partition EOF
+                    continue
+                if m.offset() >= ends[m.partition()] - 1:
+                    pending.discard(m.partition())
+                try:
+                    name, rec = schemas.decode(m.value() or b"")
+                except schemas.SchemaError:
+                    continue
+                if name != schemas.DELIVERY_ATTEMPTED:
+                    continue
+                for r in rec["recipients"]:
+                    if r["status"] == "delivered":
+                        delivered.mark(rec["message_id"], r["recipient"], r["reply"])
+                        marked += 1
+    finally:
+        consumer.close()
+    return marked

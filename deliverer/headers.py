@@ -37,5 +37,31 @@ def trace_headers(
     )
     extra = ""
     if action == "tag":
-        extra = f"X-Spam-Flag: YES\r\nX-Spam-Score: {spam_score:.2f}\r\n"
+        extra = (
+            f"X-Spam-Flag: YES\r\nX-Spam-Score: {spam_score:.2f}\r\n"
+            f"X-Spam-Status: Yes, score={spam_score:.2f} tests={why}\r\n"
+        )
     return (received + verdict + extra).encode("utf-8", "replace")
+
+
+def tag_subject(raw: bytes, tag: str) -> bytes:
+    """``raw`` with ``tag`` put in front of its Subject (added when there is none).
+
+    Works on the bytes of the header block only, so the body and every other header stay
+    byte-for-byte as stored; a Subject that already starts with the tag is left alone.
+    """
+    tag = _clean(tag).strip()
+    if not tag:
+        return raw
+    btag = tag.encode("utf-8")
+    sep = b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
+    head, blank, body = raw.partition(sep + sep)
+    lines = head.split(sep)
+    for i, line in enumerate(lines):
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"subject":
+            if value.strip().startswith(btag):
+                return raw
+            lines[i] = name + b": " + btag + b" " + value.lstrip(b" \t")
+            return sep.join(lines) + blank + body
+    return b"Subject: " + btag + sep + raw

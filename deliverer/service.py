@@ -1,9 +1,18 @@
 """The deliverer service: carries out decisions and records every attempt (rules 1 and 6).
 
-It consumes the scanned topic and the retry tiers. Deliver and tag decisions go to the tenant's
-route with trace headers prepended; quarantine and discard decisions are recorded. Deferred
-recipients move to the next retry tier in the same Kafka transaction that commits the input,
-so retry state lives in Kafka, never only in memory.
+It consumes the scanned topic, the retry tiers and the submit topic (DSNs and quarantine
+releases the gateway sends itself). Deliver and tag decisions go to each recipient's route
+(static hops with failover, or MX) with trace headers prepended; quarantine and discard
+decisions are recorded. Deferred recipients move to the next retry tier in the same Kafka
+transaction that commits the input, so retry state lives in Kafka, never only in memory.
+Bounced and expired recipients of mail that may be bounced get one DSN, itself a work item on
+the submit topic, written in that same transaction.
+
+A batch waits at most ``batch_deadline`` for its attempts. An attempt still running then (a
+stalled server) is recorded as deferred and goes on in the background; its recipients stay
+"in flight" so a retry never sends them again while it runs, and a 250 it gets later is in the
+dedupe record, which the retry finds. So one stalled customer server holds neither the
+batch's other tenants nor the next batches.
 """
 
 from __future__ import annotations
@@ -15,14 +24,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 
 import schemas
 from deliverer import smtp
-from deliverer.dedupe import DeliveredLog
-from deliverer.headers import trace_headers
+from deliverer.dedupe import DeliveredLog, rebuild_from_topic
+from deliverer.dsn import build_dsn, wants_dsn
+from deliverer.headers import tag_subject, trace_headers
+from deliverer.pool import Pool
+from deliverer.routes import Destination, RouteError, Router
 from mxgate import catalog
 from mxgate.blobstore import BlobCorrupt, BlobMissing, BlobStore, open_store
+from mxgate.ids import new_message_id
 from mxgate.kafka import Hold, Output, TransactionalLoop
 from mxgate.process import run_until_signalled
 from mxgate.settings import DelivererSettings, Settings
@@ -32,6 +45,7 @@ from mxgate.timeutil import utcnow
 log = structlog.get_logger("mxgate.deliverer")
 
 DELIVERABLE = frozenset({"deliver", "tag"})
+DSN_SENDER_RETRY = "dsn"  # action of a DSN work item (mail_from is always the null sender)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +119,8 @@ class Deliverer:
         store: BlobStore,
         delivered: DeliveredLog,
         topic_prefix: str = "",
+        router: Router | None = None,
+        pool: Pool | None = None,
     ) -> None:
         self.settings = settings
         self.tenants = tenants
@@ -113,16 +129,25 @@ class Deliverer:
         self.prefix = topic_prefix
         self.delivery_topic = catalog.name(catalog.DELIVERY, topic_prefix)
         self.quarantine_topic = catalog.name(catalog.QUARANTINE, topic_prefix)
+        self.submit_topic = catalog.name(catalog.SUBMIT, topic_prefix)
         self.tier_topics = [
             catalog.name(catalog.retry_tier(i), topic_prefix)
             for i in range(len(settings.retry_schedule))
         ]
-        # One slow customer server must not take every connection (issue 5 refines this).
-        self._limits: dict[str, asyncio.Semaphore] = {}
+        self.router = router or Router(
+            tenants,
+            nameservers=settings.dns_nameservers,
+            outbound_route=settings.outbound_route,
+            lookup_timeout=settings.connect_timeout,
+        )
+        self.pool = pool or Pool(settings)
+        # (message, recipient) pairs whose attempt outlived its batch and still runs.
+        self._inflight: set[tuple[str, str]] = set()
+        self._background: set[asyncio.Task[list[Output]]] = set()
 
     def input_topics(self) -> list[str]:
-        """The scanned topic and every retry tier."""
-        return [catalog.name(catalog.SCANNED, self.prefix), *self.tier_topics]
+        """The scanned topic, the submit topic and every retry tier."""
+        return [catalog.name(catalog.SCANNED, self.prefix), self.submit_topic, *self.tier_topics]
 
     def hold(self, m: Message) -> Hold | None:
         """Retry items wait in their tier until due."""
@@ -138,8 +163,9 @@ class Deliverer:
     async def handle(self, batch: Sequence[Message]) -> list[Output]:
         """Carry out a batch concurrently; returns the events to commit with it."""
         now = utcnow()
-        jobs = []
+        works: list[Work] = []
         outputs: list[Output] = []
+        await self.pool.prune()
         for m in batch:
             try:
                 name, rec = schemas.decode(m.value() or b"")
@@ -148,14 +174,40 @@ class Deliverer:
                 continue
             if name == schemas.MESSAGE_SCANNED:
                 if rec["action"] in DELIVERABLE:
-                    jobs.append(self.attempt(Work.from_scanned(rec, now)))
+                    works.append(Work.from_scanned(rec, now))
                 else:
                     outputs.append(self.quarantined(rec, now))
             elif name == schemas.DELIVERY_RETRY:
-                jobs.append(self.attempt(Work.from_retry(rec)))
-        for outs in await asyncio.gather(*jobs):
-            outputs.extend(outs)
+                works.append(Work.from_retry(rec))
+        if not works:
+            return outputs
+        tasks = [asyncio.ensure_future(self.attempt(w)) for w in works]
+        await asyncio.wait(tasks, timeout=self.settings.batch_deadline)
+        for w, t in zip(works, tasks, strict=True):
+            if t.done():
+                outputs.extend(t.result())  # an attempt's exception aborts the batch
+            else:
+                outputs.extend(self._outlived(w, t))
         return outputs
+
+    def _outlived(self, w: Work, task: asyncio.Task[list[Output]]) -> list[Output]:
+        """Record an attempt that outlived its batch as deferred; let it finish in the
+        background with its recipients marked in flight."""
+        keys = {(w.message_id, r.lower()) for r in w.rcpt_to}
+        self._inflight |= keys
+        self._background.add(task)
+
+        def finished(t: asyncio.Task[list[Output]]) -> None:
+            self._inflight.difference_update(keys)
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background attempt failed", message_id=w.message_id,
+                          error=repr(t.exception()))  # fmt: skip
+
+        task.add_done_callback(finished)
+        reply = f"attempt still running after {self.settings.batch_deadline:g}s"
+        results = [smtp.RecipientResult(r, "deferred", 0, reply) for r in w.rcpt_to]
+        return self._record(w, "-", results)[0]
 
     def quarantined(self, r: dict[str, Any], now: dt.datetime) -> Output:
         """Record a held-back (or discarded) message; nothing is delivered."""
@@ -177,22 +229,19 @@ class Deliverer:
 
     async def attempt(self, w: Work) -> list[Output]:
         """One attempt for the recipients in ``w``: SMTP, dedupe record, events, retries."""
-        s = self.settings
-        tenant = self.tenants.by_name(w.tenant)
-        already = [r for r in w.rcpt_to if self.delivered.delivered(w.message_id, r)]
-        todo = [r for r in w.rcpt_to if r not in already]
-        results = [
-            smtp.RecipientResult(r, "delivered", 250, "accepted before a restart (dedupe record)")
-            for r in already
-        ]
-        remote = "-"
-        if todo and tenant is None:
-            results += [
-                smtp.RecipientResult(r, "deferred", 0, "no route: tenant unknown") for r in todo
-            ]
-        elif todo:
-            assert tenant is not None
-            remote = f"{tenant.route.host}:{tenant.route.port}"
+        results: list[smtp.RecipientResult] = []
+        todo: list[str] = []
+        for r in w.rcpt_to:
+            if self.delivered.delivered(w.message_id, r):
+                reply = "accepted before (dedupe record)"
+                results.append(smtp.RecipientResult(r, "delivered", 250, reply))
+            elif (w.message_id, r.lower()) in self._inflight:
+                reply = "an earlier attempt is still running"
+                results.append(smtp.RecipientResult(r, "deferred", 0, reply))
+            else:
+                todo.append(r)
+        remotes: list[str] = []
+        if todo:
             try:
                 raw = await self.store.get(w.object_key)
             except (BlobMissing, BlobCorrupt) as e:
@@ -200,41 +249,138 @@ class Deliverer:
                     smtp.RecipientResult(r, "bounced", 0, f"body unreadable: {e}") for r in todo
                 ]
             else:
-                data = (
-                    trace_headers(
-                        message_id=w.message_id,
-                        action=w.action,
-                        reasons=w.reasons,
-                        spam_score=w.spam_score,
-                        helo=w.helo,
-                        client_ip=w.client_ip,
-                        hostname=s.hostname,
-                        recipients=todo,
-                        received_at=w.received_at,
-                    )
-                    + raw
+                groups, failed = await self._route(todo)
+                results += failed
+                sent = await asyncio.gather(
+                    *(self._send_group(w, dests, rcpts, raw) for dests, rcpts in groups)
                 )
-                sem = self._limits.setdefault(
-                    remote, asyncio.Semaphore(s.max_connections_per_route)
-                )
-                async with sem:
-                    sent = await smtp.send(
-                        tenant.route.host,
-                        tenant.route.port,
-                        w.mail_from,
-                        todo,
-                        data,
-                        helo=s.hostname,
-                        connect_timeout=s.connect_timeout,
-                        command_timeout=s.command_timeout,
-                    )
-                for r in sent:
-                    if r.status == "delivered":
-                        self.delivered.mark(w.message_id, r.recipient, f"{r.code} {r.reply}")
-                results += sent
-        return self._record(w, remote, results)
+                for remote, rs in sent:
+                    remotes.append(remote)
+                    results += rs
+        order = {r: i for i, r in enumerate(w.rcpt_to)}
+        results.sort(key=lambda r: order.get(r.recipient, 0))
+        outputs, final = self._record(w, ",".join(remotes) or "-", results)
+        outputs += await self._dsn(w, ",".join(remotes), final)
+        return outputs
 
-    def _record(self, w: Work, remote: str, results: list[smtp.RecipientResult]) -> list[Output]:
+    async def _route(
+        self, rcpts: Sequence[str]
+    ) -> tuple[list[tuple[list[Destination], list[str]]], list[smtp.RecipientResult]]:
+        """Group recipients by the destinations they go to; unroutable ones become results."""
+        groups: dict[tuple[str, ...], tuple[list[Destination], list[str]]] = {}
+        failed: list[smtp.RecipientResult] = []
+        for r in rcpts:
+            try:
+                dests = await self.router.destinations(r)
+            except RouteError as e:
+                status: smtp.Status = "bounced" if e.permanent else "deferred"
+                failed.append(smtp.RecipientResult(r, status, 0, f"no route: {e}"))
+                continue
+            if not dests:
+                failed.append(smtp.RecipientResult(r, "deferred", 0, "no route: no destination"))
+                continue
+            key = tuple(d.key for d in dests)
+            groups.setdefault(key, (dests, []))[1].append(r)
+        return list(groups.values()), failed
+
+    async def _send_group(
+        self, w: Work, dests: Sequence[Destination], rcpts: list[str], raw: bytes
+    ) -> tuple[str, list[smtp.RecipientResult]]:
+        """Send to the first destination that takes a session (failover in route order)."""
+        s = self.settings
+        body = raw
+        if w.action == "tag" and s.subject_tag:
+            body = tag_subject(raw, s.subject_tag)
+        data = (
+            trace_headers(
+                message_id=w.message_id,
+                action=w.action,
+                reasons=w.reasons,
+                spam_score=w.spam_score,
+                helo=w.helo,
+                client_ip=w.client_ip,
+                hostname=s.hostname,
+                recipients=rcpts,
+                received_at=w.received_at,
+            )
+            + body
+        )
+        errors = []
+        for dest in dests:
+            try:
+                sent = await self.pool.send(dest, w.mail_from, rcpts, data)
+            except smtp.ConnectFailed as e:
+                errors.append(str(e))
+                log.warning("destination failed, trying next", message_id=w.message_id,
+                            destination=str(dest), error=str(e))  # fmt: skip
+                continue
+            except Exception as e:
+                # A bug or a message the client library refuses must not stop the partition
+                # (the batch would abort and re-run forever): defer it, retries and expiry
+                # (with its DSN) deal with it, and the log says why.
+                log.exception("attempt failed", message_id=w.message_id, destination=str(dest))
+                reply = f"internal error: {type(e).__name__}: {e}"[:900]
+                return str(dest), [smtp.RecipientResult(r, "deferred", 0, reply) for r in rcpts]
+            for r in sent:
+                if r.status == "delivered":
+                    self.delivered.mark(w.message_id, r.recipient, f"{r.code} {r.reply}")
+            return str(dest), sent
+        reply = "; ".join(errors)[:900]
+        return (
+            str(dests[-1]),
+            [smtp.RecipientResult(r, "deferred", 0, reply) for r in rcpts],
+        )
+
+    async def _dsn(
+        self, w: Work, remote: str, results: Sequence[smtp.RecipientResult]
+    ) -> list[Output]:
+        """The DSN work item for this attempt's failed recipients, if any is due."""
+        failed = [r for r in results if r.status in ("bounced", "expired")]
+        if not failed or not self.settings.dsn_enabled or not wants_dsn(w.action, w.mail_from):
+            return []
+        try:
+            original = await self.store.get(w.object_key)
+        except (BlobMissing, BlobCorrupt):
+            original = b""
+        now = utcnow()
+        sender = w.mail_from.strip().strip("<>")
+        dsn = build_dsn(
+            hostname=self.settings.hostname,
+            message_id=w.message_id,
+            mail_from=sender,
+            failed=failed,
+            remote=remote,
+            original=original,
+            arrival=w.received_at,
+            now=now,
+        )
+        ref = await self.store.put(dsn)
+        dsn_id = new_message_id()
+        item = {
+            "message_id": dsn_id,
+            "tenant": w.tenant,
+            "action": DSN_SENDER_RETRY,
+            "reasons": [f"dsn-for:{w.message_id}"],
+            "spam_score": 0.0,
+            "mail_from": "",
+            "rcpt_to": [sender],
+            "object_key": ref.key,
+            "received_at": now,
+            "client_ip": "",
+            "helo": self.settings.hostname,
+            "attempt": 1,
+            "due_at": now,
+            "first_attempt_at": now,
+        }
+        log.info("dsn queued", message_id=w.message_id, dsn_id=dsn_id, to=sender,
+                 failed=[r.recipient for r in failed])  # fmt: skip
+        return [Output(self.submit_topic, dsn_id, schemas.encode(schemas.DELIVERY_RETRY, item))]
+
+    def _record(
+        self, w: Work, remote: str, results: list[smtp.RecipientResult]
+    ) -> tuple[list[Output], list[smtp.RecipientResult]]:
+        """The DeliveryAttempted event and retry item for an attempt, and the final results
+        (deferrals past ``expire_after`` become expired)."""
         s = self.settings
         now = utcnow()
         deferred = [r.recipient for r in results if r.status == "deferred"]
@@ -290,7 +436,16 @@ class Deliverer:
                 self.delivery_topic, w.message_id, schemas.encode(schemas.DELIVERY_ATTEMPTED, event)
             ),
         )
-        return outputs
+        return outputs, results
+
+    async def aclose(self) -> None:
+        """Stop background attempts (their recipients are already recorded deferred) and
+        close idle connections."""
+        for t in list(self._background):
+            t.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.pool.aclose()
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
@@ -300,6 +455,24 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     ds = settings.deliverer
     delivered = DeliveredLog(ds.state_path / settings.kafka.instance_id / "delivered")
     d = Deliverer(ds, tenants, store, delivered, settings.kafka.topic_prefix)
+    if ds.dedupe_rebuild:
+        # Only deliveries that a retry could still repeat matter: those within expire_after.
+        since = utcnow() - dt.timedelta(seconds=ds.expire_after + 86400)
+        for attempt in range(1, 31):
+            try:
+                n = await asyncio.to_thread(
+                    rebuild_from_topic, delivered, settings.kafka, d.delivery_topic, since
+                )
+            except KafkaException as e:
+                # Retriable (a leader moving, a topic just created): the local record still
+                # covers this instance, so after a while carry on rather than not deliver.
+                log.warning("dedupe rebuild failed", attempt=attempt, error=str(e))
+                await asyncio.sleep(1.0)
+                continue
+            log.info("dedupe record rebuilt from the delivery topic", delivered=n)
+            break
+        else:
+            log.error("dedupe record not rebuilt; relying on the local record only")
     loop = TransactionalLoop(
         settings.kafka, "deliverer", d.input_topics(), d.handle, ds.batch_size, hold=d.hold
     )
@@ -307,6 +480,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await loop.run(stop)
     finally:
+        await d.aclose()
         delivered.close()
         await store.aclose()
         log.info("deliverer stopped")

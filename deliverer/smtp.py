@@ -1,7 +1,9 @@
-"""One SMTP transaction to a customer's server, with each recipient's outcome classified."""
+"""SMTP client side (aiosmtplib): opening a connection under a TLS policy and running one
+mail transaction on it, with each recipient's outcome classified."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -30,58 +32,152 @@ def classify(code: int) -> Status:
     return "deferred"
 
 
-async def send(
+class ConnectFailed(Exception):
+    """No usable session with this host (refused, timed out, greeting not 2xx, TLS policy not
+    met). Nothing was sent, so the next host of the route may be tried."""
+
+
+def tls_context(policy: str, ca_file: str | None) -> ssl.SSLContext:
+    """The client context for a route's TLS policy.
+
+    ``opportunistic`` and ``required`` encrypt without authenticating the server (RFC 7435:
+    an unverified channel still beats clear text, and most MX certificates would fail
+    verification); ``verified`` checks the chain and the host name.
+    """
+    if policy == "verified":
+        return ssl.create_default_context(cafile=ca_file)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def open_session(
     host: str,
     port: int,
-    mail_from: str,
-    recipients: Sequence[str],
-    data: bytes,
     *,
     helo: str,
+    tls: str,
+    tls_ca_file: str | None,
     connect_timeout: float,
     command_timeout: float,
-) -> list[RecipientResult]:
-    """Deliver ``data`` to ``recipients`` in one transaction; never raises for SMTP trouble."""
-    client = aiosmtplib.SMTP(
-        hostname=host,
-        port=port,
-        local_hostname=helo,
-        timeout=command_timeout,
-        use_tls=False,
-        start_tls=False,
-    )
+) -> aiosmtplib.SMTP:
+    """Connect, EHLO and STARTTLS as the policy asks; raises :class:`ConnectFailed`."""
 
-    def everyone(code: int, reply: str) -> list[RecipientResult]:
-        return [RecipientResult(r, classify(code), code, reply) for r in recipients]
-
-    try:
-        await client.connect(timeout=connect_timeout)
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
-        return everyone(0, f"connect to {host}:{port} failed: {e}")
-    try:
+    async def connect() -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(
+            hostname=host,
+            port=port,
+            local_hostname=helo,
+            timeout=command_timeout,
+            use_tls=False,
+            start_tls=False,
+        )
         try:
-            refused, reply_text = await client.sendmail(mail_from, list(recipients), data)
-        except aiosmtplib.SMTPRecipientsRefused as e:
-            return [
-                RecipientResult(r.recipient, classify(r.code), r.code, r.message)
-                for r in e.recipients
-            ]
-        except aiosmtplib.SMTPResponseException as e:
-            return everyone(e.code, e.message)
+            await client.connect(timeout=connect_timeout)
+            await client.ehlo()
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
-            # Connection lost or timed out mid-transaction: the remote never said 250 for
-            # the data, so a retry is safe.
-            return everyone(0, f"{type(e).__name__}: {e}")
-        out = []
-        for r in recipients:
-            if r in refused:
-                code, msg = refused[r]
-                out.append(RecipientResult(r, classify(code), code, msg))
-            else:
-                out.append(RecipientResult(r, "delivered", 250, reply_text))
-        return out
-    finally:
-        try:
-            await client.quit()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
             client.close()
+            raise ConnectFailed(f"connect to {host}:{port} failed: {e}") from e
+        return client
+
+    client = await connect()
+    if not client.supports_extension("starttls"):
+        if tls == "opportunistic":
+            return client
+        client.close()
+        raise ConnectFailed(f"{host}:{port} does not offer STARTTLS; route requires TLS ({tls})")
+    try:
+        await client.starttls(
+            server_hostname=host,
+            tls_context=tls_context(tls, tls_ca_file),
+            timeout=command_timeout,
+        )
+        await client.ehlo()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as e:
+        client.close()
+        if tls != "opportunistic":
+            raise ConnectFailed(f"{host}:{port} STARTTLS failed ({tls}): {e}") from e
+        # Opportunistic: a failed handshake falls back to clear text on a new connection.
+        client = await connect()
+    return client
+
+
+async def transaction(
+    client: aiosmtplib.SMTP, mail_from: str, recipients: Sequence[str], data: bytes
+) -> list[RecipientResult]:
+    """One MAIL/RCPT/DATA transaction on an open session.
+
+    Raises ``aiosmtplib.SMTPServerDisconnected`` only when the session was lost before MAIL was
+    answered (nothing sent: safe to redo on a new connection); every later problem becomes a
+    per-recipient result. A lost connection or timeout after DATA is a deferral: the remote may
+    or may not have the message (RFC 1047); retrying risks a duplicate, giving up risks a loss.
+    """
+
+    def everyone(rcpts: Sequence[str], code: int, reply: str) -> list[RecipientResult]:
+        return [RecipientResult(r, classify(code), code, reply) for r in rcpts]
+
+    # The null sender arrives as "<>" from the receiver; aiosmtplib wants "" (it adds <>).
+    mail_from = mail_from.strip()
+    if mail_from.startswith("<") and mail_from.endswith(">"):
+        mail_from = mail_from[1:-1]
+    smtputf8 = not (mail_from + "".join(recipients)).isascii()
+    options = []
+    if client.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")
+    if smtputf8 and client.supports_extension("smtputf8"):
+        options.append("SMTPUTF8")
+    encoding = "utf-8" if smtputf8 else "ascii"
+    try:
+        await client.mail(mail_from, options=options, encoding=encoding)
+    except aiosmtplib.SMTPServerDisconnected:
+        raise
+    except aiosmtplib.SMTPResponseException as e:
+        await _rset(client)
+        return everyone(recipients, e.code, e.message)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+        client.close()
+        return everyone(recipients, 0, f"{type(e).__name__}: {e}")
+    out: dict[str, RecipientResult] = {}
+    accepted: list[str] = []
+    try:
+        for r in recipients:
+            try:
+                await client.rcpt(r, encoding=encoding)
+                accepted.append(r)
+            except aiosmtplib.SMTPResponseException as e:
+                out[r] = RecipientResult(r, classify(e.code), e.code, e.message)
+        if not accepted:
+            await _rset(client)
+            return [out[r] for r in recipients]
+        try:
+            resp = await client.data(data)
+        except aiosmtplib.SMTPResponseException as e:
+            for r in accepted:
+                out[r] = RecipientResult(r, classify(e.code), e.code, e.message)
+        else:
+            for r in accepted:
+                out[r] = RecipientResult(r, "delivered", resp.code, resp.message)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+        client.close()
+        for r in recipients:
+            if r not in out:
+                out[r] = RecipientResult(r, "deferred", 0, f"{type(e).__name__}: {e}")
+    return [out[r] for r in recipients]
+
+
+async def _rset(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()
+
+
+async def close_session(client: aiosmtplib.SMTP) -> None:
+    """QUIT politely; drop the connection when the peer is already gone."""
+    if not client.is_connected:
+        return
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()

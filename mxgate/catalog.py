@@ -54,8 +54,9 @@ DELIVERY = Topic(
 )
 QUARANTINE = Topic(
     "mxgate.quarantine.v1",
-    (schemas.MESSAGE_QUARANTINED,),
-    "Messages held back or discarded by decision.",
+    (schemas.MESSAGE_QUARANTINED, schemas.QUARANTINE_RELEASED, schemas.QUARANTINE_DELETED),
+    "Messages held back or discarded by decision, and their later release or deletion "
+    "(the quarantine index is this topic folded by message ID).",
     retention_ms=30 * DAY_MS,
 )
 RETRY = Topic(
@@ -64,8 +65,40 @@ RETRY = Topic(
     "Deferred recipients waiting for their next attempt (one tier topic per delay, see below).",
     retention_ms=7 * DAY_MS,
 )
+SUBMIT = Topic(
+    "mxgate.delivery.submit.v1",
+    (schemas.DELIVERY_RETRY,),
+    "Work the gateway itself sends now: DSNs, quarantine releases, digests (due at once).",
+    retention_ms=7 * DAY_MS,
+)
+TRAINING = Topic(
+    "mxgate.training.v1",
+    (schemas.TRAINING_LABELLED,),
+    "Ham/spam labels from people (quarantine release, report-as-spam) for learning engines.",
+    retention_ms=365 * DAY_MS,
+)
 
-TOPICS: tuple[Topic, ...] = (RECEIVED, SCANNED, DELIVERY, QUARANTINE)
+OPS = Topic(
+    "mxgate.ops.v1",
+    (schemas.RETROSCAN_ALERT, schemas.REPLAY_REDELIVERED),
+    "Operator-visible facts: retro-scan alerts (delivered mail now detected) and replay "
+    "redeliveries.",
+    retention_ms=365 * DAY_MS,
+)
+
+CONTROL = Topic(
+    "mxgate.control.v1",
+    (schemas.ENGINE_CONTROLLED, schemas.ENGINE_STATUS),
+    "Engine switches by ops (EngineControlled, key engine/<name>) and each scanner's engine "
+    "status (EngineStatus, key status/<scanner>/<engine>); compacted: the latest per key counts.",
+    partitions=1,  # one ordered log: every scanner reads all of it
+    retention_ms=-1,
+    compacted=True,
+)
+
+TOPICS: tuple[Topic, ...] = (
+    RECEIVED, SCANNED, DELIVERY, QUARANTINE, SUBMIT, TRAINING, OPS, CONTROL
+)
 
 
 def retry_tier(index: int) -> Topic:
@@ -85,6 +118,18 @@ def retry_tier(index: int) -> Topic:
 def all_topics(retry_tiers: int) -> tuple[Topic, ...]:
     """Every topic for a deployment with ``retry_tiers`` retry delays."""
     return TOPICS + tuple(retry_tier(i) for i in range(retry_tiers))
+
+
+def replay_topic(run: str) -> Topic:
+    """The topic of one replay or retro-scan run, ``mxgate.replay.<run>``: its MessageScanned
+    decisions (never read by the deliverer), created by the run itself."""
+    return Topic(
+        f"mxgate.replay.{run}",
+        (schemas.MESSAGE_SCANNED,),
+        f"Decisions of replay run {run} (what other engines or a policy would have done).",
+        partitions=1,
+        retention_ms=30 * DAY_MS,
+    )
 
 
 def name(topic: Topic, prefix: str = "") -> str:

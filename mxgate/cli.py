@@ -17,6 +17,7 @@ import typer
 from pydantic import ValidationError
 
 from mxgate import catalog
+from mxgate.cli_engines import engines_app
 from mxgate.cli_quarantine import quarantine_app
 from mxgate.errors import ConfigError
 from mxgate.settings import Settings
@@ -29,6 +30,10 @@ app = typer.Typer(
 topics_app = typer.Typer(help="Kafka topics of the catalog.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(engines_app, name="engines")
+
+# Engines `mxgate up` enables unless MXGATE_SCANNER__ENGINES says otherwise.
+UP_ENGINES = ["yara", "content", "clamav", "attachments", "office"]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -141,20 +146,6 @@ def topics_list(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def trace(message_id: str, as_json: JsonOpt = False) -> None:
-    """Print the history of one message: received, each verdict, the action, each attempt."""
-    from mxgate.trace import history, render
-
-    h = history(load_settings(), message_id)
-    if as_json:
-        typer.echo(json.dumps(h, indent=2))
-    else:
-        typer.echo(render(h))
-    if h["outcome"] == "unknown":
-        raise typer.Exit(1)
-
-
-@app.command()
 def up(
     workdir: Annotated[Path, typer.Option(help="Where local state lives.")] = Path("var"),
     capture_port: Annotated[int, typer.Option(help="Port of the local capture server.")] = 2526,
@@ -168,6 +159,9 @@ def up(
     env.setdefault("MXGATE_STORE__PATH", str(workdir / "store"))
     env.setdefault("MXGATE_DELIVERER__STATE_PATH", str(workdir / "deliverer"))
     env.setdefault("MXGATE_LOG_JSON", "false")
+    # The local gateway shows the whole antivirus set; a role run alone keeps its own default.
+    env.setdefault("MXGATE_SCANNER__ENGINES", json.dumps(UP_ENGINES))
+    clamd = None
     kafka = None
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -185,6 +179,15 @@ def up(
             typer.echo("starting a local Kafka broker (first run fetches it with mvn)…", err=True)
             kafka = LocalKafka(workdir=workdir / "kafka")
             env["MXGATE_KAFKA__BOOTSTRAP_SERVERS"] = kafka.start()
+        os.environ.update(env)
+        settings = load_settings()
+        if "clamav" in settings.scanner.engines and not settings.scanner.clamav_socket:
+            from mxgate.localclamd import Clamd
+
+            typer.echo("starting a local clamd on the project's signature database…", err=True)
+            clamd = Clamd(workdir.resolve() / "clamav").start()
+            env["MXGATE_SCANNER__CLAMAV_SOCKET"] = clamd.socket
+            env["MXGATE_SCANNER__CLAMAV_DB_DIR"] = str(clamd.db)
         os.environ.update(env)
         settings = load_settings()
         create_topics(settings.kafka, catalog.all_topics(len(settings.deliverer.retry_schedule)))
@@ -223,5 +226,19 @@ def up(
                 p.wait(60)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if clamd is not None:
+            clamd.stop()
         if kafka is not None:
             kafka.stop()
+
+
+# Ops commands (trace, replay, retroscan, gc, scoreboard) live in cli_ops, which imports the
+# helpers above: registered last, once they exist.
+from mxgate import cli_ops  # noqa: E402
+
+cli_ops.register(app)
+
+# Spam engines: train and evaluate (issue 7), registered the same way.
+from mxgate import cli_spam  # noqa: E402
+
+cli_spam.register(app)

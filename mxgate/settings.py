@@ -54,17 +54,159 @@ class StoreSettings(BaseModel):
 
 
 class ReceiverSettings(BaseModel):
-    """The SMTP front door."""
+    """The SMTP front door: protocol, limits, TLS, PROXY, DNSBL and recipient verification."""
 
     model_config = ConfigDict(frozen=True)
-    host: str = "127.0.0.1"
-    port: int = 2525
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=2525, ge=0, le=65535, description="SMTP port to listen on.")
     hostname: str = Field(default="mxgate.local", description="Name in the banner and Received.")
-    max_message_size: int = Field(default=50 * 1024 * 1024, ge=1024)
-    max_recipients: int = Field(default=100, ge=1)
-    data_timeout: float = Field(default=300.0, gt=0, description="Seconds for one session idle.")
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Receiver processes sharing the port (SO_REUSEPORT)."
+    )
+    max_message_size: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="Bytes; larger gets 552 5.3.4."
+    )
+    max_recipients: int = Field(
+        default=100, ge=1, description="Recipients per message; more get 452 4.5.3."
+    )
+    max_line_length: int = Field(
+        default=8192,
+        ge=1000,
+        description="Bytes per DATA line incl. CRLF; longer gets 500 5.5.6 (RFC 5321: 1000).",
+    )
+    max_bad_commands: int = Field(
+        default=10, ge=1, description="Unknown or malformed commands before 421 4.7.0 and close."
+    )
+    command_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds idle waiting for a command before 421 4.4.2."
+    )
+    data_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds for a whole DATA/BDAT body before 421 4.4.2."
+    )
     accept_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to wait for store + Kafka before answering 451."
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="Concurrent connections overall; more get 421 4.7.0."
+    )
+    max_connections_per_ip: int = Field(
+        default=50, ge=1, description="Concurrent connections per client IP; more get 421 4.7.0."
+    )
+    connection_rate_per_ip: int = Field(
+        default=600, ge=1, description="Connections per client IP per minute; more get 421 4.7.0."
+    )
+    message_rate_per_ip: int = Field(
+        default=1200, ge=1, description="Messages (MAIL) per client IP per minute; more get 451."
+    )
+    max_inflight: int = Field(
+        default=256,
+        ge=1,
+        description="Bodies being received or made durable at once (backpressure); "
+        "more get 451 4.3.2 at DATA.",
+    )
+    drain_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds SIGTERM waits for open transactions to finish."
+    )
+    tls_cert: Path | None = Field(default=None, description="PEM certificate for STARTTLS.")
+    tls_key: Path | None = Field(default=None, description="PEM private key for STARTTLS.")
+    proxy_protocol: bool = Field(
+        default=False, description="Expect a PROXY v1/v2 header on every connection."
+    )
+    proxy_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for the PROXY header."
+    )
+    dnsbl_zones: tuple[str, ...] = Field(
+        default=(), description="DNSBL zones queried at connect (empty: off)."
+    )
+    dnsbl_threshold: int = Field(
+        default=1, ge=1, description="Listings in that many zones reject with 554 5.7.1."
+    )
+    dnsbl_timeout: float = Field(
+        default=2.0, gt=0, description="Seconds per DNSBL lookup; a failure never blocks mail."
+    )
+    dns_servers: tuple[str, ...] = Field(
+        default=(), description="Resolvers as ip or ip:port; empty: the system's."
+    )
+    recipient_cache: Path = Field(
+        default=Path("var/receiver/recipients"),
+        description="rocksdict directory of recipient-callout results (one per worker).",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics port.")
+
+
+class AuthSettings(BaseModel):
+    """Sender authentication (SPF, DKIM, DMARC, ARC), the scanner's DNS, and BATV."""
+
+    model_config = ConfigDict(frozen=True)
+    dns_servers: tuple[str, ...] = Field(
+        default=(), description="Scanner engines' resolvers, ip or ip:port; empty: the system's."
+    )
+    dns_timeout: float = Field(
+        default=3.0, gt=0, description="Seconds per DNS lookup; a failure is a temperror finding."
+    )
+    dns_cache_size: int = Field(default=10_000, ge=0, description="DNS answers cached (by TTL).")
+    authserv_id: str = Field(
+        default="mxgate.local", description="Our name in Authentication-Results headers."
+    )
+    dkim_min_key_bits: int = Field(
+        default=1024, ge=512, description="RSA DKIM/ARC keys shorter than this fail."
+    )
+    batv_keys: tuple[str, ...] = Field(
+        default=(),
+        description="BATV prvs= secrets, newest first (key number = index); empty: no backscatter "
+        "check.",
+    )
+    batv_max_age_days: int = Field(
+        default=7, ge=1, le=999, description="Days a prvs= tag stays valid."
+    )
+    batv_domains: tuple[str, ...] = Field(
+        default=(),
+        description="Tenant domains that sign outbound mail with BATV (bounces to them need a "
+        "valid tag); empty: every domain, once batv_keys is set.",
+    )
+
+
+class SpamSettings(BaseModel):
+    """The antispam engines: in-process Bayes, heuristics, DNSBL/URIBL, spamd and rspamd."""
+
+    model_config = ConfigDict(frozen=True)
+    bayes_path: Path = Field(
+        default=Path("var/bayes"), description="rocksdict directory of Bayes token counts."
+    )
+    bayes_min_trained: int = Field(
+        default=50, ge=0, description="Bayes answers 'skipped' until it learnt this many of each."
+    )
+    heuristics_file: Path | None = Field(
+        default=None, description="TOML table of heuristic rules and scores; default: packaged."
+    )
+    dnsbl_zones: tuple[str, ...] = Field(
+        default=(), description="IP DNSBL zones the scanner queries for the client IP."
+    )
+    uribl_zones: tuple[str, ...] = Field(
+        default=(), description="URI blocklist zones queried for domains of links in the body."
+    )
+    dnsbl_score: float = Field(default=3.0, description="Score per DNSBL/URIBL listing.")
+    spamd_host: str = Field(default="127.0.0.1", description="SpamAssassin spamd address.")
+    spamd_port: int = Field(default=783, ge=1, le=65535, description="spamd TCP port.")
+    spamd_user: str = Field(default="mxgate", description="User spamd scans (and learns) as.")
+    rspamd_url: str = Field(
+        default="http://127.0.0.1:11333", description="rspamd normal worker (/checkv2)."
+    )
+    rspamd_controller_url: str = Field(
+        default="http://127.0.0.1:11334", description="rspamd controller (/learnspam, /learnham)."
+    )
+    rspamd_password: str = Field(default="", description="rspamd controller password.")
+    max_size: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of a message the spam engines look at (spamd/rspamd skip larger).",
+    )
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "bayes": 1.0, "heuristics": 1.0, "dnsbl": 1.0, "spamassassin": 1.0, "rspamd": 1.0
+        },
+        description="Engine weights `mxgate evaluate` combines with "
+        "(tenants: policy.engine_weights).",
     )
 
 
@@ -78,6 +220,47 @@ class ScannerSettings(BaseModel):
     engine_timeout: float = Field(default=20.0, gt=0, description="Seconds per engine per message.")
     batch_size: int = Field(default=50, ge=1, description="Messages per Kafka transaction.")
     yara_rules: Path | None = Field(default=None, description="YARA rules dir; default: packaged.")
+    auth: AuthSettings = AuthSettings()
+    spam: SpamSettings = SpamSettings()
+    shadow_engines: tuple[str, ...] = Field(
+        default=(),
+        description="Engines run in shadow mode: verdicts recorded (shadow=true) and scored, "
+        "never counted in the action.",
+    )
+    engine_timeouts: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-engine timeout overrides in seconds, e.g. {\"sandbox\": 50}.",
+    )
+    isolated: tuple[str, ...] = Field(
+        default=("yara", "attachments", "office"),
+        description="Engines run in worker processes, so a crash in native code costs one "
+        "verdict, not the scanner; a crashed or hung worker is replaced.",
+    )
+    isolation_workers: int = Field(default=2, ge=1, description="Worker processes per engine.")
+    isolation_memory_mb: int = Field(
+        default=2048, ge=64, description="Address-space limit of one engine worker process."
+    )
+    breaker_failures: int = Field(
+        default=5, ge=1, description="Consecutive failures that open an engine's circuit."
+    )
+    breaker_cooldown: float = Field(
+        default=30.0, gt=0, description="Seconds an open circuit waits before one probe scan."
+    )
+    cache_entries: int = Field(
+        default=10_000, ge=0, description="Verdict cache size (body hash+engine+version); 0: off."
+    )
+    control_refresh: float = Field(
+        default=10.0, gt=0, description="Seconds between engine status reports (control topic)."
+    )
+    clamav_socket: str = Field(
+        default="", description="clamd socket: a unix socket path or tcp://HOST:PORT."
+    )
+    clamav_db_dir: Path | None = Field(
+        default=None, description="clamd's DatabaseDirectory, to version unofficial signatures."
+    )
+    reputation_file: Path | None = Field(
+        default=None, description="Known-bad SHA-256 list, one hash a line (reloaded on change)."
+    )
 
 
 class DelivererSettings(BaseModel):
@@ -95,8 +278,59 @@ class DelivererSettings(BaseModel):
     connect_timeout: float = 30.0
     command_timeout: float = 300.0
     batch_size: int = Field(default=50, ge=1)
-    max_connections_per_route: int = Field(default=10, ge=1)
+    max_connections_per_route: int = Field(
+        default=10, ge=1, description="Concurrent connections to one destination host:port."
+    )
     state_path: Path = Field(default=Path("var/deliverer"), description="Local dedupe state.")
+    idle_timeout: float = Field(
+        default=15.0, ge=0, description="Seconds an idle connection is kept open for reuse."
+    )
+    batch_deadline: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a batch waits for slow attempts; later ones are recorded deferred "
+        "and finish in the background, so one stalled server never holds other tenants' mail.",
+    )
+    outbound_route: str = Field(
+        default="",
+        description="host:port for mail to non-tenant domains (DSNs, digests); empty: MX lookup.",
+    )
+    dns_nameservers: tuple[str, ...] = Field(
+        default=(), description="Resolvers for MX lookups as ip or ip:port; empty: the system's."
+    )
+    dsn_enabled: bool = Field(default=True, description="Send DSNs for bounces and expiries.")
+    subject_tag: str = Field(
+        default="", description="Prefix put on the Subject of tagged mail (e.g. '[SPAM]')."
+    )
+    dedupe_rebuild: bool = Field(
+        default=True, description="Rebuild the dedupe record from the delivery topic at start."
+    )
+
+
+class OpsSettings(BaseModel):
+    """Ops and data-team tools: message index, engine scoreboard, garbage collection."""
+
+    model_config = ConfigDict(frozen=True)
+    state_path: Path = Field(
+        default=Path("var/ops"),
+        description="Local state of the ops tools (index and gc rocksdict, scoreboard tables).",
+    )
+    scoreboard_host: str = Field(default="127.0.0.1", description="Scoreboard HTTP address.")
+    scoreboard_port: int = Field(
+        default=6066, ge=0, le=65535, description="Scoreboard HTTP port (JSON at /stats)."
+    )
+    scoreboard_window: float = Field(
+        default=3600.0, gt=0, description="Seconds per scoreboard time window (tumbling)."
+    )
+    scoreboard_url: str = Field(
+        default="", description="Where `mxgate engines stats` asks; empty: host and port above."
+    )
+    gc_grace: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="Seconds a body must stay unreferenced (seen by two gc runs) before "
+        "`mxgate gc` deletes it; covers a body stored just before its event is produced.",
+    )
 
 
 class Settings(BaseSettings):
@@ -117,3 +351,4 @@ class Settings(BaseSettings):
     receiver: ReceiverSettings = ReceiverSettings()
     scanner: ScannerSettings = ScannerSettings()
     deliverer: DelivererSettings = DelivererSettings()
+    ops: OpsSettings = OpsSettings()

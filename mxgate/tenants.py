@@ -23,19 +23,65 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mxgate.errors import ConfigError
 
 Action = Literal["deliver", "tag", "quarantine", "discard"]
 
 
-class Route(BaseModel):
-    """Next hop for a tenant's mail: the customer's own SMTP server."""
+class Hop(BaseModel):
+    """One static next hop; lower ``priority`` is tried first, equal priorities share load."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     host: str
     port: int = Field(default=25, ge=1, le=65535)
+    priority: int = Field(default=10, ge=0)
+
+
+class Route(BaseModel):
+    """Where a tenant's mail goes: the customer's own SMTP servers.
+
+    Exactly one of: ``host`` (+ ``port``), a list of ``hops`` with priorities (failover in
+    priority order), or ``mx`` (a domain whose MX records are looked up at delivery time;
+    ``port`` applies to every MX host). ``tls`` is the STARTTLS policy: ``opportunistic``
+    (use it when offered, any certificate), ``required`` (no delivery in clear, any
+    certificate), ``verified`` (certificate must chain to ``tls_ca_file`` or the system CAs
+    and match the host name)::
+
+        route = { hops = [{ host = "mx1.corp", priority = 10 }, { host = "mx2.corp", priority = 20 }], tls = "required" }
+    """  # noqa: E501
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    host: str = ""
+    port: int = Field(default=25, ge=1, le=65535)
+    hops: tuple[Hop, ...] = ()
+    mx: str = ""
+    tls: Literal["opportunistic", "required", "verified"] = "opportunistic"
+    tls_ca_file: Path | None = None
+    max_connections: int | None = Field(
+        default=None, ge=1, description="Concurrent connections to each hop; default: settings."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Route:
+        kinds = [k for k, v in (("host", self.host), ("hops", self.hops), ("mx", self.mx)) if v]
+        if len(kinds) != 1:
+            raise ValueError("a route needs exactly one of host, hops or mx")
+        return self
+
+    def static_hops(self) -> tuple[Hop, ...]:
+        """The configured hops in failover order (empty for an MX route)."""
+        if self.host:
+            return (Hop(host=self.host, port=self.port, priority=0),)
+        return tuple(sorted(self.hops, key=lambda h: h.priority))
 
 
 class Policy(BaseModel):
@@ -49,8 +95,61 @@ class Policy(BaseModel):
     spam_quarantine: float = 10.0
     # Discarding loses mail for good, so it is off (infinite) unless a tenant sets a threshold.
     spam_discard: float = float("inf")
-    on_engine_error: Literal["deliver", "quarantine"] = "deliver"
+    # What a failed antivirus scan means. on_engine_error: every antivirus engine failed;
+    # on_av_partial_failure: some failed while another answered. "tag" delivers with a warning
+    # header; "hold" rescans the failed engines (hold_rescans times, hold_rescan_delay apart)
+    # and applies on_hold_expired if they still fail.
+    on_engine_error: Literal["deliver", "tag", "hold", "quarantine"] = "deliver"
+    on_av_partial_failure: Literal["deliver", "tag", "hold", "quarantine"] = "deliver"
+    on_hold_expired: Action = "quarantine"
+    hold_rescans: int = Field(default=2, ge=0, le=10)
+    hold_rescan_delay: float = Field(default=5.0, ge=0, le=60)
     engine_weights: dict[str, float] = Field(default_factory=dict)
+    # Attachment findings (symbols "attachment:<what>") act only when <what> or a prefix of it
+    # up to a ':' is listed here, e.g. "type:executable", "archive-limit" (any archive limit).
+    blocked_attachments: tuple[str, ...] = (
+        "type:executable",
+        "type:script",
+        "type:disk-image",
+        "double-extension",
+        "rlo-filename",
+        "archive-limit",
+    )
+    on_blocked_attachment: Action = "quarantine"
+    # Office findings: "office:<what>" symbols, same prefix rule, e.g. "vba-autoexec".
+    blocked_office: tuple[str, ...] = ("vba-autoexec", "xlm-macro", "dde")
+    on_blocked_office: Action = "quarantine"
+    # Sandbox: a malscore at or above this is treated as a confident detection (on_virus).
+    sandbox_malicious: float = Field(default=7.0, ge=0)
+    # What a sandbox that did not answer in time means.
+    on_sandbox_timeout: Action = "deliver"
+
+
+class RecipientCheck(BaseModel):
+    """How the receiver verifies a tenant's recipients at RCPT time (rule 7: no backscatter).
+
+    ``static``: only ``addresses`` exist (``user@domain``, or ``@domain`` for a whole domain).
+    ``callout``: ask the tenant's route (MAIL FROM:<> / RCPT TO) and cache the answer in
+    rocksdict, positives for ``positive_ttl`` seconds and negatives for ``negative_ttl``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    mode: Literal["static", "callout"]
+    addresses: tuple[str, ...] = ()
+    positive_ttl: float = Field(default=7 * 86400.0, gt=0)
+    negative_ttl: float = Field(default=3600.0, gt=0)
+    timeout: float = Field(default=10.0, gt=0, description="Seconds for one callout.")
+    # What a callout that cannot get an answer means: tell the sender to retry (451), or accept.
+    on_error: Literal["tempfail", "accept"] = "tempfail"
+
+    @field_validator("addresses")
+    @classmethod
+    def _lower_addresses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = tuple(a.strip().lower() for a in v)
+        bad = [a for a in out if "@" not in a]
+        if bad:
+            raise ValueError(f"not user@domain or @domain: {bad[0]!r}")
+        return out
 
 
 class Tenant(BaseModel):
@@ -61,6 +160,8 @@ class Tenant(BaseModel):
     domains: tuple[str, ...]
     route: Route
     policy: Policy = Policy()
+    # None: every address at the tenant's domains is accepted (no verification).
+    recipients: RecipientCheck | None = None
 
     @field_validator("domains")
     @classmethod

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -19,9 +20,12 @@ def _topics(settings: Settings) -> list[str]:
     return [catalog.name(t, settings.kafka.topic_prefix) for t in catalog.all_topics(tiers)]
 
 
-def read_events(settings: Settings, keys: set[str] | None = None) -> Iterator[tuple[str, dict]]:
-    """Every committed event on mxgate's topics (optionally only those keyed by ``keys``),
-    read from the beginning up to the end as it was when the call started."""
+def read_events(
+    settings: Settings, keys: set[str] | None = None, topics: Iterable[str] | None = None
+) -> Iterator[tuple[str, dict]]:
+    """Every committed event on mxgate's topics (optionally only those keyed by ``keys``, or
+    only on the full topic names ``topics``), read from the beginning up to the end as it was
+    when the call started."""
     consumer = Consumer(
         base_config(settings.kafka)
         | {
@@ -35,7 +39,7 @@ def read_events(settings: Settings, keys: set[str] | None = None) -> Iterator[tu
         meta = consumer.list_topics(timeout=10)
         ends: dict[tuple[str, int], int] = {}
         assign = []
-        for topic in _topics(settings):
+        for topic in _topics(settings) if topics is None else topics:
             if topic not in meta.topics:
                 continue
             for p in meta.topics[topic].partitions:
@@ -79,26 +83,67 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def history(settings: Settings, message_id: str) -> dict[str, Any]:
-    """The history of one message as a JSON-ready dict.
+def _short(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
 
-    ``outcome`` is one of: delivered, quarantined, discarded, bounced, expired, deferred,
-    scanned (decided, not yet carried out), received (not yet decided), unknown.
-    ``recipients`` maps each recipient to its latest delivery status.
+
+def _when(rec: dict[str, Any]) -> dt.datetime | None:
+    """The event's own time: its first ``*_at`` timestamp field (every schema has one)."""
+    for k, v in rec.items():
+        if k.endswith("_at") and isinstance(v, dt.datetime):
+            return v
+    return None
+
+
+def _is_control(name: str, rec: dict[str, Any]) -> bool:
+    # Control events (engine switched off, rules reloaded …) are not about one message.
+    return "message_id" not in rec and name != schemas.DELIVERY_RETRY
+
+
+def history(settings: Settings, message_id: str) -> dict[str, Any]:
+    """The history of one message, read from every topic: see :func:`fold`."""
+    return fold(read_events(settings), message_id)
+
+
+def fold(events: Iterable[tuple[str, dict[str, Any]]], message_id: str) -> dict[str, Any]:
+    """The history of one message, from ``events`` ((full name, record) pairs), as a
+    JSON-ready dict.
+
+    ``outcome`` is one of: delivered, quarantined, discarded, released, deleted, bounced,
+    expired, deferred, scanned (decided, not yet carried out), received (not yet decided),
+    unknown. ``recipients`` maps each recipient to its latest delivery status.
+    ``events`` lists every event about the message, of every kind (those added later too,
+    found through ``schemas.EVENTS``), plus the control events (records without a message ID,
+    e.g. an engine switched off) from its arrival to its last event, in time order; each is
+    the record with ``event`` (short name) added.
     """
     received = None
     scanned = None
     quarantine = None
+    released: list[dict] = []
+    deleted = None
     deliveries: list[dict] = []
-    for name, rec in read_events(settings, {message_id}):
+    mine: list[tuple[str, dict]] = []
+    control: list[tuple[str, dict]] = []
+    for name, rec in events:
+        if _is_control(name, rec):
+            control.append((name, rec))
+            continue
         if rec.get("message_id") != message_id:
             continue
+        if name == schemas.DELIVERY_RETRY:
+            continue  # internal work items; the attempts they lead to are the facts
+        mine.append((name, rec))
         if name == schemas.MESSAGE_RECEIVED:
             received = rec
         elif name == schemas.MESSAGE_SCANNED:
             scanned = rec
         elif name == schemas.MESSAGE_QUARANTINED:
             quarantine = rec
+        elif name == schemas.QUARANTINE_RELEASED:
+            released.append(rec)
+        elif name == schemas.QUARANTINE_DELETED:
+            deleted = rec
         elif name == schemas.DELIVERY_ATTEMPTED:
             deliveries.append(rec)
     deliveries.sort(key=lambda d: (d["attempt"], d["attempted_at"]))
@@ -106,18 +151,31 @@ def history(settings: Settings, message_id: str) -> dict[str, Any]:
     for d in deliveries:
         for r in d["recipients"]:
             recipients[r["recipient"]] = r["status"]
-    if quarantine is not None:
-        outcome = "quarantined" if quarantine["action"] == "quarantine" else "discarded"
-    elif recipients:
+    delivery_outcome = None
+    if recipients:
         states = set(recipients.values())
         order = ("deferred", "bounced", "expired", "delivered")
-        outcome = next(s for s in order if s in states)
+        delivery_outcome = next(s for s in order if s in states)
+    if deleted is not None:
+        outcome = "deleted"
+    elif released:
+        outcome = delivery_outcome or "released"
+    elif quarantine is not None:
+        outcome = "quarantined" if quarantine["action"] == "quarantine" else "discarded"
+    elif delivery_outcome:
+        outcome = delivery_outcome
     elif scanned is not None:
         outcome = "scanned"
     elif received is not None:
         outcome = "received"
     else:
         outcome = "unknown"
+    times = [t for _, r in mine if (t := _when(r)) is not None]
+    if times:
+        lo, hi = min(times), max(times)
+        mine += [(n, r) for n, r in control if (t := _when(r)) is not None and lo <= t <= hi]
+    far = dt.datetime.max.replace(tzinfo=dt.UTC)
+    mine.sort(key=lambda nr: _when(nr[1]) or far)
     return _plain(
         {
             "message_id": message_id,
@@ -127,40 +185,65 @@ def history(settings: Settings, message_id: str) -> dict[str, Any]:
             "scanned": scanned,
             "deliveries": deliveries,
             "quarantine": quarantine,
+            "releases": released,
+            "deletion": deleted,
+            "events": [{"event": _short(n), **r} for n, r in mine],
         }
     )
 
 
-def render(h: dict[str, Any]) -> str:
-    """A human-readable history."""
-    lines = [f"message {h['message_id']}: {h['outcome']}"]
-    r = h["received"]
-    if r:
-        lines.append(
-            f"  {r['received_at']}  received  tenant={r['tenant']} from=<{r['mail_from']}> "
-            f"to={','.join(r['rcpt_to'])} client={r['client_ip']} helo={r['helo']} "
-            f"size={r['size']} sha256={r['sha256'][:16]}… key={r['object_key']}"
-        )
-    s = h["scanned"]
-    if s:
-        for v in s["verdicts"]:
+def _line(e: dict[str, Any]) -> list[str]:
+    """One event as text lines; kinds without a dedicated form are listed field by field."""
+    kind = e["event"]
+    at = next((v for k, v in e.items() if k.endswith("_at") and isinstance(v, str)), "?")
+    if kind == "MessageReceived":
+        return [
+            f"  {at}  received  tenant={e['tenant']} from=<{e['mail_from']}> "
+            f"to={','.join(e['rcpt_to'])} client={e['client_ip']} helo={e['helo']} "
+            f"size={e['size']} sha256={e['sha256'][:16]}… key={e['object_key']}"
+            + (f" message-id={e['header_message_id']}" if e.get("header_message_id") else "")
+        ]
+    if kind == "MessageScanned":
+        out = []
+        for v in e["verdicts"]:
             extra = f" error={v['error']}" if v["error"] else ""
-            lines.append(
-                f"  {s['scanned_at']}  verdict   {v['engine']} {v['engine_version']} "
+            shadow = " (shadow)" if v.get("shadow") else ""
+            out.append(
+                f"  {at}  verdict   {v['engine']}{shadow} {v['engine_version']} "
                 f"rules={v['rules_version']} {v['outcome']} score={v['score']:g} "
                 f"symbols={','.join(v['symbols']) or '-'} {v['duration_ms']:.1f}ms{extra}"
             )
-        lines.append(
-            f"  {s['scanned_at']}  action    {s['action']} reasons={','.join(s['reasons']) or '-'} "
-            f"policy={s['policy_version']} score={s['spam_score']:g}"
+        out.append(
+            f"  {at}  action    {e['action']} reasons={','.join(e['reasons']) or '-'} "
+            f"policy={e['policy_version']} score={e['spam_score']:g} by={e['scanner']}"
         )
-    for d in h["deliveries"]:
-        for o in d["recipients"]:
-            lines.append(
-                f"  {d['attempted_at']}  attempt {d['attempt']} to {d['remote_host']}: "
-                f"{o['recipient']} {o['status']} {o['reply_code']} {o['reply']}"
-            )
-    q = h["quarantine"]
-    if q:
-        lines.append(f"  {q['quarantined_at']}  {q['action']}  reasons={','.join(q['reasons'])}")
+        return out
+    if kind == "DeliveryAttempted":
+        return [
+            f"  {at}  attempt {e['attempt']} to {e['remote_host']}: "
+            f"{o['recipient']} {o['status']} {o['reply_code']} {o['reply']}"
+            for o in e["recipients"]
+        ]
+    if kind == "MessageQuarantined":
+        return [f"  {at}  {e['action']}  reasons={','.join(e['reasons'])}"]
+    if kind == "QuarantineReleased":
+        return [
+            f"  {at}  released by {e['released_by']} to {','.join(e['rcpt_to'])}: {e['reason']}"
+        ]
+    if kind == "QuarantineDeleted":
+        return [f"  {at}  deleted by {e['deleted_by']}: {e['reason']}"]
+    skip = {"event", "message_id", "tenant"}
+    fields = " ".join(
+        f"{k}={json.dumps(v) if isinstance(v, list | dict) else v}"
+        for k, v in e.items()
+        if k not in skip and not (k.endswith("_at") and v == at)
+    )
+    return [f"  {at}  {kind}  {fields}"]
+
+
+def render(h: dict[str, Any]) -> str:
+    """A human-readable history: one line per fact, in time order."""
+    lines = [f"message {h['message_id']}: {h['outcome']}"]
+    for e in h.get("events", []):
+        lines.extend(_line(e))
     return "\n".join(lines)

@@ -23,6 +23,10 @@ from mxgate.kafka import KafkaUnavailable
 from mxgate.settings import ReceiverSettings
 from mxgate.tenants import Tenants
 from mxgate.timeutil import utcnow
+from receiver.addresses import address_problem
+from receiver.limits import RateWindow
+from receiver.metrics import ReceiverMetrics
+from receiver.recipients import RecipientVerifier
 
 log = structlog.get_logger("mxgate.receiver")
 
@@ -55,27 +59,53 @@ class ReceiverHandler:
         store: BlobStore,
         publisher: Publisher,
         received_topic: str,
+        metrics: ReceiverMetrics | None = None,
+        verifier: RecipientVerifier | None = None,
     ) -> None:
         self.settings = settings
         self.tenants = tenants
         self.store = store
         self.publisher = publisher
         self.topic = received_topic
+        self.metrics = metrics or ReceiverMetrics()
+        self.verifier = verifier
+        self.message_rate = RateWindow(settings.message_rate_per_ip)
+
+    def _refuse_rcpt(self, server: SMTP, address: str, reply: str, reason: str) -> str:
+        rejected = getattr(server, "rejected_rcpts", None)
+        if rejected is not None:
+            rejected.append(address)
+        self.metrics.rejections.labels(reason).inc()
+        return reply
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list
     ) -> str:
-        """Accept only recipients at a tenant's domain; one tenant per transaction."""
+        """Accept only existing recipients at a tenant's domain; one tenant per transaction."""
+        problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8))
+        if problem is not None:
+            return self._refuse_rcpt(server, address, problem, "bad_address")
         tenant = self.tenants.for_address(address)
         if tenant is None:
-            return "550 5.7.1 Relaying denied: we do not accept mail for that domain"
+            return self._refuse_rcpt(
+                server,
+                address,
+                "550 5.7.1 Relaying denied: we do not accept mail for that domain",
+                "relay",
+            )
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
-            return "452 4.5.3 Too many recipients"
+            return self._refuse_rcpt(
+                server, address, "452 4.5.3 Too many recipients", "too_many_recipients"
+            )
         if envelope.rcpt_tos:
             first = self.tenants.for_address(envelope.rcpt_tos[0])
             if first is not None and first.name != tenant.name:
                 # The sender will retry this recipient in its own transaction (RFC 5321 4.5.3.1.10)
                 return "452 4.5.3 Recipient of another customer: send it in a separate transaction"
+        if self.verifier is not None:
+            refusal = await self.verifier.check(tenant, address)
+            if refusal is not None:
+                return self._refuse_rcpt(server, address, refusal, "unknown_user")
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient ok"
@@ -83,7 +113,15 @@ class ReceiverHandler:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list
     ) -> str:
-        """Record the envelope sender (empty for the null sender)."""
+        """Record the envelope sender ("<>" for the null sender), within the message rate."""
+        problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8), null_ok=True)
+        if problem is not None:
+            self.metrics.rejections.labels("bad_address").inc()
+            return problem
+        ip = getattr(server, "client_ip", "")
+        if not self.message_rate.hit(ip):
+            self.metrics.rejections.labels("message_rate").inc()
+            return f"451 4.7.1 Too much mail from {ip}, slow down and try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender ok"
@@ -95,17 +133,44 @@ class ReceiverHandler:
         raw: bytes = envelope.original_content or b""
         tenant = self.tenants.for_address(envelope.rcpt_tos[0])
         mid = new_message_id()
-        peer: Any = session.peer or ("", 0)
-        client_ip, client_port = (peer[0], int(peer[1])) if isinstance(peer, tuple) else ("", 0)
+        client_ip, client_port = _client(server, session)
+        tls = _tls(session)
         bound = log.bind(
             message_id=mid,
             client=client_ip,
             helo=session.host_name,
+            tls=tls["version"] if tls else None,
             mail_from=envelope.mail_from,
             rcpt=list(envelope.rcpt_tos),
+            rejected=list(getattr(server, "rejected_rcpts", [])),
             size=len(raw),
-            tls=session.ssl is not None,
+            header_message_id=header_message_id(raw),
         )
+        result = await self._accept(
+            bound, raw, mid, tenant, envelope, session, received_at, client_ip, client_port, tls
+        )
+        elapsed = time.perf_counter() - t0
+        ok = result.startswith("250")
+        self.metrics.messages.labels("accepted" if ok else "deferred").inc()
+        if ok:
+            self.metrics.accept_latency.observe(elapsed)
+        return result
+
+    async def _accept(
+        self,
+        bound: Any,
+        raw: bytes,
+        mid: str,
+        tenant: Any,
+        envelope: Envelope,
+        session: Session,
+        received_at: Any,
+        client_ip: str,
+        client_port: int,
+        tls: dict[str, str] | None,
+    ) -> str:
+        """Store, produce, answer: the durable accept of one complete body."""
+        t0 = time.perf_counter()
         if tenant is None:  # tenants reloaded between RCPT and DATA
             bound.warning("accept refused", reply="451", reason="tenant vanished")
             return "451 4.3.0 Temporary local problem: recipient domain no longer configured"
@@ -128,7 +193,7 @@ class ReceiverHandler:
                     "client_ip": client_ip,
                     "client_port": client_port,
                     "helo": session.host_name or "",
-                    "tls": _tls(session),
+                    "tls": tls,
                     "mail_from": envelope.mail_from or "",
                     "rcpt_to": list(envelope.rcpt_tos),
                     "size": ref.size,
@@ -155,6 +220,15 @@ class ReceiverHandler:
             accept_ms=round((time.perf_counter() - t0) * 1000, 2),
         )
         return f"250 2.0.0 Ok: queued as {mid}"
+
+
+def _client(server: SMTP, session: Session) -> tuple[str, int]:
+    """The real client address: the gateway's (PROXY-aware) one, else the TCP peer."""
+    ip = getattr(server, "client_ip", "")
+    if ip:
+        return ip, int(getattr(server, "client_port", 0))
+    peer: Any = session.peer or ("", 0)
+    return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
 
 
 def _tls(session: Session) -> dict[str, str] | None:

@@ -1,70 +1,126 @@
-"""Run the receiver: an aiosmtpd server on the event loop, with the durable-accept handler."""
+"""Run the receiver: GatewaySMTP sessions on uvloop, the durable-accept handler, metrics,
+SIGTERM drain, and ``workers`` processes sharing the port (SO_REUSEPORT)."""
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import signal
+from contextlib import ExitStack
 
 import structlog
-from aiosmtpd.smtp import SMTP
 
 from mxgate.blobstore import open_store
 from mxgate.kafka import AsyncProducer
 from mxgate.process import run_until_signalled
 from mxgate.settings import Settings
 from mxgate.tenants import Tenants
+from receiver.dnsbl import DnsblChecker, make_resolver
 from receiver.handler import ReceiverHandler, received_topic
+from receiver.metrics import ReceiverMetrics
+from receiver.recipients import RecipientVerifier
+from receiver.smtp import Gateway, GatewaySMTP, tls_context
 
 log = structlog.get_logger("mxgate.receiver")
 
 
 async def serve(
-    settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    worker: int = 0,
 ) -> None:
     """Serve SMTP until ``stop`` is set, then stop accepting and drain the open sessions."""
     rs = settings.receiver
     tenants = Tenants.load(settings.tenants_file)
     store = open_store(settings.store)
     producer = AsyncProducer(settings.kafka, message_timeout=rs.accept_timeout)
+    metrics = ReceiverMetrics()
+    verifier = None
+    if any(t.recipients is not None for t in tenants):
+        # One rocksdict per worker: RocksDB allows one writer process per directory.
+        verifier = RecipientVerifier(rs.recipient_cache / f"worker-{worker}", rs.hostname)
+    dnsbl = None
+    if rs.dnsbl_zones:
+        resolver = make_resolver(rs.dns_servers, rs.dnsbl_timeout)
+        dnsbl = DnsblChecker(rs.dnsbl_zones, resolver, rs.dnsbl_timeout)
+    tls = tls_context(rs.tls_cert, rs.tls_key) if rs.tls_cert and rs.tls_key else None
+    gateway = Gateway(rs, metrics, dnsbl=dnsbl, tls=tls)
     handler = ReceiverHandler(
-        rs, tenants, store, producer, received_topic(settings.kafka.topic_prefix)
+        rs,
+        tenants,
+        store,
+        producer,
+        received_topic(settings.kafka.topic_prefix),
+        metrics=metrics,
+        verifier=verifier,
     )
     loop = asyncio.get_running_loop()
-    sessions: set[SMTP] = set()
-
-    def factory() -> SMTP:
-        smtp = SMTP(
-            handler,
-            data_size_limit=rs.max_message_size,
-            enable_SMTPUTF8=True,
-            decode_data=False,
-            hostname=rs.hostname,
-            ident="mxgate",
-            timeout=rs.data_timeout,
-            loop=loop,
+    with ExitStack() as stack:
+        if settings.metrics_port:
+            # Worker i serves on metrics_port + i: each process has its own counters.
+            http, thread = metrics.serve(rs.metrics_host, settings.metrics_port + worker)
+            stack.callback(http.server_close)  # callbacks run last-first: shutdown, join, close
+            stack.callback(thread.join, 5)
+            stack.callback(http.shutdown)
+        server = await loop.create_server(
+            lambda: GatewaySMTP(handler, gateway, loop),
+            host=rs.host,
+            port=rs.port,
+            reuse_port=True,
+            backlog=1024,
         )
-        sessions.add(smtp)
-        return smtp
+        log.info("receiver listening", host=rs.host, port=rs.port, worker=worker)
+        if ready is not None:
+            ready.set()
+        try:
+            await stop.wait()
+        finally:
+            # Drain: no new connections; idle sessions get 421 now, transactions in flight
+            # finish (their accept completes even if the client vanished), then exit.
+            server.close()
+            gateway.drain()
+            log.info("draining sessions", count=len(gateway.sessions))
+            await gateway.wait_drained(rs.drain_timeout)
+            await server.wait_closed()
+            await asyncio.to_thread(producer.close)
+            await store.aclose()
+            if verifier is not None:
+                verifier.close()
+            log.info("receiver stopped", worker=worker)
 
-    server = await loop.create_server(factory, host=rs.host, port=rs.port, reuse_port=True)
-    log.info("receiver listening", host=rs.host, port=rs.port)
-    if ready is not None:
-        ready.set()
-    try:
-        await stop.wait()
-    finally:
-        server.close()
-        # Drain: sessions in DATA finish their accept (store + Kafka) before we exit.
-        pending = [s._handler_coroutine for s in sessions if s._handler_coroutine]
-        pending = [t for t in pending if t is not None and not t.done()]
-        if pending:
-            log.info("draining sessions", count=len(pending))
-            await asyncio.wait(pending, timeout=rs.accept_timeout + 5)
-        await server.wait_closed()
-        await asyncio.to_thread(producer.close)
-        await store.aclose()
-        log.info("receiver stopped")
+
+def _worker(settings: Settings, index: int) -> None:
+    """Entry of one worker process (spawned): logging, then serve until SIGTERM."""
+    from mxgate.logs import configure
+
+    configure(settings.log_level, settings.log_json)
+    run_until_signalled(lambda stop: serve(settings, stop, worker=index))
 
 
 def run(settings: Settings) -> None:
-    """Blocking entry point for ``mxgate run receiver``: SIGTERM/SIGINT drain and exit."""
-    run_until_signalled(lambda stop: serve(settings, stop))
+    """Blocking entry point for ``mxgate run receiver``: SIGTERM/SIGINT drain and exit.
+
+    With ``workers`` > 1 this process supervises that many spawned workers on the same port
+    and forwards SIGTERM/SIGINT to them; it exits when all have drained.
+    """
+    n = settings.receiver.workers
+    if n == 1:
+        run_until_signalled(lambda stop: serve(settings, stop))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(settings, i), name=f"receiver-{i}") for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+
+    def forward(_signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: each worker drains on its own
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()

@@ -2,11 +2,11 @@
 
 :func:`parse` reads the message once with the stdlib ``email`` parser, walks every
 leaf part, undoes its transfer encoding and opens archives it finds by *content* (magic bytes, not
-name or declared type): zip, tar, gzip, bzip2 and xz, recursively. Whatever goes wrong (broken
-headers, broken base64, corrupt or encrypted archives, zip bombs) is recorded as a defect string
-on the :class:`~scanner.engines.base.ParsedMessage`; nothing is raised, and nothing that could be
-scanned is dropped: a part whose encoding is broken is kept both decoded (best effort) and as
-received, and the whole raw message is always the last part (path ``"raw"``).
+name or declared type): zip, tar, gzip, bzip2, xz and 7z (py7zr), recursively. Whatever goes
+wrong (broken headers, broken base64, corrupt or encrypted archives, zip bombs) is recorded as a
+defect string on the :class:`~scanner.engines.base.ParsedMessage`; nothing is raised, and nothing
+that could be scanned is dropped: a part whose encoding is broken is kept both decoded (best
+effort) and as received, and the whole raw message is always the last part (path ``"raw"``).
 
 Cost is bounded for hostile input, since a 50 MB message is allowed. ``policy.default``'s header
 parser is ~20x slower than compat32 per MIME part and superlinear on long structured headers
@@ -65,7 +65,7 @@ _HEADER_DECODE_BUDGET = 128 * 1024
 # xz/lzma streams declare their dictionary size; without a cap a tiny file can demand GiBs.
 _LZMA_MEMLIMIT = 128 * 1024 * 1024
 
-ArchiveKind = Literal["zip", "zip-embedded", "tar", "gzip", "bz2", "xz"]
+ArchiveKind = Literal["zip", "zip-embedded", "tar", "gzip", "bz2", "xz", "7z"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +406,8 @@ def _archive_kind(data: bytes) -> ArchiveKind | None:
         return "bz2"
     if head[:6] == b"\xfd7zXZ\x00":
         return "xz"
+    if head[:6] == b"7z\xbc\xaf\x27\x1c":
+        return "7z"
     if data[257:262] == b"ustar":
         return "tar"
     # Self-extracting executables and polyglots carry a zip after other data; zip readers (and
@@ -566,6 +568,114 @@ def _stream_member_name(filename: str | None, suffixes: tuple[str, ...]) -> str:
     return "data"
 
 
+class _SevenZipOverflow(Exception):
+    """Raised from inside py7zr's extraction to stop a member at its byte cap."""
+
+
+class _CappedWriter:
+    """A py7zr writer that keeps at most ``cap`` bytes and aborts the extraction beyond it.
+
+    Aborting (rather than discarding, as py7zr's own BytesIO writer does) bounds the CPU a
+    7z bomb costs, not just the memory.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.buf = io.BytesIO()
+        self.overflow = False
+
+    def write(self, s: bytes | bytearray) -> int:
+        if self.buf.tell() + len(s) > self.cap:
+            self.buf.write(bytes(s[: self.cap - self.buf.tell()]))
+            self.overflow = True
+            raise _SevenZipOverflow
+        return self.buf.write(s)
+
+    def read(self, size: int | None = None) -> bytes:
+        return self.buf.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.buf.seek(offset, whence)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass  # the bytes are read after extraction
+
+    def size(self) -> int:
+        return self.buf.getbuffer().nbytes
+
+
+def _open_7z(part: Part, budget: _Budget) -> list[Part]:
+    """7z through py7zr (pure Python, maintained); same limits as zip, judged up front on the
+    declared sizes and enforced while writing."""
+    import py7zr  # imported here: only messages with a 7z attachment pay for it
+    from py7zr.io import WriterFactory
+
+    defects = budget.defects
+    try:
+        archive = py7zr.SevenZipFile(io.BytesIO(part.data), mode="r")
+    except py7zr.exceptions.PasswordRequired:
+        defects.add("archive-encrypted")
+        return []
+    except Exception:
+        defects.add("archive-corrupt")
+        return []
+    out: list[Part] = []
+    with archive:
+        try:
+            if archive.needs_password():
+                defects.add("archive-encrypted")
+                return []
+            infos = [i for i in archive.list() if not i.is_directory]
+        except Exception:
+            defects.add("archive-corrupt")
+            return []
+        compressed = len(part.data)
+        wanted: list[str] = []
+        declared_total = 0
+        for info in infos:
+            if not budget.take_member():
+                break
+            size = int(info.uncompressed or 0)
+            # Solid archives share one compressed stream: judge the ratio on the whole archive.
+            if not budget.check_declared(declared_total + size, compressed):
+                continue
+            declared_total += size
+            wanted.append(info.filename)
+        # Members of a solid archive are decompressed in order even when skipped, so the whole
+        # declared size bounds the work; refuse archives that declare far beyond the budget.
+        if not wanted or sum(int(i.uncompressed or 0) for i in infos) > 4 * (
+            budget.limits.max_total_bytes
+        ):
+            if wanted:
+                defects.add("archive-limit:bytes")
+            return out
+        cap = min(budget.remaining, budget.ratio_cap(compressed))
+        writers: dict[str, _CappedWriter] = {}
+        used = 0
+
+        class _Factory(WriterFactory):
+            def create(self, filename: str) -> Any:
+                w = _CappedWriter(max(0, cap - used))
+                writers[filename] = w
+                return w
+
+        try:
+            archive.extract(targets=wanted, factory=_Factory())
+        except _SevenZipOverflow:
+            pass
+        except Exception:
+            defects.add("archive-corrupt")
+        for name, w in writers.items():
+            data = w.buf.getvalue()
+            used += len(data)
+            budget.charge(data, overflow=w.overflow, compressed=compressed)
+            out.append(_member(part, name, data))
+    return out
+
+
 _OPENERS: dict[ArchiveKind, Callable[[Part, _Budget], list[Part]]] = {
     "zip": _open_zip,
     "zip-embedded": lambda p, b: _open_zip(p, b, embedded=True),
@@ -573,4 +683,5 @@ _OPENERS: dict[ArchiveKind, Callable[[Part, _Budget], list[Part]]] = {
     "gzip": lambda p, b: _open_stream(p, b, "gzip"),
     "bz2": lambda p, b: _open_stream(p, b, "bz2"),
     "xz": lambda p, b: _open_stream(p, b, "xz"),
+    "7z": _open_7z,
 }

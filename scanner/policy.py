@@ -13,8 +13,19 @@ kept (in findings order):
 - spam score = sum of ``score x engine weight`` (weight default 1.0) over antispam findings;
   at or above ``spam_discard`` / ``spam_quarantine`` / ``spam_tag`` -> discard / quarantine /
   tag, reasons ``spam-score:<score>`` and ``spam:<engine>:<symbol>`` for what contributed;
+- an attachment finding (``match`` with symbols ``attachment:<what>``, from the attachments
+  engine) acts only when ``<what>`` or a ``:``-prefix of it is in ``policy.blocked_attachments``
+  -> ``policy.on_blocked_attachment``, reason ``attachment:<engine>:<what>``; office findings
+  (``office:<what>``) likewise with ``blocked_office`` / ``on_blocked_office``;
+- a sandbox finding with ``score >= policy.sandbox_malicious`` counts as a detection
+  (``policy.on_virus``, reason ``sandbox:<engine>:<symbol>``); a sandbox ``timeout`` ->
+  ``policy.on_sandbox_timeout``, reason ``sandbox-timeout:<engine>``;
 - antivirus unavailable: at least one antivirus engine failed (error/timeout) and none answered
-  ``clean`` -> ``policy.on_engine_error``, reason ``av-unavailable``.
+  ``clean`` -> ``policy.on_engine_error``, reason ``av-unavailable``; some failed while another
+  answered ``clean`` -> ``policy.on_av_partial_failure``, reason ``av-degraded`` (no reason when
+  that is ``deliver``). Either may be ``hold``: unless ``final``, the decision then names the
+  failed engines in ``rescan`` and the caller scans them again; a ``final`` decision applies
+  ``policy.on_hold_expired`` instead, reason ``av-hold-expired``.
 
 "infected" counts as a virus whatever the reporting engine's kind (failing safe). The
 antivirus-unavailable rule deliberately ignores detections: a detection must never be able to
@@ -26,7 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from mxgate.tenants import Action, Policy
 from scanner.engines.base import Finding
@@ -50,10 +61,16 @@ class Decision:
     reasons: tuple[str, ...]
     spam_score: float
     policy_version: str
+    rescan: tuple[str, ...] = ()
+    """Antivirus engines the policy wants scanned again before it decides (``hold``)."""
 
 
-def decide(findings: Sequence[Finding], policy: Policy) -> Decision:
-    """Turn ``findings`` into the action ``policy`` prescribes. Pure and deterministic."""
+def decide(findings: Sequence[Finding], policy: Policy, *, final: bool = True) -> Decision:
+    """Turn ``findings`` into the action ``policy`` prescribes. Pure and deterministic.
+
+    ``final=False`` lets a ``hold`` policy ask for a rescan (``Decision.rescan``) instead of
+    deciding; the action it carries meanwhile is what the other rules alone call for.
+    """
     action: Action = "deliver"
     reasons: dict[str, None] = {}  # ordered set
 
@@ -69,7 +86,13 @@ def decide(findings: Sequence[Finding], policy: Policy) -> Decision:
         if f.outcome == "infected":
             apply(policy.on_virus, *(f"virus:{f.engine}:{s}" for s in symbols))
         elif f.outcome == "match":
-            apply(policy.on_content_match, *(f"content:{f.engine}:{s}" for s in symbols))
+            _match(f, symbols, policy, apply)
+        elif f.outcome == "timeout" and f.kind == "policy" and f.engine == "sandbox":
+            apply(policy.on_sandbox_timeout, f"sandbox-timeout:{f.engine}")
+        if f.engine == "sandbox" and f.outcome in ("clean", "match") and (
+            f.score >= policy.sandbox_malicious
+        ):
+            apply(policy.on_virus, *(f"sandbox:{f.engine}:{s}" for s in symbols))
 
     spam_score = _spam_score(findings, policy)
     spam_action = _spam_action(spam_score, policy)
@@ -83,15 +106,54 @@ def decide(findings: Sequence[Finding], policy: Policy) -> Decision:
         apply(spam_action, f"spam-score:{spam_score:.2f}", *contributors)
 
     av = [f for f in findings if f.kind == "antivirus"]
-    if any(f.outcome in _FAILED for f in av) and not any(f.outcome == "clean" for f in av):
-        apply(policy.on_engine_error, "av-unavailable")
+    failed = tuple(dict.fromkeys(f.engine for f in av if f.outcome in _FAILED))
+    rescan: tuple[str, ...] = ()
+    if failed:
+        if any(f.outcome == "clean" for f in av):
+            mode, why = policy.on_av_partial_failure, "av-degraded"
+        else:
+            mode, why = policy.on_engine_error, "av-unavailable"
+        if mode == "hold":
+            if final:
+                apply(policy.on_hold_expired, why, "av-hold-expired")
+            else:
+                rescan = failed
+        elif mode != "deliver" or why == "av-unavailable":
+            apply(mode, why)
 
     return Decision(
         action=action,
         reasons=tuple(reasons),
         spam_score=spam_score,
         policy_version=policy.version,
+        rescan=rescan,
     )
+
+
+def _match(f: Finding, symbols: tuple[str, ...], policy: Policy, apply: Any) -> None:
+    """A ``match`` finding: attachment/office symbols are judged against the tenant's lists."""
+    plain = []
+    for s in symbols:
+        family, _, what = s.partition(":")
+        if family == "attachment" and what:
+            if _listed(what, policy.blocked_attachments):
+                apply(policy.on_blocked_attachment, f"attachment:{f.engine}:{what}")
+        elif family == "office" and what:
+            if _listed(what, policy.blocked_office):
+                apply(policy.on_blocked_office, f"office:{f.engine}:{what}")
+        else:
+            plain.append(s)
+    if plain or not symbols:
+        apply(policy.on_content_match, *(f"content:{f.engine}:{s}" for s in plain or symbols))
+
+
+def _listed(what: str, listed: Sequence[str]) -> bool:
+    """``what`` or one of its ``:``-prefixes is in ``listed`` ("archive-limit" covers
+    "archive-limit:ratio"); the ``*`` entry lists everything."""
+    if "*" in listed:
+        return True
+    pieces = what.split(":")
+    return any(":".join(pieces[:i]) in listed for i in range(1, len(pieces) + 1))
 
 
 def _weighted(f: Finding, policy: Policy) -> float:

@@ -8,31 +8,33 @@ the parsed message goes to every enabled engine concurrently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from confluent_kafka import Message
+from confluent_kafka import Message, Producer
 
 import schemas
 from mxgate import catalog
 from mxgate.blobstore import BlobCorrupt, BlobMissing, BlobStore, open_store
-from mxgate.kafka import Output, TransactionalLoop
+from mxgate.enginecontrol import ControlWatcher, publish_status
+from mxgate.kafka import Output, TransactionalLoop, producer_config
 from mxgate.process import run_until_signalled
 from mxgate.settings import Settings
 from mxgate.tenants import Policy, Tenants
 from mxgate.timeutil import utcnow
 from scanner import mime
-from scanner.engines.base import Engine, Finding
+from scanner.engines.base import Engine, Finding, ParsedMessage
 from scanner.engines.registry import build_engines
 from scanner.policy import Decision, decide
-from scanner.runner import run_engines
+from scanner.runner import Controls, EngineRunner, run_engines
 
 log = structlog.get_logger("mxgate.scanner")
 
 
-def verdict_record(f: Finding) -> dict[str, Any]:
-    """A finding as an EngineVerdict record."""
+def verdict_record(f: Finding, shadow: bool = False) -> dict[str, Any]:
+    """A finding as an EngineVerdict record (``shadow``: from a shadow engine)."""
     return {
         "engine": f.engine,
         "kind": f.kind,
@@ -43,6 +45,7 @@ def verdict_record(f: Finding) -> dict[str, Any]:
         "symbols": list(f.symbols),
         "duration_ms": float(f.duration_ms),
         "error": f.error,
+        "shadow": shadow,
     }
 
 
@@ -56,20 +59,41 @@ class Scanner:
         store: BlobStore,
         engines: Sequence[Engine],
         name: str = "scanner",
+        shadow: Sequence[Engine] = (),
+        policy: Policy | None = None,
+        controls: Controls | None = None,
     ) -> None:
         self.settings = settings
         self.tenants = tenants
         self.store = store
         self.engines = list(engines)
         self.name = name
+        # Shadow engines run on every message; their verdicts are recorded, never decided on.
+        self.shadow = list(shadow)
+        # A fixed policy for every tenant instead of the tenant's own (replay --policy).
+        self.policy = policy
         self.scanned_topic = catalog.name(catalog.SCANNED, settings.kafka.topic_prefix)
+        sc = settings.scanner
+        # Breakers, runtime switches (``controls``: the control topic's view) and the verdict
+        # cache live in the runner, shared by every message this scanner decides.
+        self.runner = EngineRunner(
+            self.engines,
+            timeout=sc.engine_timeout,
+            timeouts=sc.engine_timeouts,
+            breaker_failures=sc.breaker_failures,
+            breaker_cooldown=sc.breaker_cooldown,
+            cache_entries=sc.cache_entries,
+            controls=controls,
+        )
 
     async def scan(self, received: dict[str, Any]) -> dict[str, Any]:
         """Decide one received message; returns the MessageScanned record."""
         mid = received["message_id"]
         tenant = self.tenants.by_name(received["tenant"])
-        policy = tenant.policy if tenant else Policy()
+        policy = self.policy or (tenant.policy if tenant else Policy())
         findings: list[Finding] = []
+        active: list[str] = []
+        shadow_findings: list[Finding] = []
         defects: list[str] = []
         try:
             raw = await self.store.get(received["object_key"])
@@ -94,10 +118,12 @@ class Scanner:
                 helo=received["helo"],
             )
             defects = list(parsed.defects)
-            findings = await run_engines(
-                self.engines, parsed, self.settings.scanner.engine_timeout
+            run, shadow_findings = await asyncio.gather(
+                self.runner.run(parsed),
+                run_engines(self.shadow, parsed, self.settings.scanner.engine_timeout),
             )
-            decision = decide(findings, policy)
+            findings, active = run.findings, run.active
+            findings, decision = await self._hold(parsed, findings, policy)
         log.info(
             "decided",
             message_id=mid,
@@ -114,8 +140,9 @@ class Scanner:
             "reasons": list(decision.reasons),
             "spam_score": float(decision.spam_score),
             "policy_version": decision.policy_version,
-            "verdicts": [verdict_record(f) for f in findings],
-            "active_engines": [e.name for e in self.engines],
+            "verdicts": [verdict_record(f) for f in findings]
+            + [verdict_record(f, shadow=True) for f in shadow_findings],
+            "active_engines": active,
             "mail_from": received["mail_from"],
             "rcpt_to": list(received["rcpt_to"]),
             "object_key": received["object_key"],
@@ -126,6 +153,25 @@ class Scanner:
             "helo": received["helo"],
             "defects": defects,
         }
+
+    async def _hold(
+        self, parsed: ParsedMessage, findings: list[Finding], policy: Policy
+    ) -> tuple[list[Finding], Decision]:
+        """Apply a ``hold`` policy: rescan the failed antivirus engines a few times, then decide.
+
+        The hold is bounded (``hold_rescans`` x ``hold_rescan_delay`` plus the scans), and the
+        batch's Kafka transaction waits for it: keep it well under the transaction timeout.
+        """
+        decision = decide(findings, policy, final=policy.hold_rescans == 0)
+        for attempt in range(policy.hold_rescans):
+            if not decision.rescan:
+                break
+            await asyncio.sleep(policy.hold_rescan_delay)
+            again = await self.runner.run(parsed, only=decision.rescan)
+            fresh = {f.engine: f for f in again.findings}
+            findings = [fresh.get(f.engine, f) for f in findings]
+            decision = decide(findings, policy, final=attempt == policy.hold_rescans - 1)
+        return findings, decision
 
     async def handle(self, batch: Sequence[Message]) -> list[Output]:
         """Scan a batch concurrently; undecodable input is logged and skipped, never fatal."""
@@ -150,7 +196,20 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     tenants = Tenants.load(settings.tenants_file)
     store = open_store(settings.store)
     engines = build_engines(settings.scanner)
-    scanner = Scanner(settings, tenants, store, engines, name=settings.kafka.instance_id)
+    shadow = build_engines(
+        settings.scanner.model_copy(update={"engines": settings.scanner.shadow_engines})
+    )
+    # Ops' runtime engine switches: followed from the control topic, applied per message.
+    watcher = ControlWatcher(settings.kafka).start()
+    scanner = Scanner(
+        settings, tenants, store, engines, name=settings.kafka.instance_id, shadow=shadow,
+        controls=watcher,
+    )
+    for e in engines:
+        start = getattr(e, "start", None)
+        if start is not None:
+            await start()  # isolated engines: spawn workers now, not on the first message
+    reporter = asyncio.create_task(_report_status(settings, scanner, stop))
     loop = TransactionalLoop(
         settings.kafka,
         "scanner",
@@ -162,10 +221,29 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await loop.run(stop)
     finally:
-        for e in engines:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        watcher.stop()
+        for e in [*engines, *shadow]:
             await e.aclose()
         await store.aclose()
         log.info("scanner stopped")
+
+
+async def _report_status(settings: Settings, scanner: Scanner, stop: asyncio.Event) -> None:
+    """Publish this scanner's engine status on the control topic every ``control_refresh``."""
+    producer = Producer(producer_config(settings.kafka, message_timeout=15.0))
+    try:
+        while not stop.is_set():
+            try:
+                publish_status(producer, settings.kafka, scanner.name, scanner.runner.status())
+            except Exception as e:  # status is advisory: never let it stop scanning
+                log.warning("engine status not published", error=repr(e))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.scanner.control_refresh)
+    finally:
+        await asyncio.to_thread(producer.flush, 5.0)
 
 
 def run(settings: Settings) -> None:

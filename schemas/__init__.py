@@ -25,6 +25,13 @@ MESSAGE_SCANNED = "mxgate.events.MessageScanned"
 DELIVERY_ATTEMPTED = "mxgate.events.DeliveryAttempted"
 MESSAGE_QUARANTINED = "mxgate.events.MessageQuarantined"
 DELIVERY_RETRY = "mxgate.events.DeliveryRetry"
+QUARANTINE_RELEASED = "mxgate.events.QuarantineReleased"
+QUARANTINE_DELETED = "mxgate.events.QuarantineDeleted"
+TRAINING_LABELLED = "mxgate.events.TrainingLabelled"
+RETROSCAN_ALERT = "mxgate.events.RetroscanAlert"
+REPLAY_REDELIVERED = "mxgate.events.ReplayRedelivered"
+ENGINE_CONTROLLED = "mxgate.events.EngineControlled"
+ENGINE_STATUS = "mxgate.events.EngineStatus"
 
 # Records that travel as top-level events (the others are nested types).
 EVENTS = (
@@ -33,7 +40,18 @@ EVENTS = (
     DELIVERY_ATTEMPTED,
     MESSAGE_QUARANTINED,
     DELIVERY_RETRY,
+    QUARANTINE_RELEASED,
+    QUARANTINE_DELETED,
+    TRAINING_LABELLED,
+    RETROSCAN_ALERT,
+    REPLAY_REDELIVERED,
+    ENGINE_CONTROLLED,
+    ENGINE_STATUS,
 )
+
+HISTORY_DIR = SCHEMA_DIR / "history"
+"""Earlier versions of event schemas (``<full name>.<fingerprint hex>.avsc``, self-contained):
+events written before a change stay decodable by fingerprint (see schemas/README.md)."""
 
 
 class SchemaError(Exception):
@@ -68,8 +86,22 @@ def schema(name: str) -> Schema:
 
 
 @cache
+def history() -> tuple[Schema, ...]:
+    """Every earlier version of every event schema kept in HISTORY_DIR."""
+    out = []
+    for path in sorted(HISTORY_DIR.glob("*.avsc")):
+        parsed = load_schema(str(path))
+        canonical = to_parsing_canonical_form(parsed)
+        fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+        out.append(Schema(path.name.rsplit(".", 2)[0], parsed, canonical, fp))
+    return tuple(out)
+
+
+@cache
 def _by_fingerprint() -> dict[bytes, Schema]:
-    return {schema(n).fingerprint: schema(n) for n in EVENTS}
+    known = {s.fingerprint: s for s in history()}
+    known.update({schema(n).fingerprint: schema(n) for n in EVENTS})
+    return known
 
 
 def encode(name: str, record: dict[str, Any]) -> bytes:
@@ -91,6 +123,8 @@ def decode(value: bytes, reader: Schema | None = None) -> tuple[str, dict[str, A
     writer = _by_fingerprint().get(value[2:10])
     if writer is None:
         raise SchemaError(f"unknown writer schema fingerprint {value[2:10].hex()}")
+    if reader is None and writer is not schema(writer.name):
+        reader = schema(writer.name)  # an earlier version: resolve into the current shape
     try:
         rec = schemaless_reader(
             io.BytesIO(value[10:]), writer.parsed, reader.parsed if reader else None

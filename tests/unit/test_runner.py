@@ -12,6 +12,7 @@ from mxgate.errors import ConfigError
 from mxgate.settings import ScannerSettings
 from scanner.engines.base import Finding, Kind, ParsedMessage
 from scanner.engines.content_rules import ContentRulesEngine
+from scanner.engines.isolated import IsolatedEngine
 from scanner.engines.registry import ENGINES, build_engines
 from scanner.engines.yara_engine import YaraEngine
 from scanner.mime import parse
@@ -126,17 +127,31 @@ async def test_real_engines_on_samples() -> None:
 
 
 def test_registry_builds_configured_engines_in_order() -> None:
-    assert set(ENGINES) == {"yara", "content"}
-    engines = build_engines(ScannerSettings(engines=("content", "yara")))
+    assert {"yara", "content", "clamav", "attachments", "office", "reputation"} <= set(ENGINES)
+    engines = build_engines(ScannerSettings(engines=("content", "yara"), isolated=()))
     assert [e.name for e in engines] == ["content", "yara"]
     assert isinstance(engines[1], YaraEngine)
+
+
+def test_registry_isolates_the_configured_engines() -> None:
+    engines = build_engines(ScannerSettings(engines=("content", "yara"), isolated=("yara",)))
+    assert not isinstance(engines[0], IsolatedEngine)
+    assert isinstance(engines[1], IsolatedEngine)
+    assert (engines[1].name, engines[1].kind) == ("yara", "antivirus")
+
+
+def test_registry_clamav_needs_a_socket() -> None:
+    with pytest.raises(ConfigError, match="clamd"):
+        build_engines(ScannerSettings(engines=("clamav",)))
 
 
 def test_registry_unknown_engine() -> None:
     with pytest.raises(ConfigError) as e:
         build_engines(ScannerSettings(engines=("yara", "clamav9")))
     assert (e.value.file, e.value.key) == ("MXGATE_SCANNER__ENGINES", "scanner.engines")
-    assert "unknown engine 'clamav9'; known: content, yara" in e.value.problem
+    assert "unknown engine 'clamav9'; known: " in e.value.problem
+    known = e.value.problem.split("known: ", 1)[1].split(", ")
+    assert known == sorted(ENGINES)
 
 
 def test_registry_repeated_engine() -> None:
@@ -146,5 +161,7 @@ def test_registry_repeated_engine() -> None:
 
 def test_registry_passes_rules_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "x.yar").write_text("rule X { condition: false }")
-    (engine,) = build_engines(ScannerSettings(engines=("yara",), yara_rules=tmp_path))
+    (engine,) = build_engines(
+        ScannerSettings(engines=("yara",), yara_rules=tmp_path, isolated=())
+    )
     assert isinstance(engine, YaraEngine) and engine.rules_dir == tmp_path

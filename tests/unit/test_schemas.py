@@ -31,6 +31,7 @@ verdicts = st.fixed_dictionaries(
         "symbols": st.lists(text, max_size=4),
         "duration_ms": st.floats(min_value=0, max_value=1e6),
         "error": st.none() | text,
+        "shadow": st.booleans(),
     }
 )
 

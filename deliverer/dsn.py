@@ -1,0 +1,111 @@
+"""Delivery Status Notifications (RFC 3464) for bounced and expired recipients.
+
+Built with the stdlib ``email`` package: a ``multipart/report; report-type=delivery-status``
+with a human-readable part, the ``message/delivery-status`` fields (one per-message block, one
+block per failed recipient) and the original message's header block (``text/rfc822-headers``,
+never the body: the body may be what got it rejected). The DSN is sent from the null sender,
+so it can never cause another DSN.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+
+from deliverer.smtp import RecipientResult
+
+# Actions whose mail may be bounced back to its sender. Never for a spam (tag) or virus
+# verdict: the sender of such mail is usually forged, and a DSN would be backscatter.
+DSN_ACTIONS = frozenset({"deliver", "release"})
+
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def wants_dsn(action: str, mail_from: str) -> bool:
+    """True when a failure of this message should be reported to its envelope sender."""
+    sender = mail_from.strip().strip("<>")
+    return action in DSN_ACTIONS and "@" in sender
+
+
+def status_code(result: RecipientResult) -> str:
+    """The RFC 3463 status for a failed recipient: the server's enhanced code when it gave
+    one, 4.4.7 for an expiry, otherwise 5.0.0."""
+    m = _ENHANCED.search(result.reply)
+    if result.status == "expired":
+        return f"4.{m.group(2)}.{m.group(3)}" if m and m.group(1) == "4" else "4.4.7"
+    if m and m.group(1) == "5":
+        return m.group(0)
+    return "5.0.0"
+
+
+def build_dsn(
+    *,
+    hostname: str,
+    message_id: str,
+    mail_from: str,
+    failed: Sequence[RecipientResult],
+    remote: str,
+    original: bytes,
+    arrival: dt.datetime,
+    now: dt.datetime,
+) -> bytes:
+    """The DSN for ``failed`` recipients of one message, as CRLF bytes ready to send."""
+    report = MIMEMultipart("report", report_type="delivery-status")
+    report["From"] = f"Mail Delivery System <MAILER-DAEMON@{hostname}>"
+    report["To"] = mail_from
+    report["Subject"] = "Undelivered Mail Returned to Sender"
+    report["Date"] = format_datetime(now)
+    report["Message-ID"] = make_msgid("dsn", domain=hostname)
+    report["Auto-Submitted"] = "auto-replied"  # RFC 3834: no auto-reply to this
+    lines = [
+        f"This is the mail system at {hostname}.",
+        "",
+        "Your message could not be delivered to the following recipients:",
+        "",
+    ]
+    for r in failed:
+        why = "gave up after retrying" if r.status == "expired" else "rejected"
+        lines.append(f"  <{r.recipient}>: {why}: {r.code or ''} {r.reply}".rstrip())
+    lines += ["", f"Message reference: {message_id}"]
+    report.attach(MIMEText("\n".join(lines) + "\n", "plain", "utf-8"))
+
+    per_message = Message()
+    per_message["Reporting-MTA"] = f"dns; {hostname}"
+    per_message["X-MXGate-Queue-ID"] = message_id
+    per_message["Arrival-Date"] = format_datetime(arrival)
+    blocks = [per_message]
+    remote_host = remote.rsplit(":", 1)[0] if remote and remote != "-" else ""
+    for r in failed:
+        b = Message()
+        b["Final-Recipient"] = f"rfc822; {r.recipient}"
+        b["Action"] = "failed"
+        b["Status"] = status_code(r)
+        if remote_host:
+            b["Remote-MTA"] = f"dns; {remote_host}"
+        if r.code:
+            b["Diagnostic-Code"] = f"smtp; {r.code} {_oneline(r.reply)}"
+        else:
+            b["Diagnostic-Code"] = f"x-mxgate; {_oneline(r.reply)}"
+        b["Last-Attempt-Date"] = format_datetime(now)
+        blocks.append(b)
+    status = Message()
+    status["Content-Type"] = "message/delivery-status"
+    status.set_payload(blocks)
+    report.attach(status)
+
+    headers = Message()
+    headers["Content-Type"] = "text/rfc822-headers"
+    head = original.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    headers.set_payload(head.decode("ascii", "replace").replace("\r\n", "\n") + "\n")
+    report.attach(headers)
+    return report.as_bytes(policy=SMTP)
+
+
+def _oneline(text: str) -> str:
+    return " ".join(text.split())[:500]

@@ -1,0 +1,164 @@
+"""Where a recipient's mail goes: the tenant's static hops in failover order, or MX hosts.
+
+Static hops come from the tenant's :class:`mxgate.tenants.Route`; MX routes (and mail to
+domains no tenant owns, such as DSNs to external senders) are resolved with dnspython at
+delivery time, following RFC 5321 section 5.1: MX records by preference, the domain's own
+address when it has no MX (implicit MX), and no delivery at all for a null MX (RFC 7505).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import dns.asyncresolver
+import dns.exception
+import dns.rdatatype
+import dns.resolver
+
+from mxgate.tenants import Route, Tenants
+
+TlsPolicy = Literal["opportunistic", "required", "verified"]
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One concrete next hop as the connection pool knows it."""
+
+    host: str
+    port: int
+    tls: TlsPolicy = "opportunistic"
+    tls_ca_file: str | None = None
+    max_connections: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The pool key: connections are shared per host, port and TLS policy."""
+        return f"{self.host}:{self.port}/{self.tls}"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class RouteError(Exception):
+    """No destination could be found. ``permanent`` means a retry cannot help (null MX,
+    NXDOMAIN); otherwise the lookup failed for now (SERVFAIL, timeout)."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def order_by_preference(records: Sequence[tuple[int, str]], rng: random.Random) -> list[str]:
+    """Hosts in MX order: ascending preference, shuffled within equal preference (RFC 5321
+    5.1 asks senders to spread load over equal-preference hosts)."""
+    by_pref: dict[int, list[str]] = {}
+    for pref, host in records:
+        by_pref.setdefault(pref, []).append(host)
+    out: list[str] = []
+    for pref in sorted(by_pref):
+        group = by_pref[pref]
+        rng.shuffle(group)
+        out.extend(group)
+    return out
+
+
+def parse_hostport(value: str, default_port: int = 25) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port`` or a bare host) to (host, port)."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    host, sep, port = value.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host, int(port)
+    return value, default_port
+
+
+class Router:
+    """Resolves a recipient to the destinations to try, in order."""
+
+    def __init__(
+        self,
+        tenants: Tenants,
+        *,
+        nameservers: Sequence[str] = (),
+        outbound_route: str = "",
+        lookup_timeout: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.tenants = tenants
+        self.rng = rng or random.Random()
+        self.outbound: tuple[str, int] | None = (
+            parse_hostport(outbound_route) if outbound_route else None
+        )
+        if nameservers:
+            self.resolver = dns.asyncresolver.Resolver(configure=False)
+            parsed = [parse_hostport(n, 53) for n in nameservers]
+            self.resolver.nameservers = [h for h, _ in parsed]
+            # dnspython has one port for all nameservers; tests use one local server.
+            self.resolver.port = parsed[0][1]
+        else:
+            self.resolver = dns.asyncresolver.Resolver()
+        self.resolver.lifetime = lookup_timeout
+
+    def route_for(self, recipient: str) -> Route | None:
+        """The tenant route of ``recipient``'s domain; None for a domain no tenant owns."""
+        t = self.tenants.for_address(recipient)
+        return t.route if t is not None else None
+
+    async def destinations(self, recipient: str) -> list[Destination]:
+        """Destinations for ``recipient`` in the order to try them; raises :class:`RouteError`."""
+        route = self.route_for(recipient)
+        if route is None:
+            # Not a tenant's domain: DSNs and digests to the outside world.
+            if self.outbound is not None:
+                return [Destination(*self.outbound)]
+            domain = recipient.rpartition("@")[2]
+            return [Destination(h, 25) for h in await self.mx_hosts(domain)]
+        common = {
+            "tls": route.tls,
+            "tls_ca_file": str(route.tls_ca_file) if route.tls_ca_file else None,
+            "max_connections": route.max_connections,
+        }
+        if route.mx:
+            hosts = await self.mx_hosts(route.mx)
+            return [Destination(h, route.port, **common) for h in hosts]
+        hops = route.static_hops()
+        by_pref = order_by_preference([(h.priority, f"{h.host}\0{h.port}") for h in hops], self.rng)
+        return [Destination(h, int(p), **common) for h, p in (x.split("\0") for x in by_pref)]
+
+    async def mx_hosts(self, domain: str) -> list[str]:
+        """The hosts to try for ``domain`` by its MX records (RFC 5321 5.1, RFC 7505)."""
+        domain = domain.rstrip(".").lower()
+        if not domain:
+            raise RouteError("empty domain", permanent=True)
+        try:
+            answer = await self.resolver.resolve(domain, "MX")
+        except dns.resolver.NXDOMAIN:
+            raise RouteError(f"{domain}: no such domain", permanent=True) from None
+        except dns.resolver.NoAnswer:
+            # Implicit MX: the domain itself, when it has an address.
+            if await self._has_address(domain):
+                return [domain]
+            raise RouteError(f"{domain}: no MX and no address", permanent=True) from None
+        except (dns.resolver.NoNameservers, dns.exception.Timeout) as e:
+            raise RouteError(f"{domain}: MX lookup failed: {e}", permanent=False) from None
+        records = [(int(r.preference), r.exchange.to_text(omit_final_dot=True)) for r in answer]
+        if any(host in ("", ".") for _, host in records) or (
+            len(records) == 1 and records[0][1] == ""
+        ):
+            raise RouteError(f"{domain}: null MX, accepts no mail", permanent=True)
+        return order_by_preference(records, self.rng)
+
+    async def _has_address(self, domain: str) -> bool:
+        for rdtype in ("A", "AAAA"):
+            try:
+                await self.resolver.resolve(domain, rdtype)
+                return True
+            except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+                continue
+            except (dns.resolver.NoNameservers, dns.exception.Timeout) as e:
+                raise RouteError(f"{domain}: address lookup failed: {e}", permanent=False) from e
+        return False

@@ -1,0 +1,373 @@
+"""`mxgate quarantine`: list, show, release and delete held messages, per tenant.
+
+The quarantine index is the quarantine topic folded by message ID: ``MessageQuarantined``
+opens an entry, ``QuarantineReleased`` / ``QuarantineDeleted`` close it. Bodies stay in the
+object store, untouched. A release is three events in one Kafka transaction: the release
+(who and why), a ``ham`` training label, and a delivery work item on the submit topic that
+the deliverer sends like any other mail (dedupe included, so a message is never released
+twice to the same recipient). ``report-spam`` labels delivered mail ``spam``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import getpass
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+from typing import Annotated, Any
+
+import typer
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+import schemas
+from mxgate import catalog
+from mxgate.kafka import base_config, producer_config
+from mxgate.settings import Settings
+from mxgate.timeutil import utcnow
+
+quarantine_app = typer.Typer(
+    help="Held-back messages: list, show, release, delete (per tenant).", no_args_is_help=True
+)
+
+TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant whose quarantine.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ByOpt = Annotated[str, typer.Option("--by", help="Who does this (default: the OS user).")]
+
+
+@dataclass
+class Entry:
+    """One message in the quarantine index."""
+
+    message_id: str
+    tenant: str
+    quarantined_at: dt.datetime
+    action: str
+    reasons: list[str]
+    mail_from: str
+    rcpt_to: list[str]
+    object_key: str
+    size: int
+    state: str = "held"  # held | released | deleted
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["quarantined_at"] = self.quarantined_at.isoformat()
+        return d
+
+
+def read_topic(settings: Settings, topic: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every committed event of one topic, from the beginning to the end at call time."""
+    consumer = Consumer(
+        base_config(settings.kafka)
+        | {
+            "group.id": "mxgate.quarantine-cli",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            return
+        ends: dict[int, int] = {}
+        assign = []
+        for p in meta.topics[topic].partitions:
+            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if hi > lo:
+                ends[p] = hi
+                assign.append(TopicPartition(topic, p, lo))
+        if not assign:
+            return
+        consumer.assign(assign)
+        pending = set(ends)
+        while pending:
+            batch = consumer.consume(500, 5.0)
+            if not batch:
+                break  # only transaction markers left
+            for m in batch:
+                if m.error():
+                    pending.discard(m.partition())
+                    continue
+                if m.offset() >= ends[m.partition()] - 1:
+                    pending.discard(m.partition())
+                try:
+                    yield schemas.decode(m.value() or b"")
+                except schemas.SchemaError:
+                    continue
+    finally:
+        consumer.close()
+
+
+def fold(events: Iterator[tuple[str, dict[str, Any]]]) -> dict[str, Entry]:
+    """The quarantine index from the quarantine topic's events."""
+    index: dict[str, Entry] = {}
+    for name, r in events:
+        if name == schemas.MESSAGE_QUARANTINED:
+            index[r["message_id"]] = Entry(
+                r["message_id"], r["tenant"], r["quarantined_at"], r["action"],
+                list(r["reasons"]), r["mail_from"], list(r["rcpt_to"]), r["object_key"],
+                r["size"],
+            )  # fmt: skip
+            continue
+        e = index.get(r.get("message_id", ""))
+        if e is None:
+            continue
+        if name == schemas.QUARANTINE_RELEASED:
+            e.state = "released"
+            e.history.append({"event": "released", "at": r["released_at"].isoformat(),
+                              "by": r["released_by"], "reason": r["reason"],
+                              "rcpt_to": list(r["rcpt_to"])})  # fmt: skip
+        elif name == schemas.QUARANTINE_DELETED:
+            e.state = "deleted"
+            e.history.append({"event": "deleted", "at": r["deleted_at"].isoformat(),
+                              "by": r["deleted_by"], "reason": r["reason"]})  # fmt: skip
+    return index
+
+
+def parse_when(value: str, now: dt.datetime) -> dt.datetime:
+    """An ISO 8601 time (UTC when naive) or an age like ``90m``, ``6h``, ``2d``."""
+    m = re.fullmatch(r"(\d+)([smhd])", value.strip())
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return now - dt.timedelta(seconds=int(m.group(1)) * unit)
+    t = dt.datetime.fromisoformat(value)
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def matches(
+    e: Entry,
+    *,
+    tenant: str,
+    sender: str | None = None,
+    recipient: str | None = None,
+    reason: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    state: str = "held",
+) -> bool:
+    """Whether ``e`` passes the list filters (substring matches, case-insensitive)."""
+    if e.tenant != tenant or (state != "all" and e.state != state):
+        return False
+    if sender and sender.lower() not in e.mail_from.lower():
+        return False
+    if recipient and not any(recipient.lower() in r.lower() for r in e.rcpt_to):
+        return False
+    if reason and not any(reason.lower() in r.lower() for r in e.reasons):
+        return False
+    if since and e.quarantined_at < since:
+        return False
+    return not (until and e.quarantined_at > until)
+
+
+def _settings() -> Settings:
+    from mxgate.cli import load_settings
+
+    return load_settings()
+
+
+def _index(settings: Settings) -> dict[str, Entry]:
+    return fold(read_topic(settings, catalog.name(catalog.QUARANTINE, settings.kafka.topic_prefix)))
+
+
+def _get(settings: Settings, tenant: str, message_id: str) -> Entry:
+    e = _index(settings).get(message_id)
+    if e is None or e.tenant != tenant:
+        typer.echo(f"error: no message {message_id} in the quarantine of {tenant}", err=True)
+        raise typer.Exit(1)
+    return e
+
+
+def _produce(settings: Settings, records: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+    """Produce (topic, key, event name, record) in one transaction: all or nothing."""
+    p = Producer(
+        producer_config(settings.kafka, transactional_id=f"mxgate.quarantine-cli.{uuid.uuid4()}")
+    )
+    p.init_transactions(30)
+    p.begin_transaction()
+    for topic, key, name, rec in records:
+        p.produce(topic, key=key.encode(), value=schemas.encode(name, rec))
+    p.commit_transaction(30)
+
+
+@quarantine_app.command("list")
+def list_(
+    tenant: TenantOpt,
+    sender: Annotated[str | None, typer.Option(help="Envelope sender contains this.")] = None,
+    recipient: Annotated[str | None, typer.Option(help="A recipient contains this.")] = None,
+    reason: Annotated[str | None, typer.Option(help="A reason contains this.")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time or age (6h, 2d).")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO time or age (6h, 2d).")] = None,
+    state: Annotated[str, typer.Option(help="held | released | deleted | all")] = "held",
+    as_json: JsonOpt = False,
+) -> None:
+    """List a tenant's quarantined messages, oldest first."""
+    s = _settings()
+    now = utcnow()
+    rows = [
+        e
+        for e in _index(s).values()
+        if matches(
+            e,
+            tenant=tenant,
+            sender=sender,
+            recipient=recipient,
+            reason=reason,
+            since=parse_when(since, now) if since else None,
+            until=parse_when(until, now) if until else None,
+            state=state,
+        )
+    ]
+    rows.sort(key=lambda e: e.quarantined_at)
+    if as_json:
+        typer.echo(json.dumps([e.json() for e in rows], indent=2))
+        return
+    for e in rows:
+        typer.echo(
+            f"{e.message_id}  {e.quarantined_at:%Y-%m-%d %H:%M}  {e.state:8} "
+            f"<{e.mail_from}> -> {','.join(e.rcpt_to)}  [{', '.join(e.reasons)}]"
+        )
+    typer.echo(f"{len(rows)} message(s)", err=True)
+
+
+@quarantine_app.command()
+def show(message_id: str, tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """One quarantined message: envelope, reasons, history and its headers from the store."""
+    from mxgate.blobstore import BlobError, open_store
+
+    s = _settings()
+    e = _get(s, tenant, message_id)
+
+    async def headers() -> dict[str, str]:
+        store = open_store(s.store)
+        try:
+            raw = await store.get(e.object_key)
+        except BlobError as err:
+            return {"error": str(err)}
+        finally:
+            await store.aclose()
+        msg = BytesHeaderParser(policy=default_policy).parsebytes(raw)
+        return {k: str(msg[k]) for k in ("From", "To", "Subject", "Date", "Message-ID") if msg[k]}
+
+    out = e.json() | {"headers": asyncio.run(headers())}
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for k, v in out.items():
+        typer.echo(f"{k:15} {v}")
+
+
+@quarantine_app.command()
+def release(
+    message_id: str,
+    tenant: TenantOpt,
+    reason: Annotated[str, typer.Option("--reason", help="Why it is released (recorded).")],
+    by: ByOpt = "",
+    to: Annotated[
+        list[str] | None, typer.Option("--to", help="Release only to these recipients.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a quarantined message on through delivery; records who and why, and labels it ham."""
+    s = _settings()
+    e = _get(s, tenant, message_id)
+    if e.state != "held":
+        typer.echo(f"error: {message_id} is already {e.state}", err=True)
+        raise typer.Exit(1)
+    rcpts = list(to) if to else e.rcpt_to
+    unknown = [r for r in rcpts if r not in e.rcpt_to]
+    if unknown:
+        typer.echo(f"error: not recipients of {message_id}: {', '.join(unknown)}", err=True)
+        raise typer.Exit(2)
+    who = by or getpass.getuser()
+    now = utcnow()
+    prefix = s.kafka.topic_prefix
+    released = {"message_id": message_id, "tenant": tenant, "released_at": now,
+                "released_by": who, "reason": reason, "rcpt_to": rcpts}  # fmt: skip
+    label = {"message_id": message_id, "tenant": tenant, "labelled_at": now, "label": "ham",
+             "source": "release", "labelled_by": who, "reason": reason,
+             "object_key": e.object_key, "action": e.action}  # fmt: skip
+    work = {
+        "message_id": message_id, "tenant": tenant, "action": "release",
+        "reasons": [*e.reasons, f"released by {who}"], "spam_score": 0.0,
+        "mail_from": e.mail_from, "rcpt_to": rcpts, "object_key": e.object_key,
+        "received_at": e.quarantined_at, "client_ip": "", "helo": "", "attempt": 1,
+        "due_at": now, "first_attempt_at": now,
+    }  # fmt: skip
+    _produce(
+        s,
+        [
+            (catalog.name(catalog.QUARANTINE, prefix), message_id, schemas.QUARANTINE_RELEASED,
+             released),
+            (catalog.name(catalog.TRAINING, prefix), message_id, schemas.TRAINING_LABELLED, label),
+            (catalog.name(catalog.SUBMIT, prefix), message_id, schemas.DELIVERY_RETRY, work),
+        ],
+    )  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps({"message_id": message_id, "released_to": rcpts, "by": who}))
+    else:
+        typer.echo(f"released {message_id} to {', '.join(rcpts)} (by {who})")
+
+
+@quarantine_app.command()
+def delete(
+    message_id: str,
+    tenant: TenantOpt,
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    by: ByOpt = "",
+) -> None:
+    """Remove a message from the quarantine: it can no longer be released.
+
+    The body stays in the object store: it is content-addressed, so another message may
+    share it; the store's lifecycle rules expire it.
+    """
+    s = _settings()
+    e = _get(s, tenant, message_id)
+    if e.state != "held":
+        typer.echo(f"error: {message_id} is already {e.state}", err=True)
+        raise typer.Exit(1)
+    who = by or getpass.getuser()
+    rec = {"message_id": message_id, "tenant": tenant, "deleted_at": utcnow(),
+           "deleted_by": who, "reason": reason}  # fmt: skip
+    _produce(
+        s,
+        [(catalog.name(catalog.QUARANTINE, s.kafka.topic_prefix), message_id,
+          schemas.QUARANTINE_DELETED, rec)],
+    )  # fmt: skip
+    typer.echo(f"deleted {message_id} from the quarantine of {tenant} (by {who})")
+
+
+@quarantine_app.command("report-spam")
+def report_spam(
+    message_id: str,
+    tenant: TenantOpt,
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    by: ByOpt = "",
+) -> None:
+    """Label a delivered message spam: a training event for learning engines."""
+    from mxgate.trace import history
+
+    s = _settings()
+    h = history(s, message_id)
+    scanned = h["scanned"]
+    if scanned is None or scanned["tenant"] != tenant:
+        typer.echo(f"error: no decided message {message_id} for {tenant}", err=True)
+        raise typer.Exit(1)
+    who = by or getpass.getuser()
+    label = {"message_id": message_id, "tenant": tenant, "labelled_at": utcnow(),
+             "label": "spam", "source": "report", "labelled_by": who, "reason": reason,
+             "object_key": scanned["object_key"], "action": scanned["action"]}  # fmt: skip
+    _produce(
+        s,
+        [(catalog.name(catalog.TRAINING, s.kafka.topic_prefix), message_id,
+          schemas.TRAINING_LABELLED, label)],
+    )  # fmt: skip
+    typer.echo(f"reported {message_id} as spam (by {who})")

@@ -1,0 +1,95 @@
+"""Every SMTP reply with an RFC 3463 enhanced status code (RFC 2034 ENHANCEDSTATUSCODES).
+
+aiosmtpd's built-in replies ("250 OK", "501 Syntax: MAIL FROM: <address>", ...) carry no
+enhanced code. Rather than copy every aiosmtpd command method to change its strings,
+``enhance`` rewrites a reply on its way out: a table of aiosmtpd's own texts first, then a
+default per basic code. Replies that already carry a code pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["enhance", "has_enhanced_code"]
+
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(\s|$)")
+
+# Prefixes of aiosmtpd's texts (after "NNN ") and the enhanced code each deserves.
+_BY_TEXT: tuple[tuple[int, str, str], ...] = (
+    (500, "Error: bad syntax", "5.5.2"),
+    (500, "Command line too long", "5.5.6"),
+    (500, "Line too long", "5.5.6"),
+    (500, "Error: command", "5.5.1"),
+    (500, "Error: strict ASCII mode", "5.6.7"),
+    (501, "Error: BODY can only be", "5.5.4"),
+    (501, "Error: SMTPUTF8", "5.5.4"),
+    (501, "Syntax:", "5.5.4"),
+    (502, "Could not VRFY", "5.1.3"),
+    (502, "EXPN not implemented", "5.5.1"),
+    (503, "Error: send", "5.5.1"),
+    (503, "Error: need", "5.5.1"),
+    (503, "Error: nested MAIL", "5.5.1"),
+    (503, "Already authenticated", "5.5.1"),
+    (530, "Must issue a STARTTLS", "5.7.0"),
+    (552, "Error: message size exceeds", "5.3.4"),
+    (552, "Error: Too much mail data", "5.3.4"),
+    (554, "Command refused due to lack of security", "5.7.0"),
+    (555, "MAIL FROM parameters", "5.5.4"),
+    (555, "RCPT TO parameters", "5.5.4"),
+    (454, "TLS not available", "4.7.0"),
+    (252, "Cannot VRFY", "2.5.0"),
+)
+
+# When no text matches: the usual enhanced code for the basic code (RFC 3463 / RFC 5248).
+_BY_CODE = {
+    211: "2.0.0",
+    214: "2.0.0",
+    220: "2.0.0",
+    221: "2.0.0",
+    250: "2.0.0",
+    251: "2.1.5",
+    252: "2.5.0",
+    421: "4.3.0",
+    450: "4.2.0",
+    451: "4.3.0",
+    452: "4.3.1",
+    454: "4.7.0",
+    500: "5.5.2",
+    501: "5.5.4",
+    502: "5.5.1",
+    503: "5.5.1",
+    504: "5.5.4",
+    521: "5.3.2",
+    530: "5.7.0",
+    550: "5.0.0",
+    552: "5.3.4",
+    553: "5.1.3",
+    554: "5.0.0",
+    555: "5.5.4",
+}
+
+
+def has_enhanced_code(reply: str) -> bool:
+    """True when ``reply`` ("NNN x.y.z text") carries an enhanced code of its own class."""
+    return bool(_ENHANCED.match(reply[4:])) and reply[4:5] == reply[:1]
+
+
+def enhance(reply: str) -> str:
+    """``reply`` with an enhanced status code after the basic one, where RFC 2034 wants one.
+
+    Only complete 2xx/4xx/5xx replies get one: 220 greetings and the 250 lines of EHLO are
+    sent by the server class directly, 3xx intermediate replies never carry one. A
+    multi-line reply is enhanced line by line.
+    """
+    if "\r\n" in reply:
+        return "\r\n".join(enhance(line) for line in reply.split("\r\n"))
+    head, text = reply[:3], reply[4:]
+    if not head.isdigit() or head[0] not in "245" or has_enhanced_code(reply):
+        return reply
+    code = int(head)
+    sep = reply[3:4] or " "
+    for c, prefix, enh in _BY_TEXT:
+        if c == code and text.startswith(prefix):
+            return f"{head}{sep}{enh} {text}"
+    enh = _BY_CODE.get(code, f"{head[0]}.0.0")
+    return f"{head}{sep}{enh} {text}".rstrip()

@@ -1,0 +1,461 @@
+"""The SMTP protocol of the front door: an aiosmtpd ``SMTP`` subclass.
+
+What it changes in aiosmtpd, and why:
+
+* the session loop (``_handle_client``): after the optional PROXY header and before the
+  banner it admits the connection (connection limits, rates, DNSBL) for the *real* client
+  IP; it counts errors and closes abusive sessions with 421; it refuses NUL bytes; it
+  answers 421 on idle timeout and on shutdown instead of silently closing;
+* every reply goes through ``replies.enhance`` (RFC 3463 codes);
+* EHLO advertises PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, STARTTLS;
+* DATA: only ``<CRLF>.<CRLF>`` ends a body (bare LF / bare CR forms of the dot stay body
+  text: SMTP smuggling), a whole-body deadline, size and line-length limits, a bounded
+  number of bodies in flight (backpressure), and the accept shielded from a vanishing client
+  so a drain can wait for it;
+* STARTTLS: aiosmtpd already discards plaintext pipelined behind STARTTLS (the reader's
+  buffer is cleared when the TLS transport comes up; CVE-2011-0411 class). We keep that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiosmtpd.proxy_protocol import get_proxy
+from aiosmtpd.smtp import SMTP, syntax
+
+from mxgate.settings import ReceiverSettings
+from receiver.dnsbl import DnsblChecker
+from receiver.limits import ConnectionLimits, InflightGate
+from receiver.metrics import ReceiverMetrics
+from receiver.proxy import client_address
+from receiver.replies import enhance
+
+__all__ = ["Gateway", "GatewaySMTP", "tls_context"]
+
+log = structlog.get_logger("mxgate.receiver")
+
+COMMAND_LIMIT = 512  # RFC 5321 4.5.3.1.4, CRLF included
+# MAIL/RCPT grow with ESMTP parameters and UTF-8 addresses (RFC 1869 allows extensions).
+ADDRESS_COMMAND_LIMIT = 2048
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context for STARTTLS: TLS 1.2 or newer, no client certificate asked."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+@dataclass
+class Gateway:
+    """What all sessions of one receiver process share: settings, limits, metrics, state."""
+
+    settings: ReceiverSettings
+    metrics: ReceiverMetrics
+    dnsbl: DnsblChecker | None = None
+    tls: ssl.SSLContext | None = None
+    limits: ConnectionLimits = field(init=False)
+    inflight: InflightGate = field(init=False)
+    sessions: set[GatewaySMTP] = field(default_factory=set)
+    accepting: set[asyncio.Task[Any]] = field(default_factory=set)
+    draining: bool = False
+    all_closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.limits = ConnectionLimits(
+            s.max_connections, s.max_connections_per_ip, s.connection_rate_per_ip
+        )
+        self.inflight = InflightGate(s.max_inflight)
+
+    async def admit(self, ip: str) -> str | None:
+        """None when ``ip`` may talk to us, else the reply refusing it (the slot is taken)."""
+        refusal = self.limits.open(ip)
+        if refusal is not None:
+            self.metrics.rejections.labels("connection_limit").inc()
+            return refusal
+        if self.dnsbl is not None and self.dnsbl.zones:
+            result = await self.dnsbl.check(ip)
+            if result.failed:
+                log.warning("dnsbl lookup failed", client=ip, zones=list(result.failed))
+                self.metrics.rejections.labels("dnsbl_error_ignored").inc()
+            if len(result.listed) >= self.settings.dnsbl_threshold:
+                self.limits.close(ip)
+                self.metrics.rejections.labels("dnsbl").inc()
+                zones = ", ".join(result.listed)
+                return f"554 5.7.1 Service unavailable; client [{ip}] blocked using {zones}"
+        return None
+
+    def session_closed(self, session: GatewaySMTP) -> None:
+        """Forget a session; wake a drain waiting for the last one."""
+        self.sessions.discard(session)
+        if self.draining and not self.sessions:
+            self.all_closed.set()
+
+    def drain(self) -> None:
+        """Stop taking new commands: idle sessions get 421 now, busy ones after their turn."""
+        self.draining = True
+        for s in list(self.sessions):
+            s.close_if_idle()
+        if not self.sessions:
+            self.all_closed.set()
+
+    async def wait_drained(self, timeout: float) -> None:
+        """Wait for the sessions to end (at most ``timeout``), then cut the rest with 421."""
+        if self.sessions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.all_closed.wait(), timeout)
+        for s in list(self.sessions):
+            s.shutdown("421 4.3.2 Service shutting down, try again later")
+        if self.accepting:
+            await asyncio.wait(list(self.accepting), timeout=self.settings.accept_timeout + 5)
+
+
+class GatewaySMTP(SMTP):
+    """One SMTP session of the front door."""
+
+    def __init__(self, handler: Any, gateway: Gateway, loop: asyncio.AbstractEventLoop) -> None:
+        s = gateway.settings
+        # aiosmtpd sizes its StreamReader from this attribute inside __init__.
+        self.line_length_limit = s.max_line_length
+        super().__init__(
+            handler,
+            data_size_limit=s.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=s.hostname,
+            ident="ESMTP mxgate",
+            tls_context=gateway.tls,
+            timeout=s.command_timeout,
+            proxy_protocol_timeout=s.proxy_timeout if s.proxy_protocol else None,
+            loop=loop,
+        )
+        # An inbound MX offers no AUTH; aiosmtpd would otherwise answer it.
+        self._smtp_methods.pop("AUTH", None)
+        self.gateway = gateway
+        self.client_ip = ""
+        self.client_port = 0
+        self._admitted = False
+        self._errors = 0
+        self._busy = False  # a command is being handled
+        self.rejected_rcpts: list[str] = []
+        self.tls_established = False
+
+    # -- replies ------------------------------------------------------------------------
+
+    async def push(self, status: str | bytes) -> None:
+        """Send one reply, with an enhanced status code, counting it."""
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        text = enhance(text)
+        await self._push_raw(text)
+
+    async def _push_raw(self, text: str) -> None:
+        """Send a reply exactly as given (banner, EHLO lines)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.gateway.metrics.reply(text)
+        if text[:1] == "5":
+            self._errors += 1
+        await super().push(text)
+
+    def _timeout_cb(self) -> None:
+        """Idle or slow client: say why with 421 (RFC 5321 4.5.3.2), then close."""
+        log.info("session timeout", client=self.client_ip)
+        self.shutdown(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
+
+    def shutdown(self, reply: str) -> None:
+        """Write ``reply`` and close the connection (used from callbacks: no await)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.gateway.metrics.reply(reply)
+        with contextlib.suppress(Exception):
+            transport.write(reply.encode() + b"\r\n")
+        transport.close()
+
+    def close_if_idle(self) -> None:
+        """On drain: a session waiting for a command outside a transaction gets 421 now."""
+        if not self._busy and (self.envelope is None or not self.envelope.mail_from):
+            self.shutdown("421 4.3.2 Service shutting down, try again later")
+
+    # -- connection -----------------------------------------------------------------------
+
+    def connection_lost(self, error: Exception | None) -> None:
+        """Release the connection's limit slots (once, even after STARTTLS)."""
+        if self._admitted:
+            self._admitted = False
+            self.gateway.limits.close(self.client_ip)
+            self.gateway.metrics.sessions_active.dec()
+        self.gateway.session_closed(self)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        """The session: PROXY header, admission, banner, then the command loop."""
+        assert self.session is not None and self.transport is not None
+        if self._proxy_timeout is not None:
+            self._reset_timeout(self._proxy_timeout)
+            proxy = await get_proxy(self._reader)
+            self.session.proxy_data = proxy
+            if not proxy:
+                # The peer is a load balancer that broke the protocol: no SMTP reply.
+                log.warning("invalid PROXY header", peer=self.session.peer, error=proxy.error)
+                self.transport.close()
+                return
+        self.client_ip, self.client_port = client_address(self.session)
+        if self.gateway.draining:
+            self.shutdown("421 4.3.2 Service shutting down, try again later")
+            return
+        refusal = await self.gateway.admit(self.client_ip)
+        if refusal is not None:
+            log.info("connection refused", client=self.client_ip, reply=refusal)
+            self.shutdown(refusal)
+            return
+        self._admitted = True
+        self.gateway.sessions.add(self)
+        self.gateway.metrics.sessions.inc()
+        self.gateway.metrics.sessions_active.inc()
+        self._reset_timeout()
+        await self._push_raw(f"220 {self.hostname} {self.__ident__}")
+        try:
+            await self._command_loop()
+        except (asyncio.CancelledError, ConnectionError):
+            # The client went away (or the session was shut down): nothing to answer.
+            self._writer.close()
+            raise
+
+    async def _read_command(self) -> bytes | None:
+        """One command line, or None after answering an over-long one."""
+        try:
+            return await self._reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as error:
+            await self._reader.read(error.consumed)
+            while True:
+                try:
+                    await self._reader.readuntil(b"\n")
+                    break
+                except asyncio.LimitOverrunError as e:
+                    await self._reader.read(e.consumed)
+            await self.push("500 5.5.6 Command line too long")
+            return None
+
+    async def _command_loop(self) -> None:
+        assert self.session is not None
+        max_errors = self.gateway.settings.max_bad_commands
+        while self.transport is not None and not self.transport.is_closing():
+            if self._errors >= max_errors:
+                self.gateway.metrics.rejections.labels("too_many_errors").inc()
+                self.shutdown("421 4.7.0 Too many errors, closing connection")
+                return
+            if self.gateway.draining and (self.envelope is None or not self.envelope.mail_from):
+                self.shutdown("421 4.3.2 Service shutting down, try again later")
+                return
+            raw = await self._read_command()
+            if raw is None:
+                continue
+            self._busy = True
+            try:
+                await self._dispatch(raw)
+            except (asyncio.CancelledError, ConnectionError):
+                raise
+            except Exception:
+                log.exception("session error", client=self.client_ip)
+                await self.push("451 4.3.0 Temporary local problem, please try again later")
+            finally:
+                self._busy = False
+
+    async def _dispatch(self, raw: bytes) -> None:
+        """Parse one command line and run its ``smtp_*`` method."""
+        line = raw.rstrip(b"\r\n")
+        if b"\x00" in line:
+            await self.push("500 5.5.2 Error: NUL character in command")
+            return
+        if not line:
+            await self.push("500 5.5.2 Error: bad syntax")
+            return
+        command_bytes, _, arg_bytes = line.partition(b" ")
+        try:
+            command = command_bytes.upper().decode("ascii")
+        except UnicodeDecodeError:
+            await self.push("500 5.5.2 Error: bad syntax")
+            return
+        limit = ADDRESS_COMMAND_LIMIT if command in ("MAIL", "RCPT") else COMMAND_LIMIT
+        if len(raw) > limit:
+            await self.push("500 5.5.6 Command line too long")
+            return
+        # UTF-8 kept losslessly (surrogateescape); addresses.address_problem refuses non-UTF-8.
+        arg = arg_bytes.strip().decode("utf-8", "surrogateescape") or None
+        method = self._smtp_methods.get(command)
+        if method is None:
+            await self.push(f"502 5.5.2 Error: command {command[:20]!r} not recognized")
+            return
+        if not self._tls_handshake_okay and command != "QUIT":
+            await self.push("554 5.7.0 Command refused due to lack of security")
+            return
+        self._reset_timeout()
+        await method(arg)
+
+    # -- commands -------------------------------------------------------------------------
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        """EHLO: the extensions of an inbound MX (RFC 2034, 2920, 1870, 6152, 6531, 3207)."""
+        if not hostname:
+            await self.push("501 5.5.4 Syntax: EHLO hostname")
+            return
+        assert self.session is not None
+        self._set_rset_state()
+        self.session.extended_smtp = True
+        self.session.host_name = hostname
+        lines = [self.hostname, "PIPELINING", f"SIZE {self.data_size_limit}", "8BITMIME"]
+        lines += ["SMTPUTF8", "ENHANCEDSTATUSCODES"]
+        if self.tls_context is not None and self._tls_protocol is None:
+            lines.append("STARTTLS")
+        for i, ext in enumerate(lines):
+            sep = " " if i == len(lines) - 1 else "-"
+            await self._push_raw(f"250{sep}{ext}")
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str | None) -> None:
+        """HELO: plain SMTP."""
+        if not hostname:
+            await self.push("501 5.5.4 Syntax: HELO hostname")
+            return
+        assert self.session is not None
+        self._set_rset_state()
+        self.session.extended_smtp = False
+        self.session.host_name = hostname
+        await self._push_raw(f"250 {self.hostname}")
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str | None) -> None:
+        """STARTTLS, refused when already in TLS; pipelined plaintext is discarded."""
+        if self._tls_protocol is not None:
+            await self.push("503 5.5.1 Error: TLS already active")
+            return
+        if self._reader._buffer:  # type: ignore[attr-defined]
+            # Commands pipelined behind STARTTLS arrived in plaintext: they must never be
+            # taken as said inside TLS (CVE-2011-0411). aiosmtpd also clears the buffer once
+            # TLS is up; dropping here makes the intent explicit and logs the attempt.
+            log.warning("plaintext pipelined after STARTTLS discarded", client=self.client_ip)
+            self._reader._buffer.clear()  # type: ignore[attr-defined]
+        await super().smtp_STARTTLS(arg)
+        self.tls_established = True
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """MAIL: a new transaction forgets the last one's refused recipients."""
+        self.rejected_rcpts = []
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RSET(self, arg: str | None) -> None:
+        """RSET."""
+        self.rejected_rcpts = []
+        await super().smtp_RSET(arg)
+
+    async def smtp_VRFY(self, arg: str | None) -> None:
+        """VRFY is not answered on an MX (it would be an address-harvesting oracle)."""
+        await self.push("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery")
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str | None) -> None:
+        """DATA: read the body safely, then let the handler make it durable."""
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None and self.session is not None
+        if not self.envelope.mail_from:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("554 5.5.1 Error: no valid recipients")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        gw = self.gateway
+        if not gw.inflight.try_enter():
+            gw.metrics.rejections.labels("backpressure").inc()
+            await self.push("451 4.3.2 System busy, try again later")
+            return
+        gw.metrics.inflight.inc()
+        try:
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            self._reset_timeout(gw.settings.data_timeout)
+            body, problem = await self._read_body()
+            if problem is not None:
+                self._set_post_data_state()
+                await self.push(problem)
+                return
+            self.envelope.original_content = body
+            self.envelope.content = body
+            # The timer must not cut the session while the body is made durable.
+            if self._timeout_handle is not None:
+                self._timeout_handle.cancel()
+            status = await self._accept()
+            self._set_post_data_state()
+            self._reset_timeout()
+            await self.push(status)
+        finally:
+            gw.inflight.leave()
+            gw.metrics.inflight.dec()
+
+    async def _accept(self) -> str:
+        """Run the handler's DATA hook in a task the client cannot cancel by vanishing.
+
+        Once the last dot arrived the message is complete; finishing its accept (and so
+        either writing both object and event or neither) is what SIGTERM drain waits for.
+        """
+        task = asyncio.ensure_future(self._call_handler_hook("DATA"))
+        self.gateway.accepting.add(task)
+        task.add_done_callback(self.gateway.accepting.discard)
+        return str(await asyncio.shield(task))
+
+    async def _read_body(self) -> tuple[bytes, str | None]:
+        """The dot-unstuffed body up to ``<CRLF>.<CRLF>``, or the reply refusing it.
+
+        Lines are split on CRLF only, so ``<LF>.<LF>``, ``<LF>.<CR><LF>`` and ``<CR>.<CR>``
+        are body text, never an end of data (SMTP smuggling). After a size or line-length
+        violation the rest is read and dropped, then refused (RFC 5321 4.2.5).
+        """
+        limit = self.data_size_limit or 0
+        max_line = self.gateway.settings.max_line_length
+        data: list[bytes] = []
+        size = 0
+        problem: str | None = None
+        in_long_line = False
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as e:
+                # Drop the over-long line as it comes: memory stays bounded by the limit.
+                chunk = await self._reader.read(e.consumed)
+                size += len(chunk)
+                in_long_line = True
+                if problem is None:
+                    problem = "500 5.5.6 Line too long (see RFC 5321 4.5.3.1.6)"
+                    data = []
+                continue
+            size += len(line)
+            self.gateway.metrics.bytes.inc(len(line))
+            if in_long_line:  # the tail of an over-long line, never an end of data
+                in_long_line = False
+                continue
+            if line == b".\r\n":
+                size -= 3
+                break
+            if problem is not None:
+                continue
+            if limit and size > limit:
+                problem = "552 5.3.4 Message size exceeds fixed maximum message size"
+                data = []
+            elif len(line) > max_line:
+                problem = "500 5.5.6 Line too long (see RFC 5321 4.5.3.1.6)"
+                data = []
+            else:
+                data.append(line[1:] if line[:1] == b"." else line)
+        return b"".join(data), problem

@@ -1,0 +1,207 @@
+"""Attachment policy: what every attachment really is, and the tricks that hide it.
+
+Reports, never decides: each notable fact is a symbol ``attachment:<what>`` on a ``match``
+finding, and the tenant's ``Policy.blocked_attachments`` says which of them act
+(:func:`scanner.policy.decide`). Symbols:
+
+- ``attachment:type:<category>`` — the *true* type from the bytes (libmagic through
+  python-magic), whatever the name or declared Content-Type say: ``executable``, ``script``,
+  ``disk-image``, ``office``, ``office-macro`` (a macro-enabled OOXML or OLE with a VBA
+  storage), ``pdf``, ``archive``, ``html``; scripts that libmagic calls plain text are
+  recognised by their name (``.js``, ``.vbs``, ``.ps1``, ...), which is what Windows runs them by;
+- ``attachment:type-mismatch`` — the name says a harmless type but the bytes are an
+  executable/script/disk image (``invoice.pdf`` that is an ``MZ`` file);
+- ``attachment:double-extension`` — ``invoice.pdf.exe`` and the like;
+- ``attachment:rlo-filename`` — a bidi control (U+202E and friends) in a name, which makes
+  ``cod.exe`` display as ``exe.doc``;
+- ``attachment:archive-encrypted``, ``attachment:archive-limit:<which>``,
+  ``attachment:archive-corrupt``, ``attachment:archive-unsupported`` — from the unpacker's
+  defects (:mod:`scanner.mime`), so a zip bomb is a verdict and not an outage.
+
+``detail`` maps each symbol to the first part path that raised it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+
+import magic
+
+from scanner.engines.base import Finding, Kind, ParsedMessage, Part
+from scanner.mime import RAW_PATH
+
+__all__ = ["AttachmentsEngine", "category", "true_type"]
+
+# libmagic MIME type -> category. Prefix entries end with "/" or "-".
+_MIME_CATEGORY: dict[str, str] = {
+    "application/x-dosexec": "executable",
+    "application/x-msdownload": "executable",
+    "application/x-executable": "executable",
+    "application/x-pie-executable": "executable",
+    "application/x-sharedlib": "executable",
+    "application/x-mach-binary": "executable",
+    "application/x-elf": "executable",
+    "application/vnd.microsoft.portable-executable": "executable",
+    "application/x-msi": "executable",
+    "application/java-archive": "executable",
+    "application/x-java-applet": "executable",
+    "text/x-shellscript": "script",
+    "text/x-python": "script",
+    "text/x-perl": "script",
+    "text/x-msdos-batch": "script",
+    "application/javascript": "script",
+    "text/javascript": "script",
+    "application/x-iso9660-image": "disk-image",
+    "application/x-apple-diskimage": "disk-image",
+    "application/x-virtualbox-vhd": "disk-image",
+    "application/x-vhd": "disk-image",
+    "application/x-qemu-disk": "disk-image",
+    "application/vnd.efi.img": "disk-image",
+    "application/pdf": "pdf",
+    "application/zip": "archive",
+    "application/x-7z-compressed": "archive",
+    "application/x-rar": "archive",
+    "application/vnd.rar": "archive",
+    "application/gzip": "archive",
+    "application/x-tar": "archive",
+    "application/x-bzip2": "archive",
+    "application/x-xz": "archive",
+    "application/x-ole-storage": "office",
+    "application/cdfv2": "office",
+    "application/msword": "office",
+    "application/vnd.ms-excel": "office",
+    "application/vnd.ms-powerpoint": "office",
+    "application/vnd.openxmlformats-officedocument.": "office",
+    "application/vnd.ms-word.document.macroenabled": "office-macro",
+    "application/vnd.ms-excel.sheet.macroenabled": "office-macro",
+}
+# What Windows executes by name even when the bytes look like text.
+_SCRIPT_EXT = {
+    ".js", ".jse", ".vbs", ".vbe", ".wsf", ".wsh", ".ps1", ".psm1", ".bat", ".cmd", ".hta",
+    ".scr", ".lnk", ".sct", ".jar",
+}
+_EXEC_EXT = {".exe", ".com", ".pif", ".scr", ".msi", ".dll", ".cpl", ".bat", ".cmd"} | _SCRIPT_EXT
+_IMAGE_EXT = {".iso", ".img", ".vhd", ".vhdx", ".dmg"}
+_DECOY_EXT = {
+    ".pdf", ".doc", ".docx", ".xls", ".xlsx", ".ppt", ".pptx", ".txt", ".rtf", ".jpg", ".jpeg",
+    ".png", ".gif", ".zip", ".htm", ".html", ".csv", ".odt",
+}
+_DANGEROUS = {"executable", "script", "disk-image"}
+# Bidi controls that reorder how a name is displayed.
+_BIDI = {"\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
+         "\u2069", "\u200e", "\u200f"}
+# libmagic reads at most this much of a part (its own default is 1 MiB).
+_MAGIC_BYTES = 1024 * 1024
+
+
+def true_type(data: bytes) -> str:
+    """The MIME type libmagic gives ``data`` (``application/octet-stream`` if it cannot tell)."""
+    try:
+        return str(magic.from_buffer(data[:_MAGIC_BYTES], mime=True)).lower()
+    except Exception:
+        return "application/octet-stream"
+
+
+def category(mime_type: str, filename: str | None = None) -> str | None:
+    """The category of a true MIME type (and a name, for scripts libmagic sees as text)."""
+    mt = mime_type.lower()
+    cat = _MIME_CATEGORY.get(mt)
+    if cat is None:
+        for prefix, c in _MIME_CATEGORY.items():
+            if prefix.endswith((".", "/")) and mt.startswith(prefix):
+                cat = c
+                break
+    ext = _ext(filename)
+    if cat == "office" and ext in (".docm", ".xlsm", ".pptm", ".dotm", ".xltm"):
+        cat = "office-macro"
+    if cat is None and mt.startswith("text/") and ext in _SCRIPT_EXT:
+        cat = "script"
+    return cat
+
+
+def _ext(filename: str | None) -> str:
+    if not filename:
+        return ""
+    base = filename.rsplit("/", 1)[-1].rsplit("!", 1)[-1].strip().lower().rstrip(". ")
+    dot = base.rfind(".")
+    return base[dot:] if dot > 0 else ""
+
+
+def _exts(filename: str) -> list[str]:
+    base = filename.rsplit("/", 1)[-1].rsplit("!", 1)[-1].strip().lower().rstrip(". ")
+    return ["." + p for p in base.split(".")[1:] if p]
+
+
+class AttachmentsEngine:
+    """The ``attachments`` policy engine. Stateless; safe to call concurrently."""
+
+    name: str = "attachments"
+    kind: Kind = "policy"
+    cacheable: bool = True
+
+    @property
+    def version(self) -> str:
+        """libmagic's version (its database decides the true types)."""
+        try:
+            return f"libmagic-{magic.version()}"
+        except Exception:
+            return "libmagic"
+
+    @property
+    def rules_version(self) -> str:
+        """This module's rule set version (bump when the tables above change)."""
+        return "attachments-1"
+
+    async def check(self, message: ParsedMessage) -> Finding:
+        """Classify every part and archive member; ``match`` with symbols if anything shows."""
+        return await asyncio.to_thread(self.inspect, message)
+
+    def inspect(self, message: ParsedMessage) -> Finding:
+        """The synchronous work of :meth:`check`."""
+        found: dict[str, str] = {}
+
+        def hit(symbol: str, path: str) -> None:
+            found.setdefault(f"attachment:{symbol}", path)
+
+        for part in message.parts:
+            if part.path == RAW_PATH:
+                continue
+            self._part(part, hit)
+        for d in message.defects:
+            if d.startswith("archive-"):
+                hit(d, "defects")
+        symbols = tuple(found)
+        return Finding(
+            self.name,
+            self.version,
+            self.rules_version,
+            "match" if symbols else "clean",
+            symbols=symbols,
+            kind=self.kind,
+            detail=found,
+        )
+
+    def _part(self, part: Part, hit) -> None:  # type: ignore[no-untyped-def]
+        name = part.filename or ""
+        if name and any(c in _BIDI for c in name):
+            hit("rlo-filename", part.path)
+        # NFKC first: fullwidth dots and letters render like the ASCII ones.
+        shown = unicodedata.normalize("NFKC", "".join(c for c in name if c not in _BIDI))
+        exts = _exts(shown) if shown else []
+        if len(exts) >= 2 and exts[-1] in _EXEC_EXT | _IMAGE_EXT and exts[-2] in _DECOY_EXT:
+            hit("double-extension", part.path)
+        if not part.data:
+            return
+        cat = category(true_type(part.data), shown or None)
+        if cat is None and exts and exts[-1] in _SCRIPT_EXT:
+            cat = "script"
+        if cat is None and exts and exts[-1] in _IMAGE_EXT and len(part.data) > 32 * 1024:
+            cat = "disk-image"  # raw .img files have no magic; the name is what opens them
+        if cat is not None:
+            hit(f"type:{cat}", part.path)
+        if cat in _DANGEROUS and exts and exts[-1] in _DECOY_EXT:
+            hit("type-mismatch", part.path)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,391 @@
+"""Replay and retro-scan: decide stored messages again, with other engines or another policy.
+
+Both read the recorded log back (``MessageReceived`` and ``MessageScanned``), fetch each body
+from the object store (written once, so it is the very message that was decided) and run it
+through :class:`scanner.service.Scanner`, the production code path, with the engines and
+policy asked for. The new decisions go to the run's own topic ``mxgate.replay.<run>``, which no
+role consumes: a replay delivers nothing unless asked to (``redeliver``), and then records it
+(``ReplayRedelivered`` on ``mxgate.ops.v1``, the delivery work on ``mxgate.delivery.submit.v1``).
+
+:func:`decide` is pure, and a replay with a message's recorded engines (its
+``active_engines``) and its tenant's current policy reproduces the recorded action; the diff
+shows only what the other engines or policy change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import getpass
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+from pydantic import ValidationError
+
+import schemas
+from mxgate import catalog
+from mxgate.blobstore import open_store
+from mxgate.errors import ConfigError
+from mxgate.kafka import create_topics, producer_config
+from mxgate.settings import Settings
+from mxgate.tenants import Policy, Tenants
+from mxgate.timeutil import utcnow
+from mxgate.trace import read_events
+from scanner.engines.base import Engine
+from scanner.engines.registry import build_engines
+from scanner.service import Scanner
+
+__all__ = ["Change", "ReplayResult", "load_policy", "replay", "retroscan"]
+
+DELIVERABLE = frozenset({"deliver", "tag"})
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One message whose action the replay changes."""
+
+    message_id: str
+    tenant: str
+    old_action: str
+    new_action: str
+    old_reasons: tuple[str, ...]
+    new_reasons: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the ``changed`` entries of ``mxgate replay --json``)."""
+        return {
+            "message_id": self.message_id,
+            "tenant": self.tenant,
+            "old_action": self.old_action,
+            "new_action": self.new_action,
+            "old_reasons": list(self.old_reasons),
+            "new_reasons": list(self.new_reasons),
+        }
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """What a replay or retro-scan run did."""
+
+    run: str
+    topic: str
+    replayed: list[str] = field(default_factory=list)
+    changed: list[Change] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # received, but no recorded decision
+    redelivered: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "run": self.run,
+            "topic": self.topic,
+            "replayed": self.replayed,
+            "changed": [c.as_dict() for c in self.changed],
+            "undecided": self.missing,
+            "redelivered": self.redelivered,
+            "alerts": self.alerts,
+        }
+
+
+def load_policy(path: Path) -> Policy:
+    """A policy from a TOML file: the fields of a tenant's ``[policy]`` table at top level
+    (or under ``[policy]``)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(str(path), "policy", str(e)) from None
+    try:
+        return Policy.model_validate(data.get("policy", data))
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(str(path), ".".join(map(str, err["loc"])), err["msg"]) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Recorded:
+    received: dict[str, Any]
+    scanned: dict[str, Any] | None
+    released: bool
+
+
+def _recorded(settings: Settings) -> dict[str, _Recorded]:
+    """Every received message still on the topics, with its decision and quarantine fate."""
+    p = settings.kafka.topic_prefix
+    topics = [catalog.name(t, p) for t in (catalog.RECEIVED, catalog.SCANNED, catalog.QUARANTINE)]
+    received: dict[str, dict[str, Any]] = {}
+    scanned: dict[str, dict[str, Any]] = {}
+    settled: set[str] = set()  # released or deleted from quarantine already
+    for name, rec in read_events(settings, topics=topics):
+        mid = rec.get("message_id")
+        if name == schemas.MESSAGE_RECEIVED:
+            received[mid] = rec
+        elif name == schemas.MESSAGE_SCANNED:
+            scanned[mid] = rec
+        elif name in (schemas.QUARANTINE_RELEASED, schemas.QUARANTINE_DELETED):
+            settled.add(mid)
+    return {m: _Recorded(r, scanned.get(m), m in settled) for m, r in received.items()}
+
+
+class _Run:
+    """Engines, store and producer of one run; scans with the production Scanner."""
+
+    def __init__(self, settings: Settings, run: str, policy: Policy | None) -> None:
+        self.settings = settings
+        self.run = run
+        self.policy = policy
+        self.tenants = Tenants.load(settings.tenants_file)
+        self.store = open_store(settings.store)
+        self.engines: dict[tuple[str, ...], list[Engine]] = {}
+        self.topic = catalog.replay_topic(run)
+        create_topics(settings.kafka, [self.topic])
+        self.topic_name = catalog.name(self.topic, settings.kafka.topic_prefix)
+        self.producer = Producer(producer_config(settings.kafka))
+
+    def scanner(self, names: Sequence[str]) -> Scanner:
+        key = tuple(names)
+        if key not in self.engines:
+            cfg = self.settings.scanner.model_copy(update={"engines": key})
+            self.engines[key] = build_engines(cfg)
+        return Scanner(
+            self.settings,
+            self.tenants,
+            self.store,
+            self.engines[key],
+            name=f"replay:{self.run}",
+            policy=self.policy,
+        )
+
+    def emit(self, topic: str, name: str, rec: dict[str, Any]) -> None:
+        value = schemas.encode(name, rec)
+        self.producer.produce(topic, key=rec["message_id"].encode(), value=value)
+        self.producer.poll(0)
+
+    async def close(self) -> None:
+        left = await asyncio.to_thread(self.producer.flush, 30)
+        for engines in self.engines.values():
+            for e in engines:
+                await e.aclose()
+        await self.store.aclose()
+        if left:
+            raise RuntimeError(f"{left} replay record(s) not acknowledged by Kafka")
+
+
+async def _rescan(
+    run: _Run,
+    items: list[_Recorded],
+    engines: Sequence[str] | None,
+    progress: Progress | None,
+) -> list[tuple[_Recorded, dict[str, Any]]]:
+    out = []
+    for i, item in enumerate(items):
+        names = engines
+        if names is None:
+            # The engines that decided it at the time (its recorded active_engines).
+            recorded = item.scanned["active_engines"] if item.scanned else []
+            names = recorded or run.settings.scanner.engines
+        new = await run.scanner(names).scan(item.received)
+        run.emit(run.topic_name, schemas.MESSAGE_SCANNED, new)
+        out.append((item, new))
+        if progress:
+            progress(i + 1, len(items))
+    return out
+
+
+def replay(
+    settings: Settings,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    run: str,
+    tenant: str | None = None,
+    engines: Sequence[str] | None = None,
+    policy: Policy | None = None,
+    redeliver: bool = False,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Re-decide the messages received in ``[start, end]`` and diff against the record.
+
+    ``engines``: engine names (default: each message's recorded engines); ``policy``: one
+    policy for every tenant (default: each tenant's own). With ``redeliver``, a message held
+    back at the time (quarantine, discard) that the new decision would deliver, and that was
+    neither released nor deleted since, is sent to delivery and the fact recorded.
+    """
+    return asyncio.run(
+        _replay(settings, start, end, run, tenant, engines, policy, redeliver, progress)
+    )
+
+
+async def _replay(
+    settings: Settings,
+    start: dt.datetime,
+    end: dt.datetime,
+    run_name: str,
+    tenant: str | None,
+    engines: Sequence[str] | None,
+    policy: Policy | None,
+    redeliver: bool,
+    progress: Progress | None,
+) -> ReplayResult:
+    items = [
+        r
+        for r in _recorded(settings).values()
+        if start <= r.received["received_at"] <= end
+        and (tenant is None or r.received["tenant"] == tenant)
+    ]
+    items.sort(key=lambda r: (r.received["received_at"], r.received["message_id"]))
+    run = _Run(settings, run_name, policy)
+    result = ReplayResult(run_name, run.topic_name)
+    try:
+        for item, new in await _rescan(run, items, engines, progress):
+            mid = new["message_id"]
+            result.replayed.append(mid)
+            old = item.scanned
+            if old is None:
+                result.missing.append(mid)
+                continue
+            if old["action"] == new["action"]:
+                continue
+            result.changed.append(
+                Change(
+                    mid,
+                    new["tenant"],
+                    old["action"],
+                    new["action"],
+                    tuple(old["reasons"]),
+                    tuple(new["reasons"]),
+                )
+            )
+            if (
+                redeliver
+                and new["action"] in DELIVERABLE
+                and old["action"] not in DELIVERABLE
+                and not item.released
+            ):
+                _redeliver(run, old, new)
+                result.redelivered.append(mid)
+    finally:
+        await run.close()
+    return result
+
+
+def _redeliver(run: _Run, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Queue the message for delivery now and record who did it and why."""
+    now = utcnow()
+    p = run.settings.kafka.topic_prefix
+    run.emit(
+        catalog.name(catalog.SUBMIT, p),
+        schemas.DELIVERY_RETRY,
+        {
+            "message_id": new["message_id"],
+            "tenant": new["tenant"],
+            "action": new["action"],
+            "reasons": [*new["reasons"], f"replay:{run.run}"],
+            "spam_score": new["spam_score"],
+            "mail_from": new["mail_from"],
+            "rcpt_to": new["rcpt_to"],
+            "object_key": new["object_key"],
+            "received_at": new["received_at"],
+            "client_ip": new["client_ip"],
+            "helo": new["helo"],
+            "attempt": 1,
+            "due_at": now,
+            "first_attempt_at": now,
+        },
+    )
+    run.emit(
+        catalog.name(catalog.OPS, p),
+        schemas.REPLAY_REDELIVERED,
+        {
+            "message_id": new["message_id"],
+            "tenant": new["tenant"],
+            "redelivered_at": now,
+            "run": run.run,
+            "redelivered_by": _user(),
+            "old_action": old["action"],
+            "new_action": new["action"],
+            "reasons": list(new["reasons"]),
+            "rcpt_to": list(new["rcpt_to"]),
+        },
+    )
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def retroscan(
+    settings: Settings,
+    since: dt.datetime,
+    *,
+    run: str,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Rescan the mail delivered (deliver or tag) since ``since`` with today's configured
+    engines and each tenant's policy; a ``RetroscanAlert`` for every message that would now be
+    held back. Returns the run, ``alerts`` naming the messages alerted on."""
+    return asyncio.run(_retroscan(settings, since, run, progress))
+
+
+async def _retroscan(
+    settings: Settings, since: dt.datetime, run_name: str, progress: Progress | None
+) -> ReplayResult:
+    items = [
+        r
+        for r in _recorded(settings).values()
+        if r.scanned is not None
+        and r.scanned["action"] in DELIVERABLE
+        and r.received["received_at"] >= since
+    ]
+    items.sort(key=lambda r: (r.received["received_at"], r.received["message_id"]))
+    run = _Run(settings, run_name, None)
+    result = ReplayResult(run_name, run.topic_name)
+    ops = catalog.name(catalog.OPS, settings.kafka.topic_prefix)
+    try:
+        for item, new in await _rescan(run, items, settings.scanner.engines, progress):
+            mid = new["message_id"]
+            result.replayed.append(mid)
+            old = item.scanned
+            assert old is not None  # filtered above
+            if new["action"] in DELIVERABLE:
+                continue
+            result.changed.append(
+                Change(
+                    mid,
+                    new["tenant"],
+                    old["action"],
+                    new["action"],
+                    tuple(old["reasons"]),
+                    tuple(new["reasons"]),
+                )
+            )
+            run.emit(
+                ops,
+                schemas.RETROSCAN_ALERT,
+                {
+                    "message_id": mid,
+                    "tenant": new["tenant"],
+                    "alerted_at": utcnow(),
+                    "run": run_name,
+                    "old_action": old["action"],
+                    "new_action": new["action"],
+                    "reasons": list(new["reasons"]),
+                    "verdicts": new["verdicts"],
+                    "mail_from": new["mail_from"],
+                    "rcpt_to": list(new["rcpt_to"]),
+                    "received_at": new["received_at"],
+                    "object_key": new["object_key"],
+                },
+            )
+            result.alerts.append(mid)
+    finally:
+        await run.close()
+    return result

@@ -1,0 +1,232 @@
+"""A private Postfix instance (Debian's postfix package) as a downstream mail server.
+
+Everything lives under one directory: its own config_directory (main.cf, master.cf), its own
+queue_directory and data_directory, a log file, and (for ``transport="maildir"``) the maildirs.
+It listens on 127.0.0.1 on the port given (never 25) and is started with
+``postfix -c DIR start`` and stopped with ``postfix -c DIR stop``; the system's own Postfix
+(if any) is never touched. Reusable::
+
+    pf = Postfix(tmp_path / "pf", port=free_port(), domains=["example.test"],
+                 transport="maildir")
+    pf.start()
+    ...
+    pf.count()            # {recipient: messages delivered}
+    pf.stop()
+
+``transport="discard"`` accepts and drops everything (for benchmarks); ``"maildir"`` delivers
+each recipient's copy to ``<dir>/maildir/all/new/`` through Postfix's virtual(8) agent
+(``count()`` tells copies per recipient by their Delivered-To header).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+Transport = Literal["discard", "maildir"]
+
+POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+
+_MASTER_CF = """\
+127.0.0.1:{port} inet n - n - {procs} smtpd
+pickup    unix  n  -  n  60   1  pickup
+cleanup   unix  n  -  n  -    0  cleanup
+qmgr      unix  n  -  n  300  1  qmgr
+rewrite   unix  -  -  n  -    -  trivial-rewrite
+bounce    unix  -  -  n  -    0  bounce
+defer     unix  -  -  n  -    0  bounce
+trace     unix  -  -  n  -    0  bounce
+verify    unix  -  -  n  -    1  verify
+flush     unix  n  -  n  1000? 0 flush
+proxymap  unix  -  -  n  -    -  proxymap
+smtp      unix  -  -  n  -    -  smtp
+relay     unix  -  -  n  -    -  smtp
+showq     unix  n  -  n  -    -  showq
+error     unix  -  -  n  -    -  error
+retry     unix  -  -  n  -    -  error
+discard   unix  -  -  n  -    -  discard
+local     unix  -  n  n  -    -  local
+virtual   unix  -  n  n  -    -  virtual
+anvil     unix  -  -  n  -    1  anvil
+scache    unix  -  -  n  -    1  scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+
+class Postfix:
+    """One private Postfix instance on 127.0.0.1:``port``."""
+
+    def __init__(
+        self,
+        root: Path,
+        port: int,
+        domains: list[str],
+        transport: Transport = "maildir",
+        smtpd_processes: int = 100,
+    ) -> None:
+        self.root = root
+        self.port = port
+        self.domains = domains
+        self.transport = transport
+        self.smtpd_processes = smtpd_processes
+        self.config = root / "etc"
+        self.queue = root / "queue"
+        self.data = root / "data"
+        self.maildir = root / "maildir"
+        self.log = root / "maillog"
+        self._started = False
+
+    def _write_config(self) -> None:
+        for d in (self.config, self.queue, self.data, self.maildir):
+            d.mkdir(parents=True, exist_ok=True)
+        # Postfix daemons run as the postfix user (and virtual(8) as nobody): they must be able
+        # to reach the instance directory, which pytest makes under a 0700 tmp tree.
+        for d in [self.root, *self.root.parents]:
+            mode = d.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                d.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        nobody = pwd.getpwnam("nobody")
+        # virtual(8) writes as the mapped uid; the maildir base must be writable by it.
+        os.chown(self.maildir, nobody.pw_uid, nobody.pw_gid)
+        pf = pwd.getpwnam("postfix")
+        os.chown(self.data, pf.pw_uid, pf.pw_gid)
+        domains = ", ".join(self.domains)
+        main = {
+            "compatibility_level": "3.6",
+            "queue_directory": str(self.queue),
+            "data_directory": str(self.data),
+            "command_directory": "/usr/sbin",
+            "daemon_directory": "/usr/lib/postfix/sbin",
+            "meta_directory": "/etc/postfix",
+            "shlib_directory": "/usr/lib/postfix",
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "myhostname": f"downstream-{self.port}.test",
+            "mydestination": "",
+            "mynetworks": "127.0.0.0/8",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject",
+            "smtpd_recipient_restrictions": "permit_mynetworks, reject",
+            "alias_maps": "",
+            "alias_database": "",
+            "maillog_file": str(self.log),
+            "maillog_file_prefixes": str(self.root),
+            "syslog_name": f"postfix-test-{self.port}",
+            "smtputf8_enable": "yes",
+            "message_size_limit": "104857600",
+            "default_process_limit": str(max(100, self.smtpd_processes)),
+            "smtpd_client_connection_count_limit": "0",
+            "smtpd_client_connection_rate_limit": "0",
+            "smtpd_client_message_rate_limit": "0",
+            "in_flow_delay": "0",
+            "biff": "no",
+        }
+        if self.transport == "maildir":
+            # One maildir for all (virtual(8) forbids regexp substitution in its maps); each
+            # delivered copy carries a Delivered-To header naming its recipient.
+            main |= {
+                "virtual_mailbox_domains": domains,
+                "virtual_mailbox_base": str(self.maildir),
+                "virtual_mailbox_maps": "static:all/",
+                "virtual_uid_maps": f"static:{nobody.pw_uid}",
+                "virtual_gid_maps": f"static:{nobody.pw_gid}",
+                "virtual_minimum_uid": "1",
+                "virtual_mailbox_limit": "0",
+            }
+        else:
+            main |= {
+                "relay_domains": domains,
+                "relay_transport": "discard:",
+                "default_transport": "discard:",
+            }
+        (self.config / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items()))
+        (self.config / "master.cf").write_text(
+            _MASTER_CF.format(port=self.port, procs=self.smtpd_processes)
+        )
+
+    def _postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [POSTFIX, "-c", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+        )
+
+    def start(self, timeout: float = 30.0) -> Postfix:
+        """Write the config, start the master and wait until the port answers."""
+        self._write_config()
+        done = self._postfix("start", check=False)
+        if done.returncode != 0:
+            # Errors before the log service runs go to syslog only: `script` gives postfix a
+            # terminal, where it prints them, when a start fails.
+            why = subprocess.run(
+                ["script", "-qc", f"{POSTFIX} -c {self.config} check", "/dev/null"],
+                capture_output=True, text=True, timeout=60, check=False,
+            ).stdout  # fmt: skip
+            raise RuntimeError(f"postfix start failed: {why}\n{self.log_tail()}")
+        self._started = True
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    if s.recv(512).startswith(b"220"):
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"postfix did not listen on {self.port}:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop the master and wait for it to exit (idempotent)."""
+        if not self._started:
+            return
+        self._started = False
+        pid_file = self.queue / "pid" / "master.pid"
+        pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else 0
+        self._postfix("stop", check=False)
+        deadline = time.monotonic() + 30
+        while pid and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        if pid:
+            self._postfix("abort", check=False)
+
+    def _files(self) -> list[Path]:
+        box = self.maildir / "all"
+        return [p for sub in ("new", "cur") if (box / sub).exists() for p in (box / sub).iterdir()]
+
+    def messages(self) -> list[bytes]:
+        """Every delivered copy, raw (each begins with Return-Path and Delivered-To)."""
+        return [p.read_bytes() for p in sorted(self._files())]
+
+    def count(self) -> Counter[str]:
+        """recipient -> copies delivered (``transport="maildir"``), by Delivered-To."""
+        out: Counter[str] = Counter()
+        for raw in self.messages():
+            head = raw.split(b"\n\n", 1)[0]
+            for line in head.splitlines():
+                if line.lower().startswith(b"delivered-to:"):
+                    out[line.split(b":", 1)[1].strip().decode().lower()] += 1
+                    break
+        return out
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of this instance's log."""
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

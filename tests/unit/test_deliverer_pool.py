@@ -1,0 +1,160 @@
+"""The connection pool against real SMTP servers (aiosmtpd on loopback): reuse, fault
+classification, TLS policies, and per-destination isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from support.pipeline import free_port
+from support.sink import SinkThread
+
+from deliverer.pool import Pool
+from deliverer.routes import Destination
+from deliverer.smtp import ConnectFailed
+from mxgate.capture import CaptureHandler
+from mxgate.settings import DelivererSettings
+
+MSG = b"From: a@sender.test\r\nSubject: t\r\n\r\nhello\r\n"
+
+
+def _settings(**kw: object) -> DelivererSettings:
+    return DelivererSettings(**({"connect_timeout": 5, "command_timeout": 30} | kw))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def sink() -> Iterator[SinkThread]:
+    s = SinkThread().start()
+    yield s
+    s.stop()
+
+
+async def test_connections_are_reused(sink: SinkThread) -> None:
+    pool = Pool(_settings())
+    dest = Destination("127.0.0.1", sink.port)
+    for i in range(3):
+        res = await pool.send(dest, "a@sender.test", [f"u{i}@example.test"], MSG)
+        assert [r.status for r in res] == ["delivered"]
+    assert pool.stats()[dest.key] == (1, 2)
+    assert len(sink.messages) == 3
+    await pool.aclose()
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [("tempfail", "deferred", 451), ("reject", "bounced", 550), ("drop", "deferred", 0)],
+)
+async def test_faults_are_classified(sink: SinkThread, fault: str, status: str, code: int) -> None:
+    sink.handler.fault = fault  # type: ignore[assignment]
+    pool = Pool(_settings())
+    res = await pool.send(Destination("127.0.0.1", sink.port), "a@s.test", ["b@example.test"], MSG)
+    assert [(r.status, r.code) for r in res] == [(status, code)]
+    assert sink.messages == []
+    await pool.aclose()
+
+
+async def test_a_stalled_destination_does_not_hold_another(sink: SinkThread) -> None:
+    stalled = SinkThread().start()
+    stalled.handler.fault = "stall"
+    pool = Pool(_settings(command_timeout=5, max_connections_per_route=1))
+    try:
+        slow = asyncio.ensure_future(
+            pool.send(Destination("127.0.0.1", stalled.port), "a@s.test", ["x@acme.test"], MSG)
+        )
+        # A second message to the stalled server queues behind its only connection ...
+        queued = asyncio.ensure_future(
+            pool.send(Destination("127.0.0.1", stalled.port), "a@s.test", ["y@acme.test"], MSG)
+        )
+        # ... while another destination is served at once.
+        res = await pool.send(Destination("127.0.0.1", sink.port), "a@s.test", ["b@ex.test"], MSG)
+        assert [r.status for r in res] == ["delivered"]
+        assert not slow.done() and not queued.done()
+        # The stalled transaction times out: deferred, since the server never said 250.
+        stalled_results = await slow
+        assert [(r.status, r.code) for r in stalled_results] == [("deferred", 0)]
+        queued.cancel()
+        await asyncio.gather(queued, return_exceptions=True)
+    finally:
+        await pool.aclose()
+        stalled.stop()
+
+
+# -- TLS policies -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return d / "cert.pem", d / "key.pem"
+
+
+class _TlsHandler(CaptureHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls_sessions = 0
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        if session.ssl is not None:
+            self.tls_sessions += 1
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def tls_sink(cert: tuple[Path, Path]) -> Iterator[tuple[_TlsHandler, int]]:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    handler = _TlsHandler()
+    port = free_port()
+    c = Controller(handler, hostname="127.0.0.1", port=port, tls_context=ctx)
+    c.start()
+    yield handler, port
+    c.stop()
+
+
+async def test_opportunistic_uses_starttls_when_offered(tls_sink: tuple[_TlsHandler, int]) -> None:
+    handler, port = tls_sink
+    pool = Pool(_settings())
+    res = await pool.send(Destination("127.0.0.1", port), "a@s.test", ["b@ex.test"], MSG)
+    await pool.aclose()
+    assert [r.status for r in res] == ["delivered"]
+    assert handler.tls_sessions == 1
+
+
+async def test_opportunistic_falls_back_to_clear_text(sink: SinkThread) -> None:
+    pool = Pool(_settings())
+    res = await pool.send(Destination("127.0.0.1", sink.port), "a@s.test", ["b@ex.test"], MSG)
+    await pool.aclose()
+    assert [r.status for r in res] == ["delivered"]
+
+
+async def test_required_tls_never_sends_in_clear(sink: SinkThread) -> None:
+    pool = Pool(_settings())
+    with pytest.raises(ConnectFailed, match="STARTTLS"):
+        await pool.send(Destination("127.0.0.1", sink.port, "required"), "a@s", ["b@ex.test"], MSG)
+    assert sink.messages == []
+
+
+async def test_verified_tls_checks_the_certificate(
+    tls_sink: tuple[_TlsHandler, int], cert: tuple[Path, Path]
+) -> None:
+    handler, port = tls_sink
+    pool = Pool(_settings())
+    with pytest.raises(ConnectFailed, match="verified"):
+        # Self-signed and not in the system CAs: refused.
+        await pool.send(Destination("127.0.0.1", port, "verified"), "a@s", ["b@ex.test"], MSG)
+    trusted = Destination("127.0.0.1", port, "verified", tls_ca_file=str(cert[0]))
+    res = await pool.send(trusted, "a@s.test", ["b@ex.test"], MSG)
+    await pool.aclose()
+    assert [r.status for r in res] == ["delivered"]
+    assert handler.tls_sessions == 1 and len(handler.messages) == 1

@@ -1,0 +1,67 @@
+"""decide(): antivirus failure modes (deliver / tag / hold / quarantine), attachment and office
+symbols judged against the tenant's lists, sandbox scores."""
+
+from __future__ import annotations
+
+from mxgate.tenants import Policy
+from scanner.engines.base import Finding
+from scanner.policy import decide
+
+
+def av(engine: str, outcome: str, *symbols: str) -> Finding:
+    return Finding(engine, "1", "r", outcome, symbols=symbols, kind="antivirus")  # type: ignore[arg-type]
+
+
+def pol(engine: str, outcome: str, *symbols: str, score: float = 0.0) -> Finding:
+    return Finding(engine, "1", "r", outcome, symbols=symbols, kind="policy", score=score)  # type: ignore[arg-type]
+
+
+def test_partial_failure_modes() -> None:
+    f = [av("clamav", "error"), av("yara", "clean")]
+    assert decide(f, Policy()).action == "deliver"
+    d = decide(f, Policy(on_av_partial_failure="tag"))
+    assert (d.action, d.reasons) == ("tag", ("av-degraded",))
+    assert decide(f, Policy(on_av_partial_failure="quarantine")).action == "quarantine"
+
+
+def test_total_failure_modes() -> None:
+    f = [av("clamav", "timeout"), av("yara", "error")]
+    assert decide(f, Policy(on_engine_error="tag")).action == "tag"
+    assert decide(f, Policy(on_engine_error="quarantine")).reasons == ("av-unavailable",)
+
+
+def test_hold_asks_for_a_rescan_then_applies_the_expiry_action() -> None:
+    f = [av("clamav", "error"), av("yara", "error")]
+    p = Policy(on_engine_error="hold", on_hold_expired="quarantine")
+    first = decide(f, p, final=False)
+    assert first.rescan == ("clamav", "yara") and first.action == "deliver"
+    last = decide(f, p, final=True)
+    assert last.rescan == () and last.action == "quarantine"
+    assert last.reasons == ("av-unavailable", "av-hold-expired")
+    # Once an engine answers, there is nothing to hold for.
+    assert decide([av("clamav", "clean")], p, final=False).rescan == ()
+
+
+def test_attachment_symbols_act_only_when_the_tenant_lists_them() -> None:
+    f = [pol("attachments", "match", "attachment:type:pdf", "attachment:archive-limit:ratio")]
+    d = decide(f, Policy())
+    assert d.action == "quarantine"
+    assert d.reasons == ("attachment:attachments:archive-limit:ratio",)
+    assert decide(f, Policy(blocked_attachments=("type:executable",))).action == "deliver"
+    assert decide(f, Policy(blocked_attachments=("type:pdf",))).reasons == (
+        "attachment:attachments:type:pdf",
+    )
+
+
+def test_office_symbols() -> None:
+    f = [pol("office", "match", "office:vba-autoexec", "office:encrypted")]
+    assert decide(f, Policy()).reasons == ("office:office:vba-autoexec",)
+    assert decide(f, Policy(blocked_office=())).action == "deliver"
+
+
+def test_sandbox_score_threshold_and_timeout() -> None:
+    hi = [pol("sandbox", "clean", "ransomware", score=8.0)]
+    assert decide(hi, Policy()).reasons == ("sandbox:sandbox:ransomware",)
+    assert decide(hi, Policy(sandbox_malicious=9.0)).action == "deliver"
+    to = [Finding("sandbox", "1", "r", "timeout", kind="policy")]
+    assert decide(to, Policy(on_sandbox_timeout="quarantine")).action == "quarantine"

@@ -1,0 +1,128 @@
+"""`mxgate trace`'s fold of events into one message's history, the CLI time parser, and the
+scoreboard's pure counting (no Kafka needed: the events are built here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import typer
+
+import schemas
+from mxgate.cli_ops import parse_time
+from mxgate.scoreboard import bucket, counter_keys, facts, summarize
+from mxgate.trace import fold, render
+
+T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def verdict(engine: str, outcome: str, ms: float = 1.0, shadow: bool = False) -> dict:
+    return {"engine": engine, "kind": "antivirus", "engine_version": "1", "rules_version": "r",
+            "outcome": outcome, "score": 0.0, "symbols": [], "duration_ms": ms,
+            "error": None, "shadow": shadow}  # fmt: skip
+
+
+def events(mid: str = "M1") -> list[tuple[str, dict]]:
+    return [
+        (schemas.MESSAGE_RECEIVED, {"message_id": mid, "received_at": at(0), "tenant": "t",
+            "mail_from": "a@x", "rcpt_to": ["b@y"], "client_ip": "1.2.3.4", "helo": "h",
+            "size": 1, "sha256": "0" * 64, "object_key": "k"}),
+        (schemas.MESSAGE_SCANNED, {"message_id": mid, "scanned_at": at(1), "action": "quarantine",
+            "reasons": ["virus:yara:EICAR"], "policy_version": "1", "spam_score": 0.0,
+            "scanner": "s", "verdicts": [verdict("yara", "infected"),
+                                         verdict("clam", "clean", shadow=True)]}),
+        (schemas.MESSAGE_QUARANTINED, {"message_id": mid, "quarantined_at": at(2),
+            "action": "quarantine", "reasons": ["virus:yara:EICAR"]}),
+        # An engine switched off meanwhile (no message ID: a control event) ...
+        ("mxgate.events.EngineControlled", {"engine": "clam", "controlled_at": at(2.5),
+                                            "enabled": False}),
+        # ... and one long after this message's last event: not part of its story.
+        ("mxgate.events.EngineControlled", {"engine": "clam", "controlled_at": at(99),
+                                            "enabled": True}),
+        (schemas.QUARANTINE_RELEASED, {"message_id": mid, "released_at": at(3),
+            "released_by": "ops", "reason": "false positive", "rcpt_to": ["b@y"]}),
+        (schemas.DELIVERY_ATTEMPTED, {"message_id": mid, "attempted_at": at(4), "attempt": 1,
+            "remote_host": "mx", "recipients": [{"recipient": "b@y", "status": "delivered",
+                                                 "reply_code": 250, "reply": "ok"}]}),
+        ("mxgate.events.SomethingNew", {"message_id": mid, "noticed_at": at(5), "detail": "x"}),
+        (schemas.MESSAGE_RECEIVED, {"message_id": "OTHER", "received_at": at(0)}),
+    ]  # fmt: skip
+
+
+def test_fold_keeps_the_old_keys_and_lists_every_event_in_time_order() -> None:
+    h = fold(events(), "M1")
+    assert h["outcome"] == "delivered"  # released, then delivered
+    assert h["recipients"] == {"b@y": "delivered"}
+    assert h["received"]["message_id"] == "M1" and h["scanned"]["action"] == "quarantine"
+    assert h["quarantine"]["action"] == "quarantine" and len(h["deliveries"]) == 1
+    assert [e["event"] for e in h["events"]] == [
+        "MessageReceived", "MessageScanned", "MessageQuarantined", "EngineControlled",
+        "QuarantineReleased", "DeliveryAttempted", "SomethingNew",
+    ]  # fmt: skip
+    assert h["events"][0]["received_at"] == at(0).isoformat()  # JSON-ready
+
+
+def test_render_shows_each_kind_and_unknown_ones_generically() -> None:
+    text = render(fold(events(), "M1"))
+    assert text.splitlines()[0] == "message M1: delivered"
+    assert "clam (shadow)" in text
+    assert "released by ops to b@y: false positive" in text
+    assert "EngineControlled  engine=clam enabled=False" in text
+    assert "SomethingNew  detail=x" in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "outcome"),
+    [
+        ([], "unknown"),
+        ([(schemas.MESSAGE_RECEIVED, {"message_id": "M", "received_at": at(0)})], "received"),
+        ([(schemas.QUARANTINE_DELETED, {"message_id": "M", "deleted_at": at(1),
+                                        "deleted_by": "x", "reason": "r"})], "deleted"),
+        ([(schemas.MESSAGE_QUARANTINED, {"message_id": "M", "quarantined_at": at(1),
+                                         "action": "discard", "reasons": []})], "discarded"),
+    ],
+)  # fmt: skip
+def test_outcomes(extra: list, outcome: str) -> None:
+    assert fold(extra, "M")["outcome"] == outcome
+
+
+def test_parse_time() -> None:
+    now = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+    assert parse_time("24h", now) == now - dt.timedelta(days=1)
+    assert parse_time("90m", now) == now - dt.timedelta(minutes=90)
+    assert parse_time("now", now) == now
+    assert parse_time("2026-04-30T10:00:00", now) == dt.datetime(2026, 4, 30, 10, tzinfo=dt.UTC)
+    with pytest.raises(typer.BadParameter):
+        parse_time("yesterday", now)
+
+
+def test_scoreboard_counts_unique_catches_disagreement_failures_and_latency() -> None:
+    rec = {"scanned_at": at(10), "verdicts": [
+        verdict("yara", "infected", ms=2.0), verdict("clam", "clean", ms=50.0),
+        verdict("sophos", "clean", ms=5.0), verdict("slow", "timeout", ms=20000.0),
+        verdict("shadowy", "infected", ms=1.0, shadow=True)]}  # fmt: skip
+    fs = {f["engine"]: f for f in facts(rec, window=3600)}
+    # yara alone (of the counted engines) saw it; the shadow engine does not take that away.
+    assert fs["yara"]["unique"] and fs["yara"]["disagree"]
+    assert not fs["clam"]["disagree"] and not fs["clam"]["unique"]
+    assert fs["shadowy"]["shadow"] and not fs["shadowy"]["unique"]
+    assert fs["slow"]["timeout"] and not fs["slow"]["answered"]
+    counters: dict[str, int] = {}
+    for _ in range(3):
+        for f in fs.values():
+            for k in counter_keys(f):
+                counters[k] = counters.get(k, 0) + 1
+    board = summarize(counters.items())["engines"]
+    window = dt.datetime.fromtimestamp(int(at(10).timestamp()) // 3600 * 3600, dt.UTC)
+    y = board["yara"][window.isoformat()]
+    assert y["messages"] == 3 and y["detection_rate"] == 1.0 and y["unique_catches"] == 3
+    assert y["disagreement_rate"] == 1.0 and not y["shadow"]
+    assert board["slow"][window.isoformat()]["timeout_rate"] == 1.0
+    assert board["shadowy"][window.isoformat()]["shadow"] is True
+    p50 = board["clam"][window.isoformat()]["latency_ms"]["p50"]
+    assert 50.0 <= p50 <= 50.0 * 1.12
+    assert bucket(0.01) == 0 and bucket(1.0) < bucket(2.0)
