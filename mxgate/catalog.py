@@ -96,8 +96,15 @@ CONTROL = Topic(
     compacted=True,
 )
 
+REJECTED = Topic(
+    "mxgate.rejected.v1",
+    (schemas.MESSAGE_REJECTED,),
+    "Messages refused inside the SMTP session (550) because the decision arrived in time.",
+    retention_ms=30 * DAY_MS,
+)
+
 TOPICS: tuple[Topic, ...] = (
-    RECEIVED, SCANNED, DELIVERY, QUARANTINE, SUBMIT, TRAINING, OPS, CONTROL
+    RECEIVED, SCANNED, DELIVERY, QUARANTINE, SUBMIT, TRAINING, OPS, CONTROL, REJECTED
 )
 
 

@@ -152,6 +152,19 @@ class RecipientCheck(BaseModel):
         return out
 
 
+class SessionReject(BaseModel):
+    """Refuse malware and clear spam during the SMTP session instead of bouncing it later.
+
+    After the body is durable and its event acknowledged, the receiver waits up to ``wait``
+    seconds for the scanner's decision; an action listed in ``actions`` is answered 550 5.7.1
+    with the reasons. When the wait runs out the answer is 250 and the pipeline carries on.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    wait: float = Field(default=10.0, gt=0, le=120)
+    actions: tuple[Action, ...] = ("quarantine", "discard")
+
+
 class Tenant(BaseModel):
     """One customer: its domains, its route and its policy."""
 
@@ -162,6 +175,8 @@ class Tenant(BaseModel):
     policy: Policy = Policy()
     # None: every address at the tenant's domains is accepted (no verification).
     recipients: RecipientCheck | None = None
+    # None: always answer 250 once the message is durable; decisions come later.
+    session_reject: SessionReject | None = None
 
     @field_validator("domains")
     @classmethod

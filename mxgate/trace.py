@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 import schemas
 from mxgate import catalog
@@ -43,7 +44,7 @@ def read_events(
             if topic not in meta.topics:
                 continue
             for p in meta.topics[topic].partitions:
-                lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                lo, hi = _watermarks(consumer, TopicPartition(topic, p))
                 if hi > lo:
                     ends[(topic, p)] = hi
                     assign.append(TopicPartition(topic, p, lo))
@@ -71,6 +72,30 @@ def read_events(
                         continue
     finally:
         consumer.close()
+
+
+_NO_LEADER_YET = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, tries: int = 20) -> tuple[int, int]:
+    """A partition's low and high offsets, retried while a fresh topic has no leader yet."""
+    for i in range(tries):
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException as e:
+            err = e.args[0]
+            if i == tries - 1 or not (err.retriable() or err.code() in _NO_LEADER_YET):
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
 
 
 def _plain(v: Any) -> Any:

@@ -21,9 +21,10 @@ from mxgate.blobstore import BlobError, BlobStore
 from mxgate.ids import new_message_id
 from mxgate.kafka import KafkaUnavailable
 from mxgate.settings import ReceiverSettings
-from mxgate.tenants import Tenants
+from mxgate.tenants import Tenant, Tenants
 from mxgate.timeutil import utcnow
 from receiver.addresses import address_problem
+from receiver.decisions import DecisionWatcher
 from receiver.limits import RateWindow
 from receiver.metrics import ReceiverMetrics
 from receiver.recipients import RecipientVerifier
@@ -61,6 +62,8 @@ class ReceiverHandler:
         received_topic: str,
         metrics: ReceiverMetrics | None = None,
         verifier: RecipientVerifier | None = None,
+        decisions: DecisionWatcher | None = None,
+        rejected_topic: str = "",
     ) -> None:
         self.settings = settings
         self.tenants = tenants
@@ -69,6 +72,8 @@ class ReceiverHandler:
         self.topic = received_topic
         self.metrics = metrics or ReceiverMetrics()
         self.verifier = verifier
+        self.decisions = decisions
+        self.rejected_topic = rejected_topic
         self.message_rate = RateWindow(settings.message_rate_per_ip)
 
     def _refuse_rcpt(self, server: SMTP, address: str, reply: str, reason: str) -> str:
@@ -202,7 +207,17 @@ class ReceiverHandler:
                     "header_message_id": header_message_id(raw),
                 },
             )
-            await self.publisher.produce(self.topic, mid, event)
+            waiting = (
+                self.decisions.expect(mid)
+                if self.decisions is not None and tenant.session_reject is not None
+                else None
+            )
+            try:
+                await self.publisher.produce(self.topic, mid, event)
+            except BaseException:
+                if waiting is not None:
+                    self.decisions.forget(mid)  # type: ignore[union-attr]
+                raise
         except BlobError as e:
             bound.error("accept failed", reply="451", stage="store", error=str(e))
             return "451 4.3.0 Temporary local problem (storage): please try again later"
@@ -212,14 +227,63 @@ class ReceiverHandler:
         except TimeoutError:
             bound.error("accept failed", reply="451", stage="timeout")
             return "451 4.3.0 Temporary local problem (timeout): please try again later"
-        bound.info(
-            "accepted",
-            reply="250",
-            tenant=tenant.name,
-            sha256=ref.sha256,
-            accept_ms=round((time.perf_counter() - t0) * 1000, 2),
-        )
+        accept_ms = round((time.perf_counter() - t0) * 1000, 2)
+        if waiting is not None:
+            refusal = await self._decision_reply(bound, tenant, mid, waiting)
+            if refusal is not None:
+                return refusal
+        bound.info("accepted", reply="250", tenant=tenant.name, sha256=ref.sha256,
+                   accept_ms=accept_ms)  # fmt: skip
         return f"250 2.0.0 Ok: queued as {mid}"
+
+    async def _decision_reply(
+        self, bound: Any, tenant: Tenant, mid: str, waiting: asyncio.Future[dict[str, Any]]
+    ) -> str | None:
+        """Wait (bounded) for the decision; the 550 to give, or None to answer 250.
+
+        The message is already durable and its event acknowledged, so whatever happens here the
+        pipeline carries on: a 550 only tells the sender what the decision was, now.
+        """
+        assert tenant.session_reject is not None and self.decisions is not None
+        t0 = time.perf_counter()
+        try:
+            decision = await asyncio.wait_for(waiting, tenant.session_reject.wait)
+        except (TimeoutError, asyncio.CancelledError):
+            self.decisions.forget(mid)
+            bound.info("session decision wait expired", wait=tenant.session_reject.wait)
+            return None
+        waited = (time.perf_counter() - t0) * 1000
+        action = decision["action"]
+        if action not in tenant.session_reject.actions:
+            bound.info("session decision allows", action=action, waited_ms=round(waited, 1))
+            return None
+        why = ", ".join(decision["reasons"]) or action
+        reply = f"550 5.7.1 Message refused ({why}); id {mid}"
+        try:
+            await self.publisher.produce(
+                self.rejected_topic,
+                mid,
+                schemas.encode(
+                    schemas.MESSAGE_REJECTED,
+                    {
+                        "message_id": mid,
+                        "tenant": tenant.name,
+                        "rejected_at": utcnow(),
+                        "action": action,
+                        "reasons": list(decision["reasons"]),
+                        "reply": reply,
+                        "waited_ms": waited,
+                    },
+                ),
+            )
+        except KafkaUnavailable as e:
+            # The refusal stands (the decision is recorded on the scanned topic); only the
+            # record of the 550 itself is missing, and the log line below keeps it.
+            bound.error("rejection not recorded", error=str(e))
+        bound.info("rejected in session", reply="550", action=action,
+                   reasons=list(decision["reasons"]), waited_ms=round(waited, 1))  # fmt: skip
+        self.metrics.rejections.labels("in-session").inc()
+        return reply
 
 
 def _client(server: SMTP, session: Session) -> tuple[str, int]:

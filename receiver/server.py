@@ -10,11 +10,13 @@ from contextlib import ExitStack
 
 import structlog
 
+from mxgate import catalog
 from mxgate.blobstore import open_store
 from mxgate.kafka import AsyncProducer
 from mxgate.process import run_until_signalled
 from mxgate.settings import Settings
 from mxgate.tenants import Tenants
+from receiver.decisions import DecisionWatcher
 from receiver.dnsbl import DnsblChecker, make_resolver
 from receiver.handler import ReceiverHandler, received_topic
 from receiver.metrics import ReceiverMetrics
@@ -45,6 +47,11 @@ async def serve(
         resolver = make_resolver(rs.dns_servers, rs.dnsbl_timeout)
         dnsbl = DnsblChecker(rs.dnsbl_zones, resolver, rs.dnsbl_timeout)
     tls = tls_context(rs.tls_cert, rs.tls_key) if rs.tls_cert and rs.tls_key else None
+    loop = asyncio.get_running_loop()
+    decisions = None
+    if any(t.session_reject is not None for t in tenants):
+        decisions = DecisionWatcher(settings.kafka, loop)
+        await asyncio.to_thread(decisions.start)
     gateway = Gateway(rs, metrics, dnsbl=dnsbl, tls=tls)
     handler = ReceiverHandler(
         rs,
@@ -54,8 +61,9 @@ async def serve(
         received_topic(settings.kafka.topic_prefix),
         metrics=metrics,
         verifier=verifier,
+        decisions=decisions,
+        rejected_topic=catalog.name(catalog.REJECTED, settings.kafka.topic_prefix),
     )
-    loop = asyncio.get_running_loop()
     with ExitStack() as stack:
         if settings.metrics_port:
             # Worker i serves on metrics_port + i: each process has its own counters.
@@ -83,6 +91,8 @@ async def serve(
             log.info("draining sessions", count=len(gateway.sessions))
             await gateway.wait_drained(rs.drain_timeout)
             await server.wait_closed()
+            if decisions is not None:
+                await asyncio.to_thread(decisions.close)
             await asyncio.to_thread(producer.close)
             await store.aclose()
             if verifier is not None:

@@ -32,6 +32,7 @@ RETROSCAN_ALERT = "mxgate.events.RetroscanAlert"
 REPLAY_REDELIVERED = "mxgate.events.ReplayRedelivered"
 ENGINE_CONTROLLED = "mxgate.events.EngineControlled"
 ENGINE_STATUS = "mxgate.events.EngineStatus"
+MESSAGE_REJECTED = "mxgate.events.MessageRejected"
 
 # Records that travel as top-level events (the others are nested types).
 EVENTS = (
@@ -47,6 +48,7 @@ EVENTS = (
     REPLAY_REDELIVERED,
     ENGINE_CONTROLLED,
     ENGINE_STATUS,
+    MESSAGE_REJECTED,
 )
 
 HISTORY_DIR = SCHEMA_DIR / "history"

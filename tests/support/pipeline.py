@@ -55,7 +55,9 @@ class Pipeline:
         sink_port: int,
         store_env: dict[str, str] | None = None,
         extra_env: dict[str, str] | None = None,
+        tenant_extra: str = "",
     ) -> None:
+        """``tenant_extra``: TOML lines added to the ``example`` tenant's table."""
         self.workdir = workdir
         self.prefix = f"t{uuid.uuid4().hex[:10]}."
         self.receiver_port = free_port()
@@ -64,6 +66,7 @@ class Pipeline:
             "[tenants.example]\n"
             'domains = ["example.test"]\n'
             f'route = {{ host = "127.0.0.1", port = {sink_port} }}\n'
+            f"{tenant_extra}\n"
             "[tenants.example.policy]\n"
             'version = "test-1"\n'
             "[tenants.other]\n"
