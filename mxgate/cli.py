@@ -107,11 +107,19 @@ def _run_capture(host: str, port: int, folder: Path) -> None:
 
 
 @app.command("settings")
-def settings_reference() -> None:
+def settings_reference(
+    readme: Annotated[
+        Path | None, typer.Option(help="Rewrite the table between the markers in this file.")
+    ] = None,
+) -> None:
     """Print the settings reference (every MXGATE_* variable) as a Markdown table."""
-    from mxgate.settings_doc import markdown
+    from mxgate.settings_doc import markdown, update_readme
 
-    typer.echo(markdown())
+    if readme is None:
+        typer.echo(markdown())
+    else:
+        changed = update_readme(readme)
+        typer.echo(f"{readme}: {'updated' if changed else 'already current'}")
 
 
 @topics_app.command("create")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import schemas
 from mxgate import catalog
-from mxgate.settings_doc import reference
+from mxgate.settings_doc import markdown, reference
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_readme_documents_every_setting() -> None:
     readme = (REPO / "README.md").read_text()
     missing = [k for k, _, _ in reference() if f"`{k}`" not in readme]
-    assert not missing, f"README.md lacks {missing}: paste `mxgate settings` into it"
+    assert not missing, f"README.md lacks {missing}: run `mxgate settings --readme README.md`"
+    assert markdown() in readme, "README's settings table is stale: `mxgate settings --readme`"
 
 
 def test_readme_opens_with_the_two_commands() -> None:
