@@ -123,6 +123,11 @@ class Policy(BaseModel):
     sandbox_malicious: float = Field(default=7.0, ge=0)
     # What a sandbox that did not answer in time means.
     on_sandbox_timeout: Action = "deliver"
+    # Sender authentication: the sending domain's enforced DMARC policy (p/sp, after pct) and
+    # bounces that answer no mail we sent. These are findings; the tenant chooses the action.
+    on_dmarc_reject: Action = "quarantine"
+    on_dmarc_quarantine: Action = "quarantine"
+    on_backscatter: Action = "quarantine"
 
 
 class RecipientCheck(BaseModel):

@@ -17,6 +17,9 @@ kept (in findings order):
   engine) acts only when ``<what>`` or a ``:``-prefix of it is in ``policy.blocked_attachments``
   -> ``policy.on_blocked_attachment``, reason ``attachment:<engine>:<what>``; office findings
   (``office:<what>``) likewise with ``blocked_office`` / ``on_blocked_office``;
+- authentication ``match`` symbols ``DMARC_POLICY_REJECT`` / ``DMARC_POLICY_QUARANTINE`` /
+  ``BACKSCATTER`` -> ``policy.on_dmarc_reject`` / ``on_dmarc_quarantine`` / ``on_backscatter``,
+  reason ``auth:<engine>:<symbol>``;
 - a sandbox finding with ``score >= policy.sandbox_malicious`` counts as a detection
   (``policy.on_virus``, reason ``sandbox:<engine>:<symbol>``); a sandbox ``timeout`` ->
   ``policy.on_sandbox_timeout``, reason ``sandbox-timeout:<engine>``;
@@ -48,6 +51,12 @@ SEVERITY: Final[dict[Action, int]] = {"deliver": 0, "tag": 1, "quarantine": 2, "
 """Actions from least to most severe."""
 
 _FAILED = ("error", "timeout")
+# Authentication findings with an action of their own in the policy (symbol -> Policy field).
+_AUTH_RULES: Final[dict[str, str]] = {
+    "DMARC_POLICY_REJECT": "on_dmarc_reject",
+    "DMARC_POLICY_QUARANTINE": "on_dmarc_quarantine",
+    "BACKSCATTER": "on_backscatter",
+}
 # Bounds one weighted score so that inf/nan from a misbehaving engine or weight can neither make
 # the sum raise (fsum of +inf and -inf does) nor turn it into nan.
 _SCORE_BOUND = 1e12
@@ -132,6 +141,13 @@ def decide(findings: Sequence[Finding], policy: Policy, *, final: bool = True) -
 
 def _match(f: Finding, symbols: tuple[str, ...], policy: Policy, apply: Any) -> None:
     """A ``match`` finding: attachment/office symbols are judged against the tenant's lists."""
+    auth = [s for s in symbols if s in _AUTH_RULES]
+    if auth:
+        # The other symbols of an authentication finding (dmarc=fail, header.from=…) explain
+        # it; they are not content matches of their own.
+        for s in auth:
+            apply(getattr(policy, _AUTH_RULES[s]), f"auth:{f.engine}:{s}")
+        return
     plain = []
     for s in symbols:
         family, _, what = s.partition(":")

@@ -3,6 +3,8 @@ symbols judged against the tenant's lists, sandbox scores."""
 
 from __future__ import annotations
 
+import pytest
+
 from mxgate.tenants import Policy
 from scanner.engines.base import Finding
 from scanner.policy import decide
@@ -65,3 +67,19 @@ def test_sandbox_score_threshold_and_timeout() -> None:
     assert decide(hi, Policy(sandbox_malicious=9.0)).action == "deliver"
     to = [Finding("sandbox", "1", "r", "timeout", kind="policy")]
     assert decide(to, Policy(on_sandbox_timeout="quarantine")).action == "quarantine"
+
+
+@pytest.mark.parametrize(
+    ("symbol", "field"),
+    [
+        ("DMARC_POLICY_REJECT", "on_dmarc_reject"),
+        ("DMARC_POLICY_QUARANTINE", "on_dmarc_quarantine"),
+        ("BACKSCATTER", "on_backscatter"),
+    ],
+)
+def test_auth_findings_follow_their_own_policy_fields(symbol: str, field: str) -> None:
+    f = Finding("dmarc", "1", "1", "match", symbols=(symbol, "DMARC_FAIL"), kind="auth")
+    for action in ("deliver", "tag", "discard"):
+        d = decide([f], Policy(**{field: action}))
+        assert d.action == action, (symbol, action, d)
+        assert f"auth:dmarc:{symbol}" in d.reasons
