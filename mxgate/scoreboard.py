@@ -181,7 +181,14 @@ def make_app(settings: Settings) -> faust.App:
         acks=False,
         internal=False,
     )
-    fact_topic = app.topic(f"{app_id}-facts", value_serializer="json", key_serializer="raw")
+    # internal=True: faust declares (creates) it; brokers here never auto-create topics.
+    fact_topic = app.topic(
+        f"{app_id}-facts",
+        value_serializer="json",
+        key_serializer="raw",
+        internal=True,
+        partitions=k.partitions,
+    )
     table = app.Table("engine-counters", default=int, partitions=k.partitions)
 
     @app.agent(scanned)

@@ -13,7 +13,8 @@ It listens on 127.0.0.1 on the port given (never 25) and is started with
     pf.count()            # {recipient: messages delivered}
     pf.stop()
 
-``transport="discard"`` accepts and drops everything (for benchmarks); ``"maildir"`` delivers
+``transport="discard"`` accepts and drops everything (for benchmarks); ``"relay"`` sends the
+domains' mail on to ``relay_to=(host, port)`` (Postfix as a gateway peer); ``"maildir"`` delivers
 each recipient's copy to ``<dir>/maildir/all/new/`` through Postfix's virtual(8) agent
 (``count()`` tells copies per recipient by their Delivered-To header).
 """
@@ -31,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-Transport = Literal["discard", "maildir"]
+Transport = Literal["discard", "maildir", "relay"]
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 
@@ -71,12 +72,16 @@ class Postfix:
         domains: list[str],
         transport: Transport = "maildir",
         smtpd_processes: int = 100,
+        relay_to: tuple[str, int] | None = None,
     ) -> None:
         self.root = root
         self.port = port
         self.domains = domains
         self.transport = transport
         self.smtpd_processes = smtpd_processes
+        self.relay_to = relay_to
+        if transport == "relay" and relay_to is None:
+            raise ValueError("transport='relay' needs relay_to=(host, port)")
         self.config = root / "etc"
         self.queue = root / "queue"
         self.data = root / "data"
@@ -141,6 +146,14 @@ class Postfix:
                 "virtual_gid_maps": f"static:{nobody.pw_gid}",
                 "virtual_minimum_uid": "1",
                 "virtual_mailbox_limit": "0",
+            }
+        elif self.transport == "relay":
+            assert self.relay_to is not None
+            host, port = self.relay_to
+            main |= {
+                "relay_domains": domains,
+                "relay_transport": f"smtp:[{host}]:{port}",
+                "smtp_dns_support_level": "disabled",
             }
         else:
             main |= {
