@@ -157,6 +157,14 @@ class BlobStore(Protocol):
         """Every key in the store, in no promised order (for garbage collection)."""
         ...
 
+    async def modified_at(self, key: str) -> float | None:
+        """When the object under ``key`` was last put (epoch seconds), or None if absent.
+
+        A put of bytes already stored refreshes it, so garbage collection can tell a body
+        that became referenced again while it was deciding (see mxgate.gc).
+        """
+        ...
+
     async def aclose(self) -> None:
         """Release the store's resources."""
         ...
@@ -212,6 +220,8 @@ class FsBlobStore:
                 # Write once: a complete file of the right size is this content already
                 # (renames are atomic, so there are no partial files under a final name).
                 if path.stat().st_size == len(data):
+                    # Refresh the mtime: gc must see that this body is wanted again.
+                    os.utime(path)
                     return ref
             self._makedirs(path.parent)
             tmp = path.parent / f".{digest}.{secrets.token_hex(4)}.tmp"
@@ -255,6 +265,17 @@ class FsBlobStore:
             raise BlobUnavailable(f"cannot read {key}: {_os_reason(exc)}") from exc
         await asyncio.to_thread(_verify, key, data)
         return data
+
+    async def modified_at(self, key: str) -> float | None:
+        """The file's mtime (refreshed by every put of the same bytes), or None."""
+        path = self._path(key)
+        try:
+            st = await asyncio.to_thread(path.stat)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise BlobUnavailable(f"cannot stat {key}: {_os_reason(exc)}") from exc
+        return st.st_mtime
 
     async def exists(self, key: str) -> bool:
         """True when a file is stored under ``key``."""
@@ -401,12 +422,12 @@ class S3BlobStore:
         return int(meta["size"])
 
     async def put(self, data: bytes) -> BlobRef:
-        """PUT ``data`` unless HEAD shows it is already stored (write once)."""
+        """PUT ``data``. The key is the content's hash, so a second PUT of the same key writes
+        the same bytes; it is done anyway because it refreshes Last-Modified, which garbage
+        collection relies on to spare a body that became referenced again (mxgate.gc)."""
         data = bytes(data)
         digest = await _digest_async(data)
         ref = BlobRef(key=key_for(digest), sha256=digest, size=len(data))
-        if await self._size(ref.key) == ref.size:
-            return ref
         try:
             await obstore.put_async(self.store, ref.key, data)
         except Exception as exc:
@@ -428,6 +449,17 @@ class S3BlobStore:
         else:
             _verify(key, data)
         return data
+
+    async def modified_at(self, key: str) -> float | None:
+        """Last-Modified of the object (HEAD), or None when there is none."""
+        sha256_of_key(key)
+        try:
+            meta = await obstore.head_async(self.store, key)
+        except (NotFoundError, FileNotFoundError):
+            return None
+        except Exception as exc:
+            raise self._unavailable("head", key, exc) from exc
+        return float(meta["last_modified"].timestamp())
 
     async def exists(self, key: str) -> bool:
         """True when HEAD finds an object under ``key``."""

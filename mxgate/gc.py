@@ -92,6 +92,7 @@ async def _collect(
     path.parent.mkdir(parents=True, exist_ok=True)
     state = Rdict(str(path))
     try:
+        listed_at = time.time()
         keys = [k async for k in store.iter_keys()]  # before reading topics: see module doc
         result.listed = len(keys)
         referenced, held = await asyncio.to_thread(references, settings)
@@ -110,6 +111,14 @@ async def _collect(
                     state[key] = t
                 first_seen = t
             if t - float(first_seen) >= settings.ops.gc_grace:
+                # Put again since we listed (same bytes of a new message, whose event we may
+                # not have read): wanted after all. Puts refresh the modification time.
+                modified = await store.modified_at(key)
+                if modified is None:
+                    continue  # gone already
+                if modified >= listed_at - 1.0:
+                    result.waiting.append(key)
+                    continue
                 if not dry_run:
                     await store.delete(key)
                     del state[key]
