@@ -50,6 +50,21 @@ class DeliveredLog:
         """Record the remote's acceptance of ``recipient``."""
         self._db[self._key(message_id, recipient)] = reply
 
+    def intend(self, message_id: str, recipients: list[str]) -> None:
+        """Note that DATA is about to end for ``recipients``: from here until the reply is
+        read, a crash leaves their outcome unknown (the remote may have committed)."""
+        for r in recipients:
+            self._db["?" + self._key(message_id, r)] = b""
+
+    def settle(self, message_id: str, recipients: list[str]) -> None:
+        """The remote's reply for ``recipients`` was read: their outcome is known."""
+        for r in recipients:
+            self._db.delete("?" + self._key(message_id, r))
+
+    def in_doubt(self, message_id: str, recipient: str) -> bool:
+        """True when an earlier attempt died between the end of DATA and the reply."""
+        return ("?" + self._key(message_id, recipient)) in self._db
+
     def close(self) -> None:
         """Flush and close the database."""
         self._db.close()

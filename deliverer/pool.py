@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -50,7 +50,12 @@ class Pool:
         return {k: (s.opened, s.reused) for k, s in self._slots.items()}
 
     async def send(
-        self, dest: Destination, mail_from: str, recipients: Sequence[str], data: bytes
+        self,
+        dest: Destination,
+        mail_from: str,
+        recipients: Sequence[str],
+        data: bytes,
+        before_data: Callable[[list[str]], None] | None = None,
     ) -> list[smtp.RecipientResult]:
         """One transaction to ``dest``; raises :class:`smtp.ConnectFailed` when no session
         could be opened (nothing sent: the caller may try the next destination)."""
@@ -62,7 +67,9 @@ class Pool:
                 if client is not None:
                     slot.reused += 1
                     try:
-                        results = await smtp.transaction(client, mail_from, recipients, data)
+                        results = await smtp.transaction(
+                            client, mail_from, recipients, data, before_data
+                        )
                     except aiosmtplib.SMTPServerDisconnected:
                         # The server closed the idle session before MAIL: nothing was sent.
                         client.close()
@@ -71,7 +78,9 @@ class Pool:
                     client = await self._open(dest)
                     slot.opened += 1
                     try:
-                        results = await smtp.transaction(client, mail_from, recipients, data)
+                        results = await smtp.transaction(
+                            client, mail_from, recipients, data, before_data
+                        )
                     except aiosmtplib.SMTPServerDisconnected as e:
                         raise smtp.ConnectFailed(f"{dest}: disconnected before MAIL: {e}") from e
             except BaseException:

@@ -46,6 +46,8 @@ log = structlog.get_logger("mxgate.deliverer")
 
 DELIVERABLE = frozenset({"deliver", "tag"})
 DSN_SENDER_RETRY = "dsn"  # action of a DSN work item (mail_from is always the null sender)
+# Mail the gateway writes itself; the only mail that may go to domains no tenant owns.
+OUTBOUND = frozenset({DSN_SENDER_RETRY, "digest"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +251,7 @@ class Deliverer:
                     smtp.RecipientResult(r, "bounced", 0, f"body unreadable: {e}") for r in todo
                 ]
             else:
-                groups, failed = await self._route(todo)
+                groups, failed = await self._route(todo, outbound=w.action in OUTBOUND)
                 results += failed
                 sent = await asyncio.gather(
                     *(self._send_group(w, dests, rcpts, raw) for dests, rcpts in groups)
@@ -264,12 +266,21 @@ class Deliverer:
         return outputs
 
     async def _route(
-        self, rcpts: Sequence[str]
+        self, rcpts: Sequence[str], *, outbound: bool
     ) -> tuple[list[tuple[list[Destination], list[str]]], list[smtp.RecipientResult]]:
-        """Group recipients by the destinations they go to; unroutable ones become results."""
+        """Group recipients by the destinations they go to; unroutable ones become results.
+
+        Only mail the gateway writes itself (``outbound``: DSNs, digests) may leave for a
+        domain no tenant owns; inbound mail for a domain whose tenant was removed waits
+        (deferred) instead of looking up the domain's MX, which is this gateway: a loop.
+        """
         groups: dict[tuple[str, ...], tuple[list[Destination], list[str]]] = {}
         failed: list[smtp.RecipientResult] = []
         for r in rcpts:
+            if not outbound and self.router.route_for(r) is None:
+                reply = "no route: no tenant owns this domain"
+                failed.append(smtp.RecipientResult(r, "deferred", 0, reply))
+                continue
             try:
                 dests = await self.router.destinations(r)
             except RouteError as e:
@@ -306,9 +317,14 @@ class Deliverer:
             + body
         )
         errors = []
+        doubt = {r for r in rcpts if self.delivered.in_doubt(w.message_id, r)}
+
+        def intend(accepted: list[str]) -> None:
+            self.delivered.intend(w.message_id, accepted)
+
         for dest in dests:
             try:
-                sent = await self.pool.send(dest, w.mail_from, rcpts, data)
+                sent = await self.pool.send(dest, w.mail_from, rcpts, data, intend)
             except smtp.ConnectFailed as e:
                 errors.append(str(e))
                 log.warning("destination failed, trying next", message_id=w.message_id,
@@ -324,6 +340,17 @@ class Deliverer:
             for r in sent:
                 if r.status == "delivered":
                     self.delivered.mark(w.message_id, r.recipient, f"{r.code} {r.reply}")
+            # A reply was read (code 0: the connection died after DATA; still unknown).
+            self.delivered.settle(w.message_id, [r.recipient for r in sent if r.code])
+            sent = [
+                smtp.RecipientResult(
+                    r.recipient, r.status, r.code,
+                    f"{r.reply} [in doubt: an earlier attempt died awaiting the reply to DATA]",
+                )
+                if r.recipient in doubt
+                else r
+                for r in sent
+            ]  # fmt: skip
             return str(dest), sent
         reply = "; ".join(errors)[:900]
         return (

@@ -4,7 +4,7 @@ mail transaction on it, with each recipient's outcome classified."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -104,7 +104,11 @@ async def open_session(
 
 
 async def transaction(
-    client: aiosmtplib.SMTP, mail_from: str, recipients: Sequence[str], data: bytes
+    client: aiosmtplib.SMTP,
+    mail_from: str,
+    recipients: Sequence[str],
+    data: bytes,
+    before_data: Callable[[list[str]], None] | None = None,
 ) -> list[RecipientResult]:
     """One MAIL/RCPT/DATA transaction on an open session.
 
@@ -112,6 +116,7 @@ async def transaction(
     answered (nothing sent: safe to redo on a new connection); every later problem becomes a
     per-recipient result. A lost connection or timeout after DATA is a deferral: the remote may
     or may not have the message (RFC 1047); retrying risks a duplicate, giving up risks a loss.
+    ``before_data(accepted)`` runs just before the message is sent (the caller notes the intent).
     """
 
     def everyone(rcpts: Sequence[str], code: int, reply: str) -> list[RecipientResult]:
@@ -150,6 +155,8 @@ async def transaction(
         if not accepted:
             await _rset(client)
             return [out[r] for r in recipients]
+        if before_data is not None:
+            before_data(accepted)
         try:
             resp = await client.data(data)
         except aiosmtplib.SMTPResponseException as e:

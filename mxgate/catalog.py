@@ -103,8 +103,18 @@ REJECTED = Topic(
     retention_ms=30 * DAY_MS,
 )
 
+REPUTATION = Topic(
+    "mxgate.reputation.v1",
+    (schemas.REPUTATION_LISTED,),
+    "Known-bad attachment hashes (ReputationListed, key: SHA-256 hex) for the reputation engine; "
+    "compacted: the latest record per hash counts, listed=false withdraws it.",
+    partitions=1,  # a lookup table every scanner reads whole: one ordered log is enough
+    retention_ms=-1,
+    compacted=True,
+)
+
 TOPICS: tuple[Topic, ...] = (
-    RECEIVED, SCANNED, DELIVERY, QUARANTINE, SUBMIT, TRAINING, OPS, CONTROL, REJECTED
+    RECEIVED, SCANNED, DELIVERY, QUARANTINE, SUBMIT, TRAINING, OPS, CONTROL, REJECTED, REPUTATION
 )
 
 

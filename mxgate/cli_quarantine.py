@@ -371,3 +371,121 @@ def report_spam(
           schemas.TRAINING_LABELLED, label)],
     )  # fmt: skip
     typer.echo(f"reported {message_id} as spam (by {who})")
+
+
+def group_for_digest(entries: list[Entry]) -> dict[str, list[Entry]]:
+    """Held (not discarded) messages per recipient, oldest first."""
+    out: dict[str, list[Entry]] = {}
+    for e in sorted(entries, key=lambda e: e.quarantined_at):
+        if e.state != "held" or e.action != "quarantine":
+            continue
+        for r in e.rcpt_to:
+            out.setdefault(r.lower(), []).append(e)
+    return out
+
+
+def build_digest(
+    *, hostname: str, tenant: str, recipient: str, entries: list[Entry], now: dt.datetime
+) -> bytes:
+    """The digest mail for one recipient: what was held for them, and how to get it released.
+
+    Built with the stdlib ``email`` package; sent from the null sender (Auto-Submitted), so a
+    failure to deliver it never bounces anywhere.
+    """
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.utils import format_datetime, make_msgid
+
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = f"Quarantine <postmaster@{hostname}>"
+    msg["To"] = recipient
+    msg["Subject"] = f"Quarantine digest: {len(entries)} message(s) held for you"
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = make_msgid("digest", domain=hostname)
+    msg["Auto-Submitted"] = "auto-generated"
+    lines = [
+        f"These messages to {recipient} were held in quarantine by the mail gateway",
+        "and have not been delivered:",
+        "",
+    ]
+    for e in entries:
+        lines.append(
+            f"  {e.quarantined_at:%Y-%m-%d %H:%M} UTC  from <{e.mail_from}>  "
+            f"({', '.join(e.reasons) or 'policy'})  id {e.message_id}"
+        )
+    lines += [
+        "",
+        "If one of them is a message you expected, ask your mail administrator to release",
+        "it, giving its id. The administrator runs:",
+        "",
+        f"  mxgate quarantine release <id> --tenant {tenant} --reason '<why>'",
+        "",
+        "Held messages are deleted automatically after 30 days.",
+    ]
+    msg.set_content("\n".join(lines) + "\n")
+    return msg.as_bytes()
+
+
+@quarantine_app.command()
+def digest(
+    tenant: TenantOpt,
+    since: Annotated[str, typer.Option(help="Held since (ISO time or age).")] = "24h",
+    recipient: Annotated[str | None, typer.Option(help="Only this recipient.")] = None,
+    send: Annotated[bool, typer.Option("--send", help="Send them through delivery.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-recipient digests of what was held; `--send` mails them (run it daily from cron)."""
+    from mxgate.blobstore import open_store
+    from mxgate.ids import new_message_id
+
+    s = _settings()
+    now = utcnow()
+    start = parse_when(since, now)
+    held = [e for e in _index(s).values() if e.tenant == tenant and e.quarantined_at >= start]
+    groups = group_for_digest(held)
+    if recipient:
+        groups = {k: v for k, v in groups.items() if k == recipient.lower()}
+    mails = {
+        r: build_digest(
+            hostname=s.deliverer.hostname, tenant=tenant, recipient=r, entries=es, now=now
+        )
+        for r, es in groups.items()
+    }
+    sent: dict[str, str] = {}
+    if send and mails:
+
+        async def store_all() -> dict[str, str]:
+            store = open_store(s.store)
+            try:
+                return {r: (await store.put(m)).key for r, m in mails.items()}
+            finally:
+                await store.aclose()
+
+        keys = asyncio.run(store_all())
+        records = []
+        for r, key in keys.items():
+            did = new_message_id()
+            sent[r] = did
+            work = {
+                "message_id": did, "tenant": tenant, "action": "digest",
+                "reasons": ["quarantine digest"], "spam_score": 0.0, "mail_from": "",
+                "rcpt_to": [r], "object_key": key, "received_at": now, "client_ip": "",
+                "helo": s.deliverer.hostname, "attempt": 1, "due_at": now,
+                "first_attempt_at": now,
+            }  # fmt: skip
+            records.append(
+                (catalog.name(catalog.SUBMIT, s.kafka.topic_prefix), did,
+                 schemas.DELIVERY_RETRY, work)
+            )  # fmt: skip
+        _produce(s, records)
+    if as_json:
+        typer.echo(json.dumps({
+            r: {"held": [e.message_id for e in groups[r]], "digest_id": sent.get(r)}
+            for r in groups
+        }, indent=2))  # fmt: skip
+        return
+    for r, m in mails.items():
+        if send:
+            typer.echo(f"sent digest to {r} ({len(groups[r])} held) as {sent[r]}")
+        else:
+            typer.echo(m.decode("utf-8", "replace"))

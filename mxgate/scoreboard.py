@@ -1,8 +1,8 @@
 """The engine scoreboard: a faust-streaming app, tables in rocksdict, JSON over HTTP.
 
 The design report's "constant eye on every engine's detection rate". The app consumes the
-verdict stream (``mxgate.scanned.v1``) and keeps, per engine and tumbling time window
-(``MXGATE_OPS__SCOREBOARD_WINDOW`` seconds, by ``scanned_at``):
+verdict stream (``mxgate.scanned.v1``) and keeps, per engine and tumbling time window (by
+``scanned_at``; ``MXGATE_OPS__SCOREBOARD_WINDOW`` seconds, and one day):
 
 - ``messages``: verdicts given; ``detections``: infected | spam | match;
   ``detection_rate`` = detections / answered (answered = not error/timeout/skipped);
@@ -10,38 +10,59 @@ verdict stream (``mxgate.scanned.v1``) and keeps, per engine and tumbling time w
 - ``disagreement``: verdicts whose detected / not-detected differs from the majority of the
   other engines that answered on the message (rate over answered);
 - ``errors``, ``timeouts`` and their rates over messages;
-- ``latency_ms`` p50 / p90 / p99 from a log-bucketed histogram (≤ 12 % bucket width).
+- ``latency_ms`` p50 / p90 / p99 from a log-bucketed histogram (<= 12 % bucket width).
 
 Shadow engines are scored like the others (that is what they run for); they never count as
 "another engine" for the unique and disagreement figures of production engines, but production
 engines do for theirs.
 
-Two agents: the first turns each decision into one fact per engine and forwards it keyed by
-engine name to ``<app id>-facts`` (a repartition, so every engine's counters live in one
-partition of the table, as faust tables require); the second adds the fact to the table.
-The table is a faust ``Table`` in the ``rocksdb://`` store, which faust backs with rocksdict.
-``GET /stats`` (``MXGATE_OPS__SCOREBOARD_PORT``) serves :func:`summarize` of the table.
-The app uses ``exactly_once`` processing: it reads only committed decisions and each one is
-counted once across crashes.
+One agent reads the verdict stream and adds each decision's counters to one faust ``Table``
+(store ``rocksdb://`` with the rocksdict driver), with ``exactly_once`` processing: the counter
+updates (changelog records) and the input offsets commit in one Kafka transaction, and only
+committed decisions are read. The table's keys carry the input partition, so that each
+partition's counters live only in that partition's store and changelog: faust runs one
+transactional producer per partition and commits a producer's transaction only with offsets of
+that same partition. (A first version forwarded facts to a second, engine-keyed topic; those
+records landed in another partition's transaction, which nothing committed, so a
+read_committed consumer never saw them.) ``GET /stats`` sums the partitions and serves
+:func:`board`; :func:`fetch_stats` is its client for ``mxgate engines stats``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from typing import Any
-
-import faust
-from faust.web import Request, Response, View
+import urllib.error
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import schemas
 from mxgate import catalog
 from mxgate.settings import Settings
 
-__all__ = ["bucket", "facts", "make_app", "summarize"]
+if TYPE_CHECKING:
+    import faust
 
+__all__ = [
+    "DAY",
+    "ScoreboardUnavailable",
+    "board",
+    "bucket",
+    "counter_keys",
+    "facts",
+    "fetch_stats",
+    "make_app",
+    "run",
+    "summarize",
+    "table_keys",
+    "window_label",
+    "window_sizes",
+]
+
+DAY = 86_400.0
 DETECTED = frozenset({"infected", "spam", "match"})
 FAILED = frozenset({"error", "timeout"})
 _GROWTH = 1.12  # histogram bucket ratio: percentiles within about 12 %
@@ -153,66 +174,137 @@ def _percentile(hist: list[tuple[int, int]], q: float) -> float:
     return round(_bucket_upper(hist[-1][0]), 3)
 
 
+def window_sizes(settings: Settings) -> tuple[float, ...]:
+    """The window lengths counted: the configured one and a day (ops' daily figure)."""
+    return tuple(sorted({float(settings.ops.scoreboard_window), DAY}))
+
+
+def window_label(seconds: float) -> str:
+    """``3600`` -> ``1h``, ``86400`` -> ``1d``, ``900`` -> ``15m``; else ``<n>s``."""
+    for unit, n in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= n and seconds % n == 0:
+            return f"{int(seconds // n)}{unit}"
+    return f"{seconds:g}s"
+
+
+def table_keys(scanned: Mapping[str, Any], sizes: Sequence[float], partition: int) -> list[str]:
+    """The table keys (``size|engine|window|counter|partition``) one decision adds 1 to.
+
+    The input partition ends the key so that no two partitions ever write the same key: faust
+    keeps each partition's keys in that partition's store and changelog, and reads a key from
+    whichever store has it, so a shared key would be read from one partition and written to
+    another."""
+    keys = []
+    for size in sizes:
+        for f in facts(scanned, size):
+            keys.extend(f"{size:g}|{k}|{partition}" for k in counter_keys(f))
+    return keys
+
+
+def board(items: Iterable[tuple[str, int]], sizes: Sequence[float]) -> dict[str, Any]:
+    """The scoreboard as JSON, from the table's items (summed over partitions)::
+
+        {"windows": {"1h": {"seconds": 3600.0, "engines": {engine: {window start: figures}}},
+                     "1d": {...}}}
+
+    Every counted window length is listed, with no engines until a decision arrives.
+    """
+    by_size: dict[str, Counter[str]] = defaultdict(Counter)
+    for key, n in items:
+        size, rest = key.split("|", 1)
+        by_size[size][rest.rsplit("|", 1)[0]] += int(n)
+    out = {}
+    for size in sizes:
+        counters = by_size.get(f"{size:g}", Counter())
+        out[window_label(size)] = {"seconds": size, **summarize(counters.items())}
+    return {"windows": out}
+
+
+class ScoreboardUnavailable(RuntimeError):
+    """No scoreboard worker answered, or it answered with an error; the message says which."""
+
+
+def fetch_stats(base_url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """``GET <base_url>/stats`` from a running scoreboard worker."""
+    url = f"{base_url.rstrip('/')}/stats"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return dict(json.load(r))
+    except urllib.error.HTTPError as e:  # before URLError: it is one
+        body = e.read().decode(errors="replace")[:500]
+        raise ScoreboardUnavailable(f"the scoreboard at {url} answered {e.code}: {body}") from e
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ScoreboardUnavailable(
+            f"no scoreboard worker answers at {url} ({reason}): is `mxgate scoreboard run` "
+            "running, with the same MXGATE_OPS__SCOREBOARD_HOST / _PORT (or _URL)?"
+        ) from e
+    except ValueError as e:
+        raise ScoreboardUnavailable(f"the scoreboard at {url} sent no JSON: {e}") from e
+
+
 def make_app(settings: Settings) -> faust.App:
     """The scoreboard app for ``settings`` (topic prefix, state path, port, window)."""
+    # faust is imported here: `mxgate engines stats` and the pure helpers above need none of
+    # its (slow) import.
+    import faust
+    from faust.web import Request, Response, View
+
     k = settings.kafka
     app_id = f"{k.group_prefix}.{k.topic_prefix}scoreboard"
     datadir = settings.ops.state_path / "scoreboard"
     datadir.mkdir(parents=True, exist_ok=True)
+    partitions = catalog.SCANNED.partitions or k.partitions
     app = faust.App(
         app_id,
         broker=",".join(f"kafka://{b}" for b in k.bootstrap_servers.split(",")),
         store="rocksdb://",
         datadir=str(datadir),
+        # Counter updates and input offsets in one transaction; reads only committed input.
         processing_guarantee="exactly_once",
-        topic_partitions=k.partitions,
+        topic_partitions=partitions,
+        # faust creates its changelog topic itself (through the admin API, which works where
+        # auto.create.topics.enable is off), with our replication factor.
         topic_replication_factor=k.replication_factor,
+        # web_bind is the listening address; web_host only names the worker in URLs.
+        web_bind=settings.ops.scoreboard_host,
         web_host=settings.ops.scoreboard_host,
         web_port=settings.ops.scoreboard_port,
         web_in_thread=False,
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=True,
     )
-    window = settings.ops.scoreboard_window
+    sizes = window_sizes(settings)
     scanned = app.topic(
         catalog.name(catalog.SCANNED, k.topic_prefix),
+        # Our values are Avro single-object encoded: faust hands over the bytes, we decode.
         value_serializer="raw",
         key_serializer="raw",
-        acks=False,
         internal=False,
     )
-    # internal=True: faust declares (creates) it; brokers here never auto-create topics.
-    fact_topic = app.topic(
-        f"{app_id}-facts",
-        value_serializer="json",
-        key_serializer="raw",
-        internal=True,
-        partitions=k.partitions,
+    table = app.Table(
+        "engine-counters",
+        default=int,
+        partitions=partitions,
+        options={"driver": "rocksdict"},  # rocksdict is what we ship; python-rocksdb is not
     )
-    table = app.Table("engine-counters", default=int, partitions=k.partitions)
 
     @app.agent(scanned)
-    async def split(stream: faust.StreamT) -> None:
-        async for value in stream:
+    async def count(stream: faust.StreamT) -> None:
+        async for event in stream.events():
             try:
-                name, rec = schemas.decode(value)
+                name, rec = schemas.decode(event.value)
             except schemas.SchemaError:
                 continue  # not ours to judge: the scanner logs undecodable input
             if name != schemas.MESSAGE_SCANNED:
                 continue
-            for f in facts(rec, window):
-                await fact_topic.send(key=f["engine"].encode(), value=f)
-
-    @app.agent(fact_topic)
-    async def count(stream: faust.StreamT) -> None:
-        async for f in stream:
-            for key in counter_keys(f):
+            for key in table_keys(rec, sizes, event.message.partition):
                 table[key] += 1
 
     @app.page("/stats")
     class Stats(View):
         async def get(self, request: Request) -> Response:
-            return self.json(summarize(table.items()))
+            return self.json(board(table.items(), sizes))
 
     app.scoreboard_table = table  # type: ignore[attr-defined]
     return app

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -261,6 +261,53 @@ class ScannerSettings(BaseModel):
     reputation_file: Path | None = Field(
         default=None, description="Known-bad SHA-256 list, one hash a line (reloaded on change)."
     )
+    reputation_kafka: str = Field(
+        default="",
+        description="Kafka bootstrap servers whose compacted reputation topic the reputation "
+        "engine reads at start and then follows; empty: the file only.",
+    )
+    reputation_topic: str = Field(
+        default="mxgate.reputation.v1",
+        description="Full name (with any topic prefix) of that reputation topic.",
+    )
+    sandbox_url: str = Field(
+        default="", description="Sandbox service base URL (CAPE REST API v2), e.g. http://cape:8000."
+    )
+    sandbox_token: str = Field(
+        default="", description="Sandbox API token, sent as 'Authorization: Token ...'."
+    )
+    sandbox_types: tuple[str, ...] = Field(
+        default=("executable", "office", "pdf", "script"),
+        description="True attachment types (attachments engine categories) sent to the sandbox.",
+    )
+    sandbox_timeout: float = Field(
+        default=45.0,
+        gt=0,
+        description="Seconds a message is held for the sandbox's verdict, then the tenant's "
+        "on_sandbox_timeout decides. The sandbox engine's scanner timeout is raised to cover "
+        "it. The batch's Kafka transaction stays open meanwhile: keep it well under "
+        "kafka.transaction_timeout_ms, itself capped by the broker's transaction.max.timeout.ms.",
+    )
+    sandbox_poll_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between sandbox task status polls."
+    )
+
+    @model_validator(mode="after")
+    def _sandbox_budget(self) -> ScannerSettings:
+        # The runner cuts every engine off at its timeout; the sandbox engine holds a message
+        # for sandbox_timeout and answers "timeout" itself, so its runner budget must be longer.
+        if "sandbox" in self.engines or "sandbox" in self.shadow_engines:
+            budget = self.sandbox_timeout + 5.0
+            given = self.engine_timeouts.get("sandbox")
+            if given is None:
+                # engine_timeouts is this instance's own (validated) dict: filled in, not shared.
+                self.engine_timeouts["sandbox"] = budget
+            elif given < budget:
+                raise ValueError(
+                    f"engine_timeouts['sandbox'] ({given:g}s) must exceed sandbox_timeout "
+                    f"({self.sandbox_timeout:g}s) by 5s, or the scanner cuts the wait short"
+                )
+        return self
 
 
 class DelivererSettings(BaseModel):

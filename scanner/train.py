@@ -2,7 +2,11 @@
 
 Learners: the in-process Bayes (always; its rocksdict store is opened for writing) and the
 enabled external engines that can learn (SpamAssassin through spamd's TELL, rspamd through its
-controller). Release and report-as-spam events are meant to feed :func:`learn_messages` too.
+controller's ``/learnspam`` and ``/learnham``). Release and report-as-spam events are meant to
+feed :func:`learn_messages` too.
+
+A learner may decline a message without failing (rspamd: already learnt, or too few words to
+learn from); those are counted as ``skipped``, apart from ``errors``, which fail the command.
 """
 
 from __future__ import annotations
@@ -30,13 +34,21 @@ async def learn_messages(
     engines: Sequence[str] | None = None,
     progress: Callable[[], None] | None = None,
     concurrency: int = 4,
+    bulk: bool = True,
 ) -> dict[str, Any]:
-    """Learn ``messages`` into the Bayes store and each external learner; returns counts."""
+    """Learn ``messages`` into the Bayes store and each external learner; returns counts.
+
+    ``bulk`` (a corpus, as ``mxgate train`` gives): rspamd learns every message, not only
+    those its Bayes does not already classify; single corrections (release, report-as-spam)
+    pass ``bulk=False`` so rspamd skips what it already knows.
+    """
     from scanner.engines.registry import ENGINES
 
     wanted = list(engines if engines is not None else settings.engines)
     externals = [ENGINES[n](settings) for n in _LEARNERS if n in wanted]
     errors: dict[str, int] = {e.name: 0 for e in externals}
+    skipped: dict[str, int] = {e.name: 0 for e in externals}
+    first_error: dict[str, str] = {}
     parsed = []
     for i, m in enumerate(messages):
         parsed.append((mime.parse(m.raw, message_id=f"train-{i}", tenant="train"), m.is_spam))
@@ -52,9 +64,17 @@ async def learn_messages(
         async with sem:
             for e in externals:
                 try:
-                    await e.learn(p, is_spam)  # type: ignore[attr-defined]
-                except Exception:
+                    if e.name == "rspamd":  # the one learner with a bulk mode
+                        took = await e.learn(p, is_spam, bulk=bulk)  # type: ignore[attr-defined]
+                    else:
+                        took = await e.learn(p, is_spam)  # type: ignore[attr-defined]
+                except Exception as exc:
                     errors[e.name] += 1
+                    # One example is enough to tell a down daemon from a bad password.
+                    first_error.setdefault(e.name, repr(exc)[:300])
+                else:
+                    # None: a learner that does not say (spamd's TELL), so it learnt.
+                    skipped[e.name] += took is False
             if progress is not None:
                 progress()
 
@@ -65,5 +85,7 @@ async def learn_messages(
             await e.aclose()
     return {
         "bayes": {"learnt": learnt, "spam_total": totals[0], "ham_total": totals[1]},
-        **{n: {"learnt": len(parsed) - errors[n], "errors": errors[n]} for n in errors},
+        **{n: {"learnt": len(parsed) - errors[n] - skipped[n], "skipped": skipped[n],
+               "errors": errors[n], **({"first_error": first_error[n]} if n in first_error
+                                       else {})} for n in errors},
     }

@@ -33,6 +33,7 @@ REPLAY_REDELIVERED = "mxgate.events.ReplayRedelivered"
 ENGINE_CONTROLLED = "mxgate.events.EngineControlled"
 ENGINE_STATUS = "mxgate.events.EngineStatus"
 MESSAGE_REJECTED = "mxgate.events.MessageRejected"
+REPUTATION_LISTED = "mxgate.events.ReputationListed"
 
 # Records that travel as top-level events (the others are nested types).
 EVENTS = (
@@ -49,6 +50,7 @@ EVENTS = (
     ENGINE_CONTROLLED,
     ENGINE_STATUS,
     MESSAGE_REJECTED,
+    REPUTATION_LISTED,
 )
 
 HISTORY_DIR = SCHEMA_DIR / "history"

@@ -79,10 +79,15 @@ def spamassassin(s: ScannerSettings) -> Engine:
 
 def rspamd(s: ScannerSettings) -> Engine:
     """rspamd over HTTP (/checkv2)."""
+    from mxgate.errors import ConfigError
     from scanner.engines.rspamd import RspamdEngine
 
-    return RspamdEngine(s.spam.rspamd_url, s.spam.rspamd_controller_url,
-                        s.spam.rspamd_password, s.spam.max_size)
+    try:
+        return RspamdEngine(s.spam.rspamd_url, s.spam.rspamd_controller_url,
+                            s.spam.rspamd_password, s.spam.max_size)
+    except ValueError as e:  # a URL rspamd cannot be reached at: fail at start, by name
+        raise ConfigError("MXGATE_SCANNER__SPAM__RSPAMD_URL", "scanner.spam.rspamd_url",
+                          str(e)) from None
 
 
 def backscatter(s: ScannerSettings) -> Engine:

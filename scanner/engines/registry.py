@@ -18,6 +18,7 @@ from scanner.engines.content_rules import ContentRulesEngine
 from scanner.engines.isolated import IsolatedEngine
 from scanner.engines.office import OfficeEngine
 from scanner.engines.reputation import ReputationEngine
+from scanner.engines.sandbox import SandboxEngine
 from scanner.engines.yara_engine import YaraEngine
 
 __all__ = ["ENGINES", "build_engines"]
@@ -57,7 +58,24 @@ def _office(settings: ScannerSettings) -> Engine:
 
 
 def _reputation(settings: ScannerSettings) -> Engine:
-    return ReputationEngine(settings.reputation_file)
+    return ReputationEngine(
+        settings.reputation_file,
+        kafka=settings.reputation_kafka or None,
+        topic=settings.reputation_topic,
+    )
+
+
+def _sandbox(settings: ScannerSettings) -> Engine:
+    # Its runner timeout is settings.engine_timeouts["sandbox"], which ScannerSettings makes
+    # longer than sandbox_timeout, so the engine's own "timeout" finding comes first.
+    return SandboxEngine(
+        settings.sandbox_url,
+        types=settings.sandbox_types,
+        timeout=settings.sandbox_timeout,
+        poll_interval=settings.sandbox_poll_interval,
+        token=settings.sandbox_token,
+        cache_entries=settings.cache_entries,
+    )
 
 
 ENGINES: dict[str, Callable[[ScannerSettings], Engine]] = {
@@ -67,6 +85,7 @@ ENGINES: dict[str, Callable[[ScannerSettings], Engine]] = {
     "attachments": _attachments,
     "office": _office,
     "reputation": _reputation,
+    "sandbox": _sandbox,
     "spf": _spam.spf,
     "dkim": _spam.dkim,
     "dmarc": _spam.dmarc,

@@ -6,6 +6,14 @@ member is hashed (not the raw message: a known-bad file is found whatever mail c
 listed hash is ``infected`` with the symbol ``sha256:<name or hash>``. The file is re-read when
 its modification time or size changes, at most every ``reload_interval`` seconds, so ops can
 update it without a restart; a file that vanished keeps the last list in force.
+
+The list can also come from the compacted topic ``mxgate.reputation.v1``
+(:data:`mxgate.catalog.REPUTATION`): ``ReputationListed`` records keyed by the hash, the latest
+per hash in force, ``listed=false`` (or a tombstone) withdrawing it. The engine reads the topic
+from the beginning to its end before it scans anything (:class:`TopicList`), then follows it in
+a background thread, so a hash listed by a feed, an analyst or the sandbox takes effect in every
+scanner within a second, with no restart. File and topic may be used together: a hash listed
+by either is known-bad.
 """
 
 from __future__ import annotations
@@ -19,11 +27,18 @@ import threading
 import time
 from pathlib import Path
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+import schemas
+from mxgate import catalog
 from mxgate.errors import ConfigError
+from mxgate.kafka import KafkaUnavailable, base_config, producer_config
+from mxgate.settings import KafkaSettings
+from mxgate.timeutil import utcnow
 from scanner.engines.base import Finding, Kind, ParsedMessage
 from scanner.mime import RAW_PATH
 
-__all__ = ["ReputationEngine", "load_list"]
+__all__ = ["ReputationEngine", "TopicList", "load_list", "publish_listing"]
 
 _log = logging.getLogger(__name__)
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -50,24 +65,47 @@ class ReputationEngine:
     kind: Kind = "antivirus"
     cacheable: bool = True
 
-    def __init__(self, path: Path | str | None, *, reload_interval: float = 5.0) -> None:
-        if path is None:
+    def __init__(
+        self,
+        path: Path | str | None,
+        *,
+        reload_interval: float = 5.0,
+        kafka: str | None = None,
+        topic: str = catalog.REPUTATION.name,
+        load_timeout: float = 30.0,
+    ) -> None:
+        """A list from the file ``path``, the topic ``topic`` on the brokers ``kafka``, or both.
+
+        With a topic, the constructor returns once the topic is read to its end (at most
+        ``load_timeout`` seconds, else :class:`KafkaUnavailable`): an engine that scanned with
+        half a list would call known-bad files clean.
+        """
+        if path is None and not kafka:
             raise ConfigError(
-                "MXGATE_SCANNER__REPUTATION_FILE", "scanner.reputation_file", "not set"
+                "MXGATE_SCANNER__REPUTATION_FILE",
+                "scanner.reputation_file",
+                "not set (nor scanner.reputation_kafka)",
             )
-        self._path = Path(path)
+        self._path = Path(path) if path is not None else None
         self._interval = reload_interval
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._hashes: dict[str, str] = {}
         self._version = "empty"
         self._next = 0.0
-        try:
-            self._reload()
-        except OSError as e:
-            raise ConfigError(str(self._path), "-", f"cannot read: {e}") from None
+        if self._path is not None:
+            try:
+                self._reload()
+            except OSError as e:
+                raise ConfigError(str(self._path), "-", f"cannot read: {e}") from None
+        self.topic: TopicList | None = None
+        if kafka:
+            self.topic = TopicList(kafka, topic)
+            self.topic.load(load_timeout)
+            self.topic.start()
 
     def _reload(self) -> None:
+        assert self._path is not None
         st = os.stat(self._path)
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
@@ -80,7 +118,7 @@ class ReputationEngine:
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()
-        if now < self._next:
+        if self._path is None or now < self._next:
             return
         self._next = now + self._interval
         try:
@@ -95,33 +133,222 @@ class ReputationEngine:
 
     @property
     def rules_version(self) -> str:
-        """A digest of the list in force and its size."""
-        return self._version
+        """A digest of the list(s) in force and their sizes."""
+        with self._lock:
+            file_version = self._version
+        if self.topic is None:
+            return file_version
+        if self._path is None:
+            return self.topic.version
+        return f"{file_version}+{self.topic.version}"
 
     async def check(self, message: ParsedMessage) -> Finding:
         """Hash every part; ``infected`` when one is listed."""
         self._maybe_reload()
+        digests = await asyncio.to_thread(_digests, message)
         with self._lock:
-            hashes, version = self._hashes, self._version
-        hits = await asyncio.to_thread(_lookup, message, hashes)
+            hashes = self._hashes
+        hits: dict[str, str] = {}
+        for path, digest in digests:
+            name = hashes.get(digest)
+            if name is None and self.topic is not None:
+                name = self.topic.get(digest)
+            if name is not None:
+                hits.setdefault(path, name)
         return Finding(
-            self.name, self.version, version, "infected" if hits else "clean",
+            self.name, self.version, self.rules_version, "infected" if hits else "clean",
             symbols=tuple(dict.fromkeys(f"sha256:{n}" for n in hits.values())),
             kind=self.kind, detail=hits,
         )
 
     async def aclose(self) -> None:
-        """Nothing to release."""
+        """Stop following the topic."""
+        if self.topic is not None:
+            await asyncio.to_thread(self.topic.stop)
 
 
-def _lookup(message: ParsedMessage, hashes: dict[str, str]) -> dict[str, str]:
-    hits: dict[str, str] = {}
-    if not hashes:
-        return hits
-    for part in message.parts:
-        if part.path == RAW_PATH or not part.data:
-            continue
-        name = hashes.get(hashlib.sha256(part.data).hexdigest())
-        if name is not None:
-            hits.setdefault(part.path, name)
-    return hits
+def _digests(message: ParsedMessage) -> list[tuple[str, str]]:
+    """(part path, SHA-256 hex) of every part and archive member (hashing: a thread)."""
+    return [
+        (part.path, hashlib.sha256(part.data).hexdigest())
+        for part in message.parts
+        if part.path != RAW_PATH and part.data
+    ]
+
+
+class TopicList:
+    """The reputation topic folded into a hash -> name table, then followed in a thread.
+
+    The consumer joins no group and commits nothing: it assigns every partition from the
+    beginning, so every scanner holds the whole list.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self._hashes: dict[str, str] = {}
+        # XOR of per-entry digests: a version that is the same for the same list on every
+        # scanner (so verdict caches agree) and costs O(1) per update, not O(list).
+        self._mix = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+        self.records = 0
+
+    @property
+    def version(self) -> str:
+        """``topic-<entries>-<digest>`` of the list in force."""
+        with self._lock:
+            return f"topic-{len(self._hashes)}-{self._mix:016x}"
+
+    def get(self, sha256: str) -> str | None:
+        """The name a listed hash is known by, or None."""
+        with self._lock:
+            return self._hashes.get(sha256)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._hashes)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """Fold one record in; undecodable records are skipped (logged), never fatal."""
+        digest = (key or b"").decode("ascii", "replace").strip().lower()
+        listed, name = False, ""
+        if value is not None:
+            try:
+                event, rec = schemas.decode(value)
+            except schemas.SchemaError as e:
+                _log.warning("reputation record skipped: %s", e)
+                return
+            if event != schemas.REPUTATION_LISTED:
+                return
+            digest = str(rec["sha256"]).strip().lower()
+            listed, name = bool(rec["listed"]), rec["reason"] or rec["source"] or digest
+        if not _HEX.match(digest):
+            return
+        with self._lock:
+            old = self._hashes.pop(digest, None)
+            if old is not None:
+                self._mix ^= _entry(digest, old)
+            if listed:
+                self._hashes[digest] = name
+                self._mix ^= _entry(digest, name)
+            self.records += 1
+
+    def _new_consumer(self) -> Consumer:
+        settings = KafkaSettings(bootstrap_servers=self.bootstrap_servers)
+        return Consumer(
+            base_config(settings)
+            | {
+                # Required by librdkafka, never joined: partitions are assigned by hand.
+                "group.id": "mxgate.reputation-reader",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+            }
+        )
+
+    def load(self, timeout: float) -> None:
+        """Read every partition from the beginning to its current end."""
+        c = self._new_consumer()
+        try:
+            deadline = time.monotonic() + timeout
+            meta = c.list_topics(self.topic, timeout=timeout)
+            t = meta.topics.get(self.topic)
+            if t is None or t.error is not None or not t.partitions:
+                raise KafkaUnavailable(f"reputation topic {self.topic} not found")
+            ends: dict[int, int] = {}
+            for p in t.partitions:
+                _lo, hi = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
+                ends[p] = hi
+            c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in ends])
+            pending = {p for p, hi in ends.items() if hi > 0}
+            while pending:
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(f"timed out reading {self.topic}")
+                m = c.poll(0.5)
+                if m is None:
+                    continue
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(m.partition())
+                        continue
+                    raise KafkaUnavailable(f"reading {self.topic}: {err}")
+                self.apply(m.key(), m.value())
+                if m.offset() + 1 >= ends[m.partition()]:
+                    pending.discard(m.partition())
+        except BaseException:
+            c.close()
+            raise
+        self._consumer = c  # the follower goes on from where loading stopped
+
+    def start(self) -> None:
+        """Follow the topic in a daemon thread (after :meth:`load`)."""
+        self._thread = threading.Thread(
+            target=self._follow, name="reputation-topic", daemon=True
+        )
+        self._thread.start()
+
+    def _follow(self) -> None:
+        c = self._consumer or self._new_consumer()
+        self._consumer = None
+        try:
+            while not self._stop.is_set():
+                m = c.poll(0.5)
+                if m is None or m.error():
+                    continue  # EOF and transient errors: librdkafka reconnects by itself
+                self.apply(m.key(), m.value())
+        finally:
+            c.close()
+
+    def stop(self) -> None:
+        """Stop following and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        elif self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+def _entry(digest: str, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{digest}\0{name}".encode()).digest()[:8], "big")
+
+
+def publish_listing(
+    bootstrap_servers: str,
+    sha256: str,
+    listed: bool = True,
+    *,
+    topic: str = catalog.REPUTATION.name,
+    source: str = "",
+    reason: str = "",
+    timeout: float = 20.0,
+) -> dict[str, object]:
+    """List (or with ``listed=False`` withdraw) a hash on the reputation topic; the record."""
+    digest = sha256.strip().lower()
+    if not _HEX.match(digest):
+        raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+    rec: dict[str, object] = {
+        "sha256": digest,
+        "listed": listed,
+        "source": source,
+        "reason": reason,
+        "listed_at": utcnow(),
+    }
+    p = Producer(
+        producer_config(KafkaSettings(bootstrap_servers=bootstrap_servers), message_timeout=15.0)
+    )
+    errors: list[str] = []
+    p.produce(
+        topic,
+        key=digest,
+        value=schemas.encode(schemas.REPUTATION_LISTED, rec),
+        on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
+    )
+    if p.flush(timeout) != 0 or errors:
+        raise KafkaUnavailable(f"reputation record not written: {errors[:1] or 'timeout'}")
+    return rec

@@ -2,7 +2,8 @@
 a server that stalls. One scenario on one pipeline, each fault in turn:
 
 * 451 once, then accepted: delivered exactly once, on the retry;
-* dropped mid-DATA once: deferred, then delivered exactly once;
+* dropped mid-DATA once: deferred, then delivered exactly once, the resend recorded
+  "in doubt" (the message had been sent when the line dropped);
 * 550: bounced, and the envelope sender gets one RFC 3464 DSN (through the gateway's own
   delivery path, to the outbound route), while a bounce of null-sender mail gets none;
 * one tenant's server stalls: another tenant's mail is delivered meanwhile, and the stalled
@@ -79,6 +80,8 @@ def test_faults_retries_bounces_dsns_and_isolation(kafka, tmp_path: Path) -> Non
         mid = send(2, "t2@example.test")
         wait_for(lambda: statuses(mid)[-1:] == ["delivered"], 120, "delivery after a drop")
         assert statuses(mid) == ["deferred", "delivered"]
+        # The whole message had gone out when the line dropped: the resend is marked in doubt.
+        assert "in doubt" in attempts(mid)[1]["recipients"][0]["reply"]
         assert copies(sink, mid) == 1
 
         # 550: bounced, and a DSN to the sender through the gateway's delivery path.

@@ -1,6 +1,7 @@
-"""Debian's Postfix as the customer's server, and SIGKILL of the deliverer mid-delivery:
-every recipient of every message ends up with exactly one copy in Postfix's maildir, none
-with two, none with none."""
+"""Debian's Postfix as the customer's server, and SIGKILL of the deliverer mid-delivery: no
+recipient gets none, and no recipient gets two copies, except one whose outcome the killed
+deliverer could not know (Postfix had committed, the 250 was not yet read: RFC 1047), which
+is resent and recorded "in doubt" in its DeliveryAttempted event."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 from support import samples
 from support.pipeline import Pipeline, free_port, queued_id, wait_for
 from support.postfix import Postfix
+
+import schemas
+from mxgate.trace import read_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,9 +33,9 @@ def copies_by_message(pf: Postfix) -> Counter[tuple[str, str]]:
             if line.lower().startswith("delivered-to:") and not rcpt:
                 rcpt = line.split(":", 1)[1].strip().lower()
             if line.startswith("X-MXGate:"):
-                mid = dict(
-                    part.strip().partition("=")[::2] for part in line[9:].split(";")
-                ).get("id", "")
+                mid = dict(part.strip().partition("=")[::2] for part in line[9:].split(";")).get(
+                    "id", ""
+                )
         out[(mid, rcpt)] += 1
     return out
 
@@ -69,8 +73,20 @@ def test_sigkill_deliverer_mid_delivery_to_postfix(kafka, tmp_path: Path) -> Non
             lambda: set(copies_by_message(pf)) >= want, 300, f"{len(want)} recipients delivered"
         )
         copies = copies_by_message(pf)
-        assert {k: n for k, n in copies.items() if n != 1} == {}, "a recipient got two copies"
         assert set(copies) == want, "a copy nobody asked for, or one missing"
+        # The one window no deliverer can close (RFC 1047): Postfix committed, the deliverer
+        # died before reading the 250. Such recipients are resent and recorded "in doubt";
+        # every other recipient has exactly one copy.
+        in_doubt = {
+            (rec["message_id"], o["recipient"].lower())
+            for n, rec in read_events(p.settings)
+            if n == schemas.DELIVERY_ATTEMPTED
+            for o in rec["recipients"]
+            if "in doubt" in o["reply"]
+        }
+        doubled = {k for k, n in copies.items() if n > 1}
+        assert doubled <= in_doubt, f"duplicates not recorded in doubt: {doubled - in_doubt}"
+        assert all(copies[k] <= 2 for k in doubled), "more than one resend"
     finally:
         p.stop_all()
         pf.stop()

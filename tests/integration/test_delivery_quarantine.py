@@ -1,7 +1,7 @@
-"""The quarantine, end to end through `mxgate quarantine`: held messages are listed per tenant
-with filters, shown, released through delivery (who and why recorded, a ham training label
-written, exactly one copy delivered, never twice), deleted; delivered mail can be reported as
-spam."""
+"""The quarantine, end to end through `mxgate quarantine`: held messages are listed per
+tenant with filters, shown, summarised in per-recipient digests sent through delivery,
+released through delivery (who and why recorded, a ham training label written, exactly one
+copy delivered, never twice), deleted; delivered mail can be reported as spam."""
 
 from __future__ import annotations
 
@@ -66,11 +66,25 @@ def test_quarantine_list_show_release_delete(kafka, tmp_path: Path) -> None:
         assert shown["headers"]["Subject"] == "quarterly report"
         assert shown["rcpt_to"] == ["bob@example.test"] and shown["state"] == "held"
 
+        # The digest: one mail per recipient with what is held, through delivery.
+        out = json.loads(
+            cli("digest", "--tenant", "example", "--since", "1h", "--send", "--json").stdout
+        )
+        assert {r: v["held"] for r, v in out.items()} == {
+            "bob@example.test": [virus],
+            "carol@example.test": [spam],
+        }
+
+        def digests() -> dict[tuple[str, ...], bytes]:
+            return {m.rcpt_to: m.data for m in sink.messages if b"Quarantine digest" in m.data}
+
+        got = wait_for(lambda: d if len(d := digests()) == 2 else None, 120, "two digests")
+        assert virus.encode() in got[("bob@example.test",)]
+        assert spam.encode() in got[("carol@example.test",)]
+
         # Release: delivered once, through the deliverer, recorded with who and why.
         cli("release", virus, "--tenant", "example", "--reason", "checked by hand", "--by", "eve")
-        wait_for(
-            lambda: any(mxgate_id(m.data) == virus for m in sink.messages), 120, "the release"
-        )
+        wait_for(lambda: any(mxgate_id(m.data) == virus for m in sink.messages), 120, "the release")
         again = cli("release", virus, "--tenant", "example", "--reason", "x", ok=False)
         assert again.returncode == 1 and "already released" in again.stderr
         released = [m for m in sink.messages if mxgate_id(m.data) == virus]

@@ -99,8 +99,11 @@ class Postfix:
             if not mode & stat.S_IXOTH:
                 d.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
         nobody = pwd.getpwnam("nobody")
-        # virtual(8) writes as the mapped uid; the maildir base must be writable by it.
-        os.chown(self.maildir, nobody.pw_uid, nobody.pw_gid)
+        # virtual(8) writes as the mapped uid. The maildir is made here, not by virtual(8):
+        # concurrent deliveries racing to create it fail with "Permission denied".
+        for d in (self.maildir, *(self.maildir / "all" / x for x in ("", "tmp", "new", "cur"))):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chown(d, nobody.pw_uid, nobody.pw_gid)
         pf = pwd.getpwnam("postfix")
         os.chown(self.data, pf.pw_uid, pf.pw_gid)
         domains = ", ".join(self.domains)

@@ -46,7 +46,8 @@ def test_shape(engine: YaraEngine) -> None:
     assert re.fullmatch(r"[0-9a-f]{12}", engine.rules_version)
     assert engine.version and engine.rules_dir == PACKAGED_RULES
     assert sorted(p.name for p in PACKAGED_RULES.glob("*.yar")) == ["eicar.yar",
-                                                                    "executables.yar"]
+                                                                    "executables.yar",
+                                                                    "mail_threats.yar"]
 
 
 def test_rule_files_do_not_carry_the_test_string() -> None:
