@@ -6,6 +6,8 @@
   no scanner reported yet are listed from the settings.
 - ``mxgate engines disable NAME --reason TEXT`` / ``mxgate engines enable NAME`` — every
   scanner stops or resumes running NAME within about a second, without a restart.
+- ``mxgate engines stats [--json]`` — the engine scoreboard (detection rate, unique catches,
+  disagreement, error/timeout rate, latency per time window) from the scoreboard worker.
 """
 
 from __future__ import annotations
@@ -144,3 +146,17 @@ def engines_disable(
 def engines_enable(name: str, as_json: JsonOpt = False) -> None:
     """Switch engine NAME back on on every scanner."""
     _switch(name, True, "", as_json)
+
+
+@engines_app.command("stats")
+def engines_stats(
+    url: Annotated[
+        str | None, typer.Option(help="Scoreboard base URL (default: MXGATE_OPS__SCOREBOARD_*).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each engine's scoreboard per time window: detection rate, unique catches,
+    disagreement, error and timeout rate, p50/p99 latency (asks `mxgate scoreboard run`)."""
+    from mxgate.cli_ops import stats  # lazy, like _settings: mxgate.cli imports both modules
+
+    stats(url=url, as_json=as_json)

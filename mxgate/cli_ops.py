@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +19,7 @@ from mxgate.errors import ConfigError
 from mxgate.settings import Settings
 from mxgate.timeutil import utcnow
 
-__all__ = ["parse_time", "register"]
+__all__ = ["parse_time", "register", "render_stats", "stats"]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -275,41 +273,55 @@ def _stats_url() -> str:
     return s.ops.scoreboard_url or f"http://{s.ops.scoreboard_host}:{s.ops.scoreboard_port}"
 
 
+def render_stats(data: dict[str, Any]) -> list[str]:
+    """The scoreboard's JSON (``mxgate.scoreboard.board``) as table lines, one per engine,
+    window length and window."""
+    lines = [
+        f"{'engine':18} {'win':>4} {'start':26} {'msgs':>6} {'det':>5} {'det%':>6} "
+        f"{'uniq':>5} {'dis%':>6} {'err%':>6} {'tmo%':>6} {'p50ms':>8} {'p99ms':>8}"
+    ]
+    for label, win in data.get("windows", {}).items():
+        for engine, windows in win["engines"].items():
+            for start, w in windows.items():
+                tag = f"{engine}{' (shadow)' if w['shadow'] else ''}"
+                lines.append(
+                    f"{tag:18} {label:>4} {start:26} {w['messages']:>6} {w['detections']:>5} "
+                    f"{100 * w['detection_rate']:>6.1f} {w['unique_catches']:>5} "
+                    f"{100 * w['disagreement_rate']:>6.1f} {100 * w['error_rate']:>6.1f} "
+                    f"{100 * w['timeout_rate']:>6.1f} {w['latency_ms']['p50']:>8.2f} "
+                    f"{w['latency_ms']['p99']:>8.2f}"
+                )
+    if len(lines) == 1:
+        lines.append("(no verdicts counted yet)")
+    return lines
+
+
 def stats(
     url: Annotated[str | None, typer.Option(help="Scoreboard base URL.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Per engine and time window: detection rate, unique catches, disagreement, error and
-    timeout rate, latency percentiles (from the running scoreboard)."""
-    base = (url or _stats_url()).rstrip("/")
+    """Per engine and time window (the configured one and a day): messages, detections and
+    detection rate, unique catches, disagreement, error and timeout rate, latency percentiles
+    (from the running scoreboard worker, `mxgate scoreboard run`)."""
+    from mxgate.scoreboard import ScoreboardUnavailable, fetch_stats
+
     try:
-        with urllib.request.urlopen(f"{base}/stats", timeout=10) as r:
-            data = json.load(r)
-    except (urllib.error.URLError, OSError) as e:
-        raise _fail(RuntimeError(f"scoreboard at {base} not reachable: {e}")) from None
+        data = fetch_stats(url or _stats_url())
+    except ScoreboardUnavailable as e:
+        raise _fail(e) from None
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    typer.echo(
-        f"{'engine':16} {'window':26} {'msgs':>6} {'det%':>6} {'uniq':>5} {'dis%':>6} "
-        f"{'err%':>6} {'tmo%':>6} {'p50ms':>8} {'p99ms':>8}"
-    )
-    for engine, windows in data["engines"].items():
-        for start, w in windows.items():
-            tag = f"{engine}{' (shadow)' if w['shadow'] else ''}"
-            typer.echo(
-                f"{tag:16} {start:26} {w['messages']:>6} {100 * w['detection_rate']:>6.1f} "
-                f"{w['unique_catches']:>5} {100 * w['disagreement_rate']:>6.1f} "
-                f"{100 * w['error_rate']:>6.1f} {100 * w['timeout_rate']:>6.1f} "
-                f"{w['latency_ms']['p50']:>8.2f} {w['latency_ms']['p99']:>8.2f}"
-            )
+    for line in render_stats(data):
+        typer.echo(line)
 
 
 scoreboard_app.command("stats")(stats)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ops commands to ``app``; `engines stats` joins an existing `engines` group."""
+    """Add the ops commands to ``app`` (`mxgate engines stats`, in mxgate.cli_engines, is
+    :func:`stats` too)."""
     app.command()(trace)
     app.command()(replay)
     app.command()(retroscan)

@@ -461,8 +461,8 @@ class LocalKafka:
                 "kafka.tools.StorageTool",
                 "format",
                 "--ignore-formatted",
-                "-t",
-                self.cluster_id,
+                # One argument, "=": a URL-safe base64 id may begin with "-".
+                f"--cluster-id={self.cluster_id}",
                 "-c",
                 str(broker.properties),
                 # Formatting needs little memory; a small heap keeps three at once cheap.

@@ -136,9 +136,7 @@ def summarize(counters: Iterable[tuple[str, int]]) -> dict[str, Any]:
         for start, c in sorted(windows.items()):
             msgs = c.get("messages", 0)
             answered = c.get("answered", 0)
-            hist = sorted(
-                (int(k[4:]), n) for k, n in c.items() if k.startswith("lat:")
-            )
+            hist = sorted((int(k[4:]), n) for k, n in c.items() if k.startswith("lat:"))
             rows[dt.datetime.fromtimestamp(start, dt.UTC).isoformat()] = {
                 "messages": msgs,
                 "shadow": c.get("shadow", 0) > 0,

@@ -96,10 +96,14 @@ async def test_daemon_down_and_hung_are_failures_not_lost_mail(rspamd: RspamdSer
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
     down = RspamdEngine(closed, closed)
     hung = _engine(rspamd)
+    # rspamd up, but asked for a command it does not have: its error status is the error.
+    wrong = RspamdEngine(rspamd.url + "/no-such-command", rspamd.controller_url)
     try:
         [f] = await run_engines([down], _msg(HAM), timeout=10)
         assert f.outcome == "error" and f.engine == "rspamd" and f.kind == "antispam"
         assert "Connect" in (f.error or "")
+        [f] = await run_engines([wrong], _msg(HAM), timeout=10)
+        assert f.outcome == "error" and "HTTP 5" in (f.error or ""), f.error
         with rspamd.paused():
             [f] = await run_engines([hung], _msg(HAM), timeout=1)
         assert f.outcome == "timeout" and f.engine == "rspamd"
@@ -109,6 +113,7 @@ async def test_daemon_down_and_hung_are_failures_not_lost_mail(rspamd: RspamdSer
     finally:
         await down.aclose()
         await hung.aclose()
+        await wrong.aclose()
 
 
 async def test_learn_through_the_controller_teaches_bayes(rspamd: RspamdServer) -> None:
