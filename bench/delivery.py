@@ -183,9 +183,8 @@ def main() -> None:
         )
         pipeline.start_all()
         postfix = Postfix(
-            work / "postfix", free_port(), ["example.test"], "relay",
-            relay_to=("127.0.0.1", down.port),
-        ).start()  # fmt: skip
+            free_port(), ["example.test"], "relay", relay_to=("127.0.0.1", down.port)
+        ).start()
         # Warm-up: the first messages pay for connections, imports and consumer group joins;
         # not part of any figure.
         measure("warm-mxgate", pipeline.receiver_port, down, 20, 2)

@@ -41,9 +41,8 @@ def copies_by_message(pf: Postfix) -> Counter[tuple[str, str]]:
 
 
 def test_sigkill_deliverer_mid_delivery_to_postfix(kafka, tmp_path: Path) -> None:
-    pf = Postfix(tmp_path / "postfix", free_port(), ["example.test", "other.test"]).start()
-    (tmp_path / "gw").mkdir()
-    p = Pipeline(tmp_path / "gw", kafka.bootstrap_servers, pf.port)
+    pf = Postfix(free_port(), ["example.test", "other.test"]).start()
+    p = Pipeline(tmp_path, kafka.bootstrap_servers, pf.port)
     accepted: dict[str, tuple[str, str]] = {}
     lock = threading.Lock()
 

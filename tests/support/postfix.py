@@ -2,12 +2,12 @@
 
 Everything lives under one directory: its own config_directory (main.cf, master.cf), its own
 queue_directory and data_directory, a log file, and (for ``transport="maildir"``) the maildirs.
+The directory is a fresh one under the system temp dir (removed by ``stop()``).
 It listens on 127.0.0.1 on the port given (never 25) and is started with
 ``postfix -c DIR start`` and stopped with ``postfix -c DIR stop``; the system's own Postfix
 (if any) is never touched. Reusable::
 
-    pf = Postfix(tmp_path / "pf", port=free_port(), domains=["example.test"],
-                 transport="maildir")
+    pf = Postfix(port=free_port(), domains=["example.test"], transport="maildir")
     pf.start()
     ...
     pf.count()            # {recipient: messages delivered}
@@ -25,8 +25,8 @@ import os
 import pwd
 import shutil
 import socket
-import stat
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -67,14 +67,13 @@ class Postfix:
 
     def __init__(
         self,
-        root: Path,
         port: int,
         domains: list[str],
         transport: Transport = "maildir",
+        *,
         smtpd_processes: int = 100,
         relay_to: tuple[str, int] | None = None,
     ) -> None:
-        self.root = root
         self.port = port
         self.domains = domains
         self.transport = transport
@@ -82,22 +81,20 @@ class Postfix:
         self.relay_to = relay_to
         if transport == "relay" and relay_to is None:
             raise ValueError("transport='relay' needs relay_to=(host, port)")
-        self.config = root / "etc"
-        self.queue = root / "queue"
-        self.data = root / "data"
-        self.maildir = root / "maildir"
-        self.log = root / "maillog"
+        # Not under pytest's tmp tree: Postfix's daemons run as the postfix user and must reach
+        # it, and pytest resets its own tree to 0700 whenever another session starts.
+        self.root = Path(tempfile.mkdtemp(prefix=f"mxgate-postfix-{port}-"))
+        self.root.chmod(0o755)
+        self.config = self.root / "etc"
+        self.queue = self.root / "queue"
+        self.data = self.root / "data"
+        self.maildir = self.root / "maildir"
+        self.log = self.root / "maillog"
         self._started = False
 
     def _write_config(self) -> None:
         for d in (self.config, self.queue, self.data, self.maildir):
             d.mkdir(parents=True, exist_ok=True)
-        # Postfix daemons run as the postfix user (and virtual(8) as nobody): they must be able
-        # to reach the instance directory, which pytest makes under a 0700 tmp tree.
-        for d in [self.root, *self.root.parents]:
-            mode = d.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                d.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
         nobody = pwd.getpwnam("nobody")
         # virtual(8) writes as the mapped uid. The maildir is made here, not by virtual(8):
         # concurrent deliveries racing to create it fail with "Permission denied".
@@ -189,7 +186,9 @@ class Postfix:
                 ["script", "-qc", f"{POSTFIX} -c {self.config} check", "/dev/null"],
                 capture_output=True, text=True, timeout=60, check=False,
             ).stdout  # fmt: skip
-            raise RuntimeError(f"postfix start failed: {why}\n{self.log_tail()}")
+            log = self.log_tail()
+            self.stop()
+            raise RuntimeError(f"postfix start failed: {why}\n{log}")
         self._started = True
         deadline = time.monotonic() + timeout
         while True:
@@ -200,12 +199,21 @@ class Postfix:
             except OSError:
                 pass
             if time.monotonic() > deadline:
+                log = self.log_tail()
                 self.stop()
-                raise RuntimeError(f"postfix did not listen on {self.port}:\n{self.log_tail()}")
+                raise RuntimeError(f"postfix did not listen on {self.port}:\n{log}")
             time.sleep(0.2)
 
-    def stop(self) -> None:
-        """Stop the master and wait for it to exit (idempotent)."""
+    def stop(self, keep: bool = False) -> None:
+        """Stop the master, wait for it to exit and remove the instance directory unless
+        ``keep`` (idempotent)."""
+        try:
+            self._stop()
+        finally:
+            if not keep:
+                shutil.rmtree(self.root, ignore_errors=True)
+
+    def _stop(self) -> None:
         if not self._started:
             return
         self._started = False
