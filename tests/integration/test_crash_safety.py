@@ -1,6 +1,6 @@
 """Nothing lost, nothing doubled: SIGKILL the scanner and the deliverer while 500 messages are
 in flight, restart them, and check that every accepted message has exactly one MessageScanned
-and every clean recipient got exactly one copy."""
+and every clean recipient got exactly one copy (short of the RFC 1047 window, see below)."""
 
 from __future__ import annotations
 
@@ -78,7 +78,21 @@ def test_sigkill_scanner_and_deliverer_mid_stream(kafka, tmp_path: Path) -> None
         assert {m: n for m, n in counts.items() if n != 1} == {}, "duplicated decisions"
 
         copies = sink.copies_per_recipient()
-        assert {k: v for k, v in copies.items() if v != 1} == {}, "duplicate deliveries"
+        # Exactly one copy per recipient, except in the one window no SMTP client can close
+        # (RFC 1047): the sink committed the message and the deliverer was killed before it
+        # read the 250. Those recipients are sent again and the attempt is recorded "in doubt"
+        # (a duplicate rather than a loss); any other duplicate is a bug.
+        in_doubt = {
+            (rec["message_id"], o["recipient"])
+            for n, rec in read_events(p.settings)
+            if n == schemas.DELIVERY_ATTEMPTED
+            for o in rec["recipients"]
+            if "in doubt" in o["reply"]
+        }
+        doubled = {k for k, v in copies.items() if v > 1}
+        assert doubled <= in_doubt, f"duplicates not recorded in doubt: {doubled - in_doubt}"
+        assert all(copies[k] == 2 for k in doubled), "more than one resend"
+        print(f"\ncrash safety: {len(copies)} recipients, {len(doubled)} resent in doubt")
         infected = {
             r["message_id"]
             for n, r in read_events(p.settings)
