@@ -23,13 +23,14 @@ from email.policy import default as default_policy
 from typing import Annotated, Any
 
 import typer
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 import schemas
 from mxgate import catalog
-from mxgate.kafka import base_config, producer_config
+from mxgate.kafka import producer_config
 from mxgate.settings import Settings
 from mxgate.timeutil import utcnow
+from mxgate.trace import read_events
 
 quarantine_app = typer.Typer(
     help="Held-back messages: list, show, release, delete (per tenant).", no_args_is_help=True
@@ -65,46 +66,7 @@ class Entry:
 
 def read_topic(settings: Settings, topic: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every committed event of one topic, from the beginning to the end at call time."""
-    consumer = Consumer(
-        base_config(settings.kafka)
-        | {
-            "group.id": "mxgate.quarantine-cli",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        if topic not in meta.topics or meta.topics[topic].error is not None:
-            return
-        ends: dict[int, int] = {}
-        assign = []
-        for p in meta.topics[topic].partitions:
-            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if hi > lo:
-                ends[p] = hi
-                assign.append(TopicPartition(topic, p, lo))
-        if not assign:
-            return
-        consumer.assign(assign)
-        pending = set(ends)
-        while pending:
-            batch = consumer.consume(500, 5.0)
-            if not batch:
-                break  # only transaction markers left
-            for m in batch:
-                if m.error():
-                    pending.discard(m.partition())
-                    continue
-                if m.offset() >= ends[m.partition()] - 1:
-                    pending.discard(m.partition())
-                try:
-                    yield schemas.decode(m.value() or b"")
-                except schemas.SchemaError:
-                    continue
-    finally:
-        consumer.close()
+    return read_events(settings, topics=[topic])
 
 
 def fold(events: Iterator[tuple[str, dict[str, Any]]]) -> dict[str, Entry]:

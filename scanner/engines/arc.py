@@ -14,8 +14,9 @@ import asyncio
 import dkim
 
 from scanner.dns import Resolver
-from scanner.engines.base import Finding, Kind, ParsedMessage
+from scanner.engines.base import Finding, ParsedMessage
 from scanner.engines.dkim import (
+    DkimpyEngine,
     dnsfunc_for,
     header_values,
     prefetch_keys,
@@ -62,21 +63,10 @@ async def verify_arc(resolver: Resolver, raw: bytes, min_key_bits: int = 1024) -
     return await asyncio.to_thread(run)
 
 
-class ArcEngine:
+class ArcEngine(DkimpyEngine):
     """The ``arc`` auth engine."""
 
     name: str = "arc"
-    kind: Kind = "auth"
-
-    def __init__(self, resolver: Resolver, min_key_bits: int = 1024) -> None:
-        """Keys through the shared ``resolver``."""
-        self._resolver = resolver
-        self._min = min_key_bits
-
-    @property
-    def version(self) -> str:
-        """dkimpy's version."""
-        return f"dkimpy-{getattr(dkim, '__version__', 'unknown')}"
 
     @property
     def rules_version(self) -> str:

@@ -188,10 +188,9 @@ async def dkim_for_message(
     return await asyncio.shield(fut)
 
 
-class DkimEngine:
-    """The ``dkim`` auth engine."""
+class DkimpyEngine:
+    """What the engines built on dkimpy share: the resolver, the key floor, the version."""
 
-    name: str = "dkim"
     kind: Kind = "auth"
 
     def __init__(self, resolver: Resolver, min_key_bits: int = 1024) -> None:
@@ -203,6 +202,12 @@ class DkimEngine:
     def version(self) -> str:
         """dkimpy's version."""
         return f"dkimpy-{getattr(dkim, '__version__', 'unknown')}"
+
+
+class DkimEngine(DkimpyEngine):
+    """The ``dkim`` auth engine."""
+
+    name: str = "dkim"
 
     @property
     def rules_version(self) -> str:
