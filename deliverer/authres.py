@@ -15,9 +15,11 @@ from typing import Any
 
 import dkim
 
-__all__ = ["arc_seal", "authentication_results"]
+__all__ = ["AUTH_METHODS", "arc_seal", "authentication_results"]
 
-_METHODS = ("spf", "dkim", "dmarc", "arc")
+AUTH_METHODS = ("spf", "dkim", "dmarc", "arc")
+"""Engines whose verdicts become Authentication-Results resinfo."""
+_METHODS = AUTH_METHODS
 _RESULT = re.compile(r"^(spf|dkim|dmarc|arc)=([a-z]+)$")
 _PROP = re.compile(r"^(smtp|header|policy)\.([a-z-]+)=(.+)$")
 # Values end up in a header: anything outside this set is dropped (no CR/LF, no ';' that

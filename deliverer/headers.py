@@ -65,3 +65,37 @@ def tag_subject(raw: bytes, tag: str) -> bytes:
             lines[i] = name + b": " + btag + b" " + value.lstrip(b" \t")
             return sep.join(lines) + blank + body
     return b"Subject: " + btag + sep + raw
+
+
+def drop_forged_authres(raw: bytes, authserv_id: str) -> bytes:
+    """``raw`` without Authentication-Results fields that claim to be ours (RFC 8601 5).
+
+    A sender may write "Authentication-Results: <our id>; dmarc=pass" into its own message;
+    downstream filters trust our authserv-id, so such fields are removed on the way out. Only
+    the header block is touched, and only those fields (with their folded lines).
+    """
+    ours = authserv_id.strip().lower().encode()
+    if not ours:
+        return raw
+    sep = b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
+    head, blank, body = raw.partition(sep + sep)
+    if not blank:
+        return raw
+    out: list[bytes] = []
+    dropping = False
+    changed = False
+    for line in head.split(sep):
+        if line[:1] in (b" ", b"\t"):  # a folded continuation of the previous field
+            if dropping:
+                continue
+            out.append(line)
+            continue
+        name, colon, value = line.partition(b":")
+        dropping = bool(colon) and name.strip().lower() == b"authentication-results" and (
+            value.split(b";", 1)[0].strip().lower().split(b" ", 1)[0] == ours
+        )
+        if dropping:
+            changed = True
+            continue
+        out.append(line)
+    return sep.join(out) + blank + body if changed else raw

@@ -28,9 +28,10 @@ from confluent_kafka import KafkaException, Message
 
 import schemas
 from deliverer import smtp
+from deliverer.authres import AUTH_METHODS, arc_seal, authentication_results
 from deliverer.dedupe import DeliveredLog, rebuild_from_topic
 from deliverer.dsn import build_dsn, wants_dsn
-from deliverer.headers import tag_subject, trace_headers
+from deliverer.headers import drop_forged_authres, tag_subject, trace_headers
 from deliverer.pool import Pool
 from deliverer.routes import Destination, RouteError, Router
 from mxgate import catalog
@@ -67,14 +68,22 @@ class Work:
     helo: str
     attempt: int
     first_attempt_at: dt.datetime
+    auth_results: str = ""
 
     @classmethod
-    def from_scanned(cls, r: dict[str, Any], now: dt.datetime) -> Work:
-        """First attempt for a MessageScanned record."""
+    def from_scanned(cls, r: dict[str, Any], now: dt.datetime, authserv_id: str = "") -> Work:
+        """First attempt for a MessageScanned record; the Authentication-Results header is
+        computed here, once, from the verdicts (retries carry it along)."""
+        ran_auth = any(v["engine"] in AUTH_METHODS for v in r["verdicts"])
+        auth = (
+            authentication_results(authserv_id, r["verdicts"]).decode("ascii")
+            if authserv_id and ran_auth
+            else ""
+        )
         return cls(
             r["message_id"], r["tenant"], r["action"], tuple(r["reasons"]), r["spam_score"],
             r["mail_from"], tuple(r["rcpt_to"]), r["object_key"], r["received_at"],
-            r["client_ip"], r["helo"], 1, now,
+            r["client_ip"], r["helo"], 1, now, auth,
         )  # fmt: skip
 
     @classmethod
@@ -84,6 +93,7 @@ class Work:
             r["message_id"], r["tenant"], r["action"], tuple(r["reasons"]), r["spam_score"],
             r["mail_from"], tuple(r["rcpt_to"]), r["object_key"], r["received_at"],
             r["client_ip"], r["helo"], r["attempt"], r["first_attempt_at"],
+            r.get("auth_results", ""),
         )  # fmt: skip
 
     def retry_record(self, rcpts: Sequence[str], due_at: dt.datetime) -> dict[str, Any]:
@@ -103,6 +113,7 @@ class Work:
             "attempt": self.attempt + 1,
             "due_at": due_at,
             "first_attempt_at": self.first_attempt_at,
+            "auth_results": self.auth_results,
         }
 
 
@@ -123,8 +134,13 @@ class Deliverer:
         topic_prefix: str = "",
         router: Router | None = None,
         pool: Pool | None = None,
+        authserv_id: str = "",
     ) -> None:
+        """``authserv_id``: our name in Authentication-Results (the scanner's auth setting);
+        empty: no Authentication-Results header is added."""
         self.settings = settings
+        self.authserv_id = authserv_id
+        self._arc_key = settings.arc_key_file.read_bytes() if settings.arc_key_file else None
         self.tenants = tenants
         self.store = store
         self.delivered = delivered
@@ -176,7 +192,7 @@ class Deliverer:
                 continue
             if name == schemas.MESSAGE_SCANNED:
                 if rec["action"] in DELIVERABLE:
-                    works.append(Work.from_scanned(rec, now))
+                    works.append(Work.from_scanned(rec, now, self.authserv_id))
                 else:
                     outputs.append(self.quarantined(rec, now))
             elif name == schemas.DELIVERY_RETRY:
@@ -299,9 +315,9 @@ class Deliverer:
     ) -> tuple[str, list[smtp.RecipientResult]]:
         """Send to the first destination that takes a session (failover in route order)."""
         s = self.settings
-        body = raw
+        body = drop_forged_authres(raw, self.authserv_id)
         if w.action == "tag" and s.subject_tag:
-            body = tag_subject(raw, s.subject_tag)
+            body = tag_subject(body, s.subject_tag)
         data = (
             trace_headers(
                 message_id=w.message_id,
@@ -316,6 +332,15 @@ class Deliverer:
             )
             + body
         )
+        authres = w.auth_results.encode("ascii")
+        if self._arc_key and s.arc_domain and authres:
+            data = authres + data
+            data = arc_seal(
+                data[len(authres) :], authres, selector=s.arc_selector, domain=s.arc_domain,
+                private_key=self._arc_key, authserv_id=self.authserv_id,
+            ) + data  # fmt: skip
+        else:
+            data = authres + data
         errors = []
         doubt = {r for r in rcpts if self.delivered.in_doubt(w.message_id, r)}
 
@@ -481,7 +506,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     store = open_store(settings.store)
     ds = settings.deliverer
     delivered = DeliveredLog(ds.state_path / settings.kafka.instance_id / "delivered")
-    d = Deliverer(ds, tenants, store, delivered, settings.kafka.topic_prefix)
+    d = Deliverer(
+        ds, tenants, store, delivered, settings.kafka.topic_prefix,
+        authserv_id=settings.scanner.auth.authserv_id,
+    )  # fmt: skip
     if ds.dedupe_rebuild:
         # Only deliveries that a retry could still repeat matter: those within expire_after.
         since = utcnow() - dt.timedelta(seconds=ds.expire_after + 86400)

@@ -315,6 +315,12 @@ class DelivererSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     hostname: str = "mxgate.local"
+    arc_key_file: Path | None = Field(
+        default=None,
+        description="PEM private key to ARC-seal delivered mail with (RFC 8617); unset: no seal.",
+    )
+    arc_selector: str = Field(default="mxgate", description="ARC selector (DNS: SEL._domainkey).")
+    arc_domain: str = Field(default="", description="ARC signing domain (d=); needed to seal.")
     retry_schedule: tuple[float, ...] = Field(
         default=(60.0, 300.0, 900.0, 3600.0),
         description="Seconds before each retry tier; the last tier repeats until expiry.",

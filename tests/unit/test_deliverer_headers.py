@@ -38,3 +38,21 @@ def test_subject_tag_added_when_missing_and_lf_only_input() -> None:
     assert tag_subject(b"subject: x\n\nb\n", "") == b"subject: x\n\nb\n"
     # A tag cannot inject a header.
     assert b"\r\nBcc" not in tag_subject(b"Subject: x\r\n\r\n", "[S]\r\nBcc: evil@x")
+
+
+def test_forged_authentication_results_in_our_name_are_dropped() -> None:
+    from deliverer.headers import drop_forged_authres
+
+    raw = (
+        b"Authentication-Results: MXGATE.local; dmarc=pass\r\n\theader.from=bank.test\r\n"
+        b"Authentication-Results: mx.other.test; spf=pass\r\n"
+        b"Subject: s\r\n\r\nAuthentication-Results: mxgate.local; in the body stays\r\n"
+    )
+    out = drop_forged_authres(raw, "mxgate.local")
+    assert out == (
+        b"Authentication-Results: mx.other.test; spf=pass\r\n"
+        b"Subject: s\r\n\r\nAuthentication-Results: mxgate.local; in the body stays\r\n"
+    )
+    clean = b"Subject: s\r\n\r\nbody\r\n"
+    assert drop_forged_authres(clean, "mxgate.local") is clean
+    assert drop_forged_authres(raw, "") is raw
