@@ -316,8 +316,11 @@ class Deliverer:
         """Send to the first destination that takes a session (failover in route order)."""
         s = self.settings
         body = drop_forged_authres(raw, self.authserv_id)
-        if w.action == "tag" and s.subject_tag:
-            body = tag_subject(body, s.subject_tag)
+        tenant = self.tenants.by_name(w.tenant)
+        # The tenant's own tag wins; the deliverer's setting is the default for all.
+        subject_tag = (tenant.policy.subject_tag if tenant else "") or s.subject_tag
+        if w.action == "tag" and subject_tag:
+            body = tag_subject(body, subject_tag)
         data = (
             trace_headers(
                 message_id=w.message_id,

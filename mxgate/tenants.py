@@ -128,6 +128,9 @@ class Policy(BaseModel):
     on_dmarc_reject: Action = "quarantine"
     on_dmarc_quarantine: Action = "quarantine"
     on_backscatter: Action = "quarantine"
+    # Put in front of the Subject of tagged mail, e.g. "[SPAM]"; empty: the deliverer's
+    # MXGATE_DELIVERER__SUBJECT_TAG (itself empty by default: headers only).
+    subject_tag: str = Field(default="", max_length=64)
 
 
 class RecipientCheck(BaseModel):
