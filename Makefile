@@ -42,5 +42,11 @@ unit: $(STAMP)
 integration: setup
 	$(BIN)/python -m pytest -q tests/integration
 
+# Every benchmark, each against its peer measured in the same run (bench/README.md).
+bench: setup
+	$(BIN)/python bench/smtp_accept.py
+	$(BIN)/python bench/scan_throughput.py
+	$(BIN)/python bench/delivery.py
+
 clean:
 	rm -rf var .pytest_cache
