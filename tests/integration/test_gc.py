@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_gc_removes_only_unreferenced_bodies(kafka, tmp_path: Path) -> None:
         key_for(_sha(b))
         for b in (samples.clean_message(7), samples.gtube_message())
     }
-    orphan = asyncio.run(store.put(b"nobody refers to me\r\n")).key
+    orphan = _old(store, asyncio.run(store.put(b"nobody refers to me\r\n")).key)
     assert kept | {orphan} == set(_keys(store))
 
     # A grace period: the orphan is only remembered on the first run, deleted once it is over.
@@ -78,7 +79,7 @@ def test_gc_removes_only_unreferenced_bodies(kafka, tmp_path: Path) -> None:
     assert set(_keys(store)) == kept
 
     # No grace, through the CLI: a new orphan goes at once; the referenced bodies stay.
-    orphan2 = asyncio.run(store.put(b"another orphan\r\n")).key
+    orphan2 = _old(store, asyncio.run(store.put(b"another orphan\r\n")).key)
     out = subprocess.run(
         [sys.executable, "-m", "mxgate", "gc", "--json"],
         env=p.env | {"MXGATE_OPS__GC_GRACE": "0"},
@@ -87,6 +88,22 @@ def test_gc_removes_only_unreferenced_bodies(kafka, tmp_path: Path) -> None:
     report = json.loads(out.stdout)
     assert report["deleted"] == [orphan2] and report["listed"] == 3
     assert set(_keys(store)) == kept
+
+    # A body put again after gc listed the store (the same bytes, a new message whose event
+    # gc has not read) is spared even when its grace is over: puts refresh its time.
+    orphan3 = asyncio.run(store.put(b"sent again\r\n")).key
+    again = collect(p.settings.model_copy(
+        update={"ops": p.settings.ops.model_copy(update={"gc_grace": 0.0})}))  # fmt: skip
+    assert again.deleted == [] and again.waiting == [orphan3]
+    assert orphan3 in set(_keys(store))
+
+
+def _old(store: FsBlobStore, key: str) -> str:
+    """Age a body's file by a minute: an orphan from the past, not one put a moment ago."""
+    path = store.root / key
+    t = path.stat().st_mtime - 60
+    os.utime(path, (t, t))
+    return key
 
 
 def _sha(b: bytes) -> str:
