@@ -56,6 +56,14 @@ class Change:
     old_reasons: tuple[str, ...]
     new_reasons: tuple[str, ...]
 
+    @classmethod
+    def between(cls, old: dict[str, Any], new: dict[str, Any]) -> Change:
+        """The change from the recorded decision ``old`` to the replayed ``new`` (records)."""
+        return cls(
+            new["message_id"], new["tenant"], old["action"], new["action"],
+            tuple(old["reasons"]), tuple(new["reasons"]),
+        )  # fmt: skip
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``changed`` entries of ``mxgate replay --json``)."""
         return {
@@ -251,16 +259,7 @@ async def _replay(
                 continue
             if old["action"] == new["action"]:
                 continue
-            result.changed.append(
-                Change(
-                    mid,
-                    new["tenant"],
-                    old["action"],
-                    new["action"],
-                    tuple(old["reasons"]),
-                    tuple(new["reasons"]),
-                )
-            )
+            result.changed.append(Change.between(old, new))
             if (
                 redeliver
                 and new["action"] in DELIVERABLE
@@ -357,16 +356,7 @@ async def _retroscan(
             assert old is not None  # filtered above
             if new["action"] in DELIVERABLE:
                 continue
-            result.changed.append(
-                Change(
-                    mid,
-                    new["tenant"],
-                    old["action"],
-                    new["action"],
-                    tuple(old["reasons"]),
-                    tuple(new["reasons"]),
-                )
-            )
+            result.changed.append(Change.between(old, new))
             run.emit(
                 ops,
                 schemas.RETROSCAN_ALERT,
