@@ -4,18 +4,25 @@ Each destination (host, port, TLS policy) has its own semaphore and its own idle
 so a slow or stalled customer server uses up only its own slots; other destinations are never
 queued behind it. Idle sessions are reused for the next transaction (saving the TCP, banner,
 EHLO and STARTTLS round trips) and closed after ``idle_timeout`` seconds.
+
+Destinations under an MTA-STS policy (:mod:`deliverer.mta_sts`): in ``enforce`` mode the
+route already asks for verified TLS, and a failure is reported and raised as
+:class:`smtp.ConnectFailed` (the recipient is deferred, never sent in clear); in ``testing``
+mode a verified session is tried first, and when only the certificate or STARTTLS fails the
+finding is reported and the route's own TLS policy delivers as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiosmtplib
 
-from deliverer import smtp
+from deliverer import mta_sts, smtp
 from deliverer.routes import Destination
 from mxgate.settings import DelivererSettings
 
@@ -104,12 +111,33 @@ class Pool:
         return None
 
     async def _open(self, dest: Destination) -> aiosmtplib.SMTP:
+        if dest.mta_sts == "testing" and dest.tls != "verified":
+            try:
+                return await self._session(dest, "verified")
+            except smtp.ConnectFailed as e:
+                if not _tls_failure(e):
+                    raise  # the host is down: a second connection would not help
+                finding = mta_sts.tls_finding(e.__cause__)
+                mta_sts.report(finding, domain=dest.policy_domain, mode="testing",
+                               host=dest.host, detail=str(e))  # fmt: skip
+        try:
+            return await self._session(dest, dest.tls)
+        except smtp.ConnectFailed as e:
+            if dest.mta_sts != "enforce":
+                raise
+            if _tls_failure(e):
+                mta_sts.report(mta_sts.tls_finding(e.__cause__), domain=dest.policy_domain,
+                               mode="enforce", host=dest.host, detail=str(e))  # fmt: skip
+            # Said in the reply, so the deferral's reason names the policy that refused.
+            raise smtp.ConnectFailed(f"MTA-STS enforce ({dest.policy_domain}): {e}") from e
+
+    async def _session(self, dest: Destination, tls: str) -> aiosmtplib.SMTP:
         s = self.settings
         return await smtp.open_session(
             dest.host,
             dest.port,
             helo=s.hostname,
-            tls=dest.tls,
+            tls=tls,
             tls_ca_file=dest.tls_ca_file,
             connect_timeout=s.connect_timeout,
             command_timeout=s.command_timeout,
@@ -132,3 +160,20 @@ class Pool:
         for slot in self._slots.values():
             idle, slot.idle = slot.idle, []
             await asyncio.gather(*(smtp.close_session(c) for c, _ in idle))
+
+
+def _tls_failure(e: smtp.ConnectFailed) -> bool:
+    """True when the host answered but TLS failed (no STARTTLS offered, STARTTLS refused,
+    handshake or certificate refused), as opposed to the host being unreachable.
+
+    :func:`smtp.open_session` raises "no STARTTLS" without a cause and chains every other
+    failure to its error; aiosmtplib reports an unreachable host (refused, timed out, bad
+    greeting) as ``SMTPConnectError``.
+    """
+    cause = e.__cause__
+    if isinstance(cause, aiosmtplib.SMTPConnectError):
+        return False
+    return not (
+        isinstance(cause, OSError)
+        and not isinstance(cause, ssl.SSLError | aiosmtplib.SMTPException)
+    )

@@ -4,6 +4,13 @@ Static hops come from the tenant's :class:`mxgate.tenants.Route`; MX routes (and
 domains no tenant owns, such as DSNs to external senders) are resolved with dnspython at
 delivery time, following RFC 5321 section 5.1: MX records by preference, the domain's own
 address when it has no MX (implicit MX), and no delivery at all for a null MX (RFC 7505).
+
+MX routes then follow the MTA-STS policy (RFC 8461, :mod:`deliverer.mta_sts`) of the domain
+whose MX records were looked up: the tenant route's ``mx`` domain (the recipient's own
+domain points at this gateway, so its policy names our hosts, not the customer's), or the
+recipient's domain for mail leaving for the outside world. ``enforce`` keeps only the MX
+hosts the policy names and requires verified TLS to them; no matching host is a temporary
+failure, never a fall back to the others. ``testing`` changes nothing but reports.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
+from deliverer.mta_sts import MtaSts
+from deliverer.mta_sts import report as sts_report
+from mxgate.settings import DelivererSettings
 from mxgate.tenants import Route, Tenants
 
 TlsPolicy = Literal["opportunistic", "required", "verified"]
@@ -32,11 +42,16 @@ class Destination:
     tls: TlsPolicy = "opportunistic"
     tls_ca_file: str | None = None
     max_connections: int | None = None
+    # The MTA-STS mode this hop is delivered under (None: no policy) and whose policy it is.
+    # enforce comes with tls="verified"; testing keeps the route's TLS and only reports.
+    mta_sts: Literal["enforce", "testing"] | None = None
+    policy_domain: str = ""
 
     @property
     def key(self) -> str:
         """The pool key: connections are shared per host, port and TLS policy."""
-        return f"{self.host}:{self.port}/{self.tls}"
+        sts = f"/sts-{self.mta_sts}" if self.mta_sts else ""
+        return f"{self.host}:{self.port}/{self.tls}{sts}"
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -76,6 +91,22 @@ def parse_hostport(value: str, default_port: int = 25) -> tuple[str, int]:
     return value, default_port
 
 
+def make_resolver(
+    nameservers: Sequence[str] = (), lookup_timeout: float = 10.0
+) -> dns.asyncresolver.Resolver:
+    """A dnspython resolver asking ``nameservers`` (ip or ip:port), or the system's."""
+    if nameservers:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        parsed = [parse_hostport(n, 53) for n in nameservers]
+        resolver.nameservers = [h for h, _ in parsed]
+        # dnspython has one port for all nameservers; tests use one local server.
+        resolver.port = parsed[0][1]
+    else:
+        resolver = dns.asyncresolver.Resolver()
+    resolver.lifetime = lookup_timeout
+    return resolver
+
+
 class Router:
     """Resolves a recipient to the destinations to try, in order."""
 
@@ -87,21 +118,38 @@ class Router:
         outbound_route: str = "",
         lookup_timeout: float = 10.0,
         rng: random.Random | None = None,
+        resolver: dns.asyncresolver.Resolver | None = None,
+        mta_sts: MtaSts | None = None,
     ) -> None:
+        """``resolver`` replaces the one built from ``nameservers``; ``mta_sts`` (None: no
+        MTA-STS) should share that resolver, so MX and policy come from the same DNS."""
         self.tenants = tenants
         self.rng = rng or random.Random()
         self.outbound: tuple[str, int] | None = (
             parse_hostport(outbound_route) if outbound_route else None
         )
-        if nameservers:
-            self.resolver = dns.asyncresolver.Resolver(configure=False)
-            parsed = [parse_hostport(n, 53) for n in nameservers]
-            self.resolver.nameservers = [h for h, _ in parsed]
-            # dnspython has one port for all nameservers; tests use one local server.
-            self.resolver.port = parsed[0][1]
-        else:
-            self.resolver = dns.asyncresolver.Resolver()
-        self.resolver.lifetime = lookup_timeout
+        self.resolver = resolver or make_resolver(nameservers, lookup_timeout)
+        self.mta_sts = mta_sts
+
+    @classmethod
+    def from_settings(cls, tenants: Tenants, settings: DelivererSettings) -> Router:
+        """The deliverer's router: MX lookups and MTA-STS through the configured resolvers."""
+        resolver = make_resolver(settings.dns_nameservers, settings.connect_timeout)
+        sts = None
+        if settings.mta_sts_enabled:
+            sts = MtaSts(
+                resolver,
+                port=settings.mta_sts_port,
+                ca_file=settings.mta_sts_ca_file,
+                timeout=settings.mta_sts_timeout,
+                cache_path=settings.state_path / "mta-sts" if settings.mta_sts_cache else None,
+            )
+        return cls(tenants, outbound_route=settings.outbound_route, resolver=resolver, mta_sts=sts)
+
+    def close(self) -> None:
+        """Release the MTA-STS cache."""
+        if self.mta_sts is not None:
+            self.mta_sts.close()
 
     def route_for(self, recipient: str) -> Route | None:
         """The tenant route of ``recipient``'s domain; None for a domain no tenant owns."""
@@ -116,7 +164,8 @@ class Router:
             if self.outbound is not None:
                 return [Destination(*self.outbound)]
             domain = recipient.rpartition("@")[2]
-            return [Destination(h, 25) for h in await self.mx_hosts(domain)]
+            hosts = await self.mx_hosts(domain)
+            return await self._mx_destinations(domain, hosts, 25, "opportunistic", None, None)
         common = {
             "tls": route.tls,
             "tls_ca_file": str(route.tls_ca_file) if route.tls_ca_file else None,
@@ -124,10 +173,56 @@ class Router:
         }
         if route.mx:
             hosts = await self.mx_hosts(route.mx)
-            return [Destination(h, route.port, **common) for h in hosts]
+            if not route.mta_sts:
+                return [Destination(h, route.port, **common) for h in hosts]
+            return await self._mx_destinations(
+                route.mx, hosts, route.port, route.tls, common["tls_ca_file"],
+                route.max_connections,
+            )  # fmt: skip
         hops = route.static_hops()
         by_pref = order_by_preference([(h.priority, f"{h.host}\0{h.port}") for h in hops], self.rng)
         return [Destination(h, int(p), **common) for h, p in (x.split("\0") for x in by_pref)]
+
+    async def _mx_destinations(
+        self,
+        domain: str,
+        hosts: list[str],
+        port: int,
+        tls: TlsPolicy,
+        ca_file: str | None,
+        max_connections: int | None,
+    ) -> list[Destination]:
+        """MX ``hosts`` of ``domain`` as destinations, under its MTA-STS policy if any."""
+        plain = [Destination(h, port, tls, ca_file, max_connections) for h in hosts]
+        if self.mta_sts is None:
+            return plain
+        policy = await self.mta_sts.policy_for(domain)
+        if policy is None or policy.mode == "none":
+            return plain
+        # The route's own CA file wins (a tenant may pin its servers' CA); otherwise the one
+        # configured for MTA-STS, or the system CAs.
+        sts_ca = ca_file or self.mta_sts.ca_file
+        domain = domain.rstrip(".").lower()
+        for h in hosts:
+            if not policy.matches(h):
+                sts_report("mx-mismatch", domain=domain, mode=policy.mode, host=h,
+                           detail=f"policy allows {', '.join(policy.mx)}")  # fmt: skip
+        if policy.mode == "testing":
+            return [
+                Destination(h, port, tls, sts_ca, max_connections, "testing", domain) for h in hosts
+            ]
+        allowed = [h for h in hosts if policy.matches(h)]
+        if not allowed:
+            # RFC 8461 5: a temporary failure; the domain's owner may be moving MX hosts.
+            raise RouteError(
+                f"{domain}: MTA-STS enforce: no MX host matches the policy "
+                f"(MX {', '.join(hosts)}; policy {', '.join(policy.mx)})",
+                permanent=False,
+            )
+        return [
+            Destination(h, port, "verified", sts_ca, max_connections, "enforce", domain)
+            for h in allowed
+        ]
 
     async def mx_hosts(self, domain: str) -> list[str]:
         """The hosts to try for ``domain`` by its MX records (RFC 5321 5.1, RFC 7505)."""

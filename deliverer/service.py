@@ -152,12 +152,7 @@ class Deliverer:
             catalog.name(catalog.retry_tier(i), topic_prefix)
             for i in range(len(settings.retry_schedule))
         ]
-        self.router = router or Router(
-            tenants,
-            nameservers=settings.dns_nameservers,
-            outbound_route=settings.outbound_route,
-            lookup_timeout=settings.connect_timeout,
-        )
+        self.router = router or Router.from_settings(tenants, settings)
         self.pool = pool or Pool(settings)
         # (message, recipient) pairs whose attempt outlived its batch and still runs.
         self._inflight: set[tuple[str, str]] = set()
@@ -501,6 +496,7 @@ class Deliverer:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.pool.aclose()
+        self.router.close()
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

@@ -358,6 +358,27 @@ class DelivererSettings(BaseModel):
     dedupe_rebuild: bool = Field(
         default=True, description="Rebuild the dedupe record from the delivery topic at start."
     )
+    mta_sts_enabled: bool = Field(
+        default=True,
+        description="Apply MTA-STS (RFC 8461) policies to MX routes (a route can opt out with "
+        "mta_sts = false).",
+    )
+    mta_sts_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle for MTA-STS policy servers and for MX certificates under an "
+        "enforced policy; empty: the system CAs.",
+    )
+    mta_sts_port: int = Field(
+        default=443, ge=1, le=65535, description="HTTPS port of mta-sts.<domain> (tests only)."
+    )
+    mta_sts_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds for one MTA-STS policy fetch."
+    )
+    mta_sts_cache: bool = Field(
+        default=True,
+        description="Keep fetched MTA-STS policies in rocksdict under state_path (survive "
+        "restarts).",
+    )
 
 
 class OpsSettings(BaseModel):

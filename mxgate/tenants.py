@@ -54,7 +54,9 @@ class Route(BaseModel):
     ``port`` applies to every MX host). ``tls`` is the STARTTLS policy: ``opportunistic``
     (use it when offered, any certificate), ``required`` (no delivery in clear, any
     certificate), ``verified`` (certificate must chain to ``tls_ca_file`` or the system CAs
-    and match the host name)::
+    and match the host name). An ``mx`` route also follows the MTA-STS policy (RFC 8461)
+    that the ``mx`` domain publishes, unless ``mta_sts = false``: ``enforce`` narrows the MX
+    hosts to the policy's and requires verified TLS to them; static hops never use it::
 
         route = { hops = [{ host = "mx1.corp", priority = 10 }, { host = "mx2.corp", priority = 20 }], tls = "required" }
     """  # noqa: E501
@@ -68,6 +70,9 @@ class Route(BaseModel):
     tls_ca_file: Path | None = None
     max_connections: int | None = Field(
         default=None, ge=1, description="Concurrent connections to each hop; default: settings."
+    )
+    mta_sts: bool = Field(
+        default=True, description="Follow the mx domain's MTA-STS policy (MX routes only)."
     )
 
     @model_validator(mode="after")

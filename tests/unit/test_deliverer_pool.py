@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from support.leftovers import collect_unclosed_sockets
 from support.pipeline import free_port
 from support.sink import SinkThread
 
@@ -118,8 +119,11 @@ def tls_sink(cert: tuple[Path, Path]) -> Iterator[tuple[_TlsHandler, int]]:
     port = free_port()
     c = Controller(handler, hostname="127.0.0.1", port=port, tls_context=ctx)
     c.start()
-    yield handler, port
-    c.stop()
+    try:
+        yield handler, port
+    finally:
+        c.stop()
+        collect_unclosed_sockets()
 
 
 async def test_opportunistic_uses_starttls_when_offered(tls_sink: tuple[_TlsHandler, int]) -> None:
