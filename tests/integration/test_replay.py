@@ -89,7 +89,6 @@ def test_replay_shadow_retroscan_and_search(kafka, tmp_path: Path) -> None:
         )
     finally:
         p.stop_all()
-    sink.stop()
     by_id = {r["message_id"]: r for r in scanned}
     # Shadow: YARA saw EICAR, recorded as a shadow verdict; the action ignored it.
     eicar = by_id[ids["eicar"]]
@@ -144,6 +143,19 @@ def test_replay_shadow_retroscan_and_search(kafka, tmp_path: Path) -> None:
     assert [(n, r["message_id"], r["rcpt_to"]) for n, r in submit] == [
         (schemas.DELIVERY_RETRY, ids["gtube"], ["gtube@example.test"])
     ]
+    # The deliverer carries the redelivery out: the held GTUBE message reaches its recipient.
+    before = len(sink.messages)
+    try:
+        p.start("deliverer", instance="deliverer-after-replay")
+        got = wait_for(
+            lambda: [m for m in sink.messages[before:] if ids["gtube"].encode() in m.data],
+            120,
+            "the redelivered message",
+        )
+    finally:
+        p.stop_all()
+        sink.stop()
+    assert got[0].rcpt_to == ("gtube@example.test",)
 
     # Retro-scan with today's engines (YARA enabled): an alert for the delivered EICAR only.
     env = p.env | {"MXGATE_SCANNER__ENGINES": '["yara", "content"]'}
