@@ -140,6 +140,7 @@ class ReceiverHandler:
         mid = new_message_id()
         client_ip, client_port = _client(server, session)
         tls = _tls(session)
+        hmid = header_message_id(raw)  # parsed once: the log line and the event both carry it
         bound = log.bind(
             message_id=mid,
             client=client_ip,
@@ -149,11 +150,12 @@ class ReceiverHandler:
             rcpt=list(envelope.rcpt_tos),
             rejected=list(getattr(server, "rejected_rcpts", [])),
             size=len(raw),
-            header_message_id=header_message_id(raw),
+            header_message_id=hmid,
         )
         result = await self._accept(
-            bound, raw, mid, tenant, envelope, session, received_at, client_ip, client_port, tls
-        )
+            bound, raw, mid, tenant, envelope, session, received_at, client_ip, client_port, tls,
+            hmid,
+        )  # fmt: skip
         elapsed = time.perf_counter() - t0
         ok = result.startswith("250")
         self.metrics.messages.labels("accepted" if ok else "deferred").inc()
@@ -173,6 +175,7 @@ class ReceiverHandler:
         client_ip: str,
         client_port: int,
         tls: dict[str, str] | None,
+        hmid: str | None,
     ) -> str:
         """Store, produce, answer: the durable accept of one complete body."""
         t0 = time.perf_counter()
@@ -204,7 +207,7 @@ class ReceiverHandler:
                     "size": ref.size,
                     "sha256": ref.sha256,
                     "object_key": ref.key,
-                    "header_message_id": header_message_id(raw),
+                    "header_message_id": hmid,
                 },
             )
             waiting = (

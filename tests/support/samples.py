@@ -260,3 +260,14 @@ def malformed_mime(
         # no closing --outer--
     ]
     return "\r\n".join(lines).encode("latin-1")
+
+
+def with_attachments(*attachments: tuple[str, bytes, str]) -> bytes:
+    """A short message carrying ``(filename, data, content type)`` attachments."""
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = "a@x.test", "b@example.test", "files"
+    m.set_content("see attached")
+    for name, data, ctype in attachments:
+        main, sub = ctype.split("/")
+        m.add_attachment(data, maintype=main, subtype=sub, filename=name)
+    return m.as_bytes()

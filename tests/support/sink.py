@@ -95,3 +95,17 @@ def mxgate_id(data: bytes) -> str:
                 if k == "id":
                     return v
     return ""
+
+
+class TlsCountingHandler(CaptureHandler):
+    """A capture handler that counts the messages that arrived over TLS."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls_sessions = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Count TLS sessions, then capture as usual."""
+        if session.ssl is not None:
+            self.tls_sessions += 1
+        return await super().handle_DATA(server, session, envelope)

@@ -19,14 +19,7 @@ ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x02\x00\x3e\x00" + b"\x00" *
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
-def _mail(*attachments: tuple[str, bytes, str]) -> bytes:
-    m = EmailMessage()
-    m["From"], m["To"], m["Subject"] = "a@x.test", "b@example.test", "files"
-    m.set_content("see attached")
-    for name, data, ctype in attachments:
-        main, sub = ctype.split("/")
-        m.add_attachment(data, maintype=main, subtype=sub, filename=name)
-    return m.as_bytes()
+_mail = samples.with_attachments
 
 
 def _symbols(raw: bytes) -> set[str]:

@@ -25,6 +25,7 @@ from support.dnsserver import DnsServer
 from support.leftovers import collect_unclosed_sockets
 from support.pipeline import free_port
 from support.policyserver import WELL_KNOWN, PolicyServer
+from support.sink import TlsCountingHandler
 from support.tlsca import TestCA
 
 from deliverer.mta_sts import (
@@ -39,7 +40,6 @@ from deliverer.mta_sts import (
 from deliverer.pool import Pool
 from deliverer.routes import Destination, RouteError, Router, make_resolver
 from deliverer.smtp import ConnectFailed
-from mxgate.capture import CaptureHandler
 from mxgate.settings import DelivererSettings
 from mxgate.tenants import Tenants
 
@@ -135,17 +135,7 @@ def router(t: Tenants, s: MtaSts | None) -> Router:
     return Router(t, resolver=s.resolver, mta_sts=s)
 
 
-class TlsHandler(CaptureHandler):
-    """Counts messages that came over TLS."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tls_sessions = 0
-
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-        if session.ssl is not None:
-            self.tls_sessions += 1
-        return await super().handle_DATA(server, session, envelope)
+TlsHandler = TlsCountingHandler
 
 
 @contextmanager

@@ -13,12 +13,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from support.leftovers import collect_unclosed_sockets
 from support.pipeline import free_port
-from support.sink import SinkThread
+from support.sink import SinkThread, TlsCountingHandler
 
 from deliverer.pool import Pool
 from deliverer.routes import Destination
 from deliverer.smtp import ConnectFailed
-from mxgate.capture import CaptureHandler
 from mxgate.settings import DelivererSettings
 
 MSG = b"From: a@sender.test\r\nSubject: t\r\n\r\nhello\r\n"
@@ -100,22 +99,11 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return d / "cert.pem", d / "key.pem"
 
 
-class _TlsHandler(CaptureHandler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tls_sessions = 0
-
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-        if session.ssl is not None:
-            self.tls_sessions += 1
-        return await super().handle_DATA(server, session, envelope)
-
-
 @pytest.fixture
-def tls_sink(cert: tuple[Path, Path]) -> Iterator[tuple[_TlsHandler, int]]:
+def tls_sink(cert: tuple[Path, Path]) -> Iterator[tuple[TlsCountingHandler, int]]:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(cert[0]), str(cert[1]))
-    handler = _TlsHandler()
+    handler = TlsCountingHandler()
     port = free_port()
     c = Controller(handler, hostname="127.0.0.1", port=port, tls_context=ctx)
     c.start()
@@ -126,7 +114,9 @@ def tls_sink(cert: tuple[Path, Path]) -> Iterator[tuple[_TlsHandler, int]]:
         collect_unclosed_sockets()
 
 
-async def test_opportunistic_uses_starttls_when_offered(tls_sink: tuple[_TlsHandler, int]) -> None:
+async def test_opportunistic_uses_starttls_when_offered(
+    tls_sink: tuple[TlsCountingHandler, int],
+) -> None:
     handler, port = tls_sink
     pool = Pool(_settings())
     res = await pool.send(Destination("127.0.0.1", port), "a@s.test", ["b@ex.test"], MSG)
@@ -150,7 +140,7 @@ async def test_required_tls_never_sends_in_clear(sink: SinkThread) -> None:
 
 
 async def test_verified_tls_checks_the_certificate(
-    tls_sink: tuple[_TlsHandler, int], cert: tuple[Path, Path]
+    tls_sink: tuple[TlsCountingHandler, int], cert: tuple[Path, Path]
 ) -> None:
     handler, port = tls_sink
     pool = Pool(_settings())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Iterator
-from email.message import EmailMessage
 
 import pytest
 from support import samples
@@ -37,14 +36,7 @@ def _exe(tag: str) -> bytes:
     return MZ + tag.encode()
 
 
-def _mail(*attachments: tuple[str, bytes, str]) -> bytes:
-    m = EmailMessage()
-    m["From"], m["To"], m["Subject"] = "a@x.test", "b@example.test", "files"
-    m.set_content("see attached")
-    for name, data, ctype in attachments:
-        main, sub = ctype.split("/")
-        m.add_attachment(data, maintype=main, subtype=sub, filename=name)
-    return m.as_bytes()
+_mail = samples.with_attachments
 
 
 @pytest.fixture
