@@ -1,5 +1,5 @@
 """``python -m mxgate`` is the ``mxgate`` command."""
 
-from mxgate.cli import app
+from mxgate.cli import main
 
-app()
+main()

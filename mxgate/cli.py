@@ -27,6 +27,41 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"mxgate {version('mxgate')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _v: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """mxgate: inbound email security gateway."""
+
+
+def main() -> None:
+    """Entry point: a broker that is not configured or not reachable is one line, not a trace."""
+    from mxgate.kafka import KafkaUnavailable
+
+    try:
+        app()
+    except KafkaUnavailable as e:
+        typer.echo(
+            f"error: {e}: start `mxgate up` in this directory (`make run`) or set "
+            "MXGATE_KAFKA__BOOTSTRAP_SERVERS",
+            err=True,
+        )
+        sys.exit(2)
+
+
 topics_app = typer.Typer(help="Kafka topics of the catalog.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(quarantine_app, name="quarantine")
@@ -39,7 +74,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def load_settings() -> Settings:
-    """Settings from the environment, or a clear error naming the bad key."""
+    """Settings from the environment, or a clear error naming the bad key.
+
+    A live `mxgate up` in this directory lends its choices (broker, clamd socket, paths) as
+    defaults beneath the environment, so a second shell needs no MXGATE_* variables.
+    """
+    from mxgate import runtime
+
+    # The CLI is the top of the tree: the one place that may fill the process environment.
+    for key, value in runtime.load().items():
+        os.environ.setdefault(key, value)
     try:
         return Settings()
     except ValidationError as e:
@@ -198,6 +242,9 @@ def up(
             env["MXGATE_SCANNER__CLAMAV_DB_DIR"] = str(clamd.db)
         os.environ.update(env)
         settings = load_settings()
+        from mxgate import runtime
+
+        runtime.write(workdir / "runtime.json", env)
         create_topics(settings.kafka, catalog.all_topics(len(settings.deliverer.retry_schedule)))
         mailbox = workdir / "mailbox"
         cmd = [sys.executable, "-m", "mxgate"]
@@ -238,6 +285,9 @@ def up(
             clamd.stop()
         if kafka is not None:
             kafka.stop()
+        from mxgate import runtime
+
+        runtime.clear(workdir / "runtime.json", os.getpid())
 
 
 # Ops commands (trace, replay, retroscan, gc, scoreboard) live in cli_ops, which imports the

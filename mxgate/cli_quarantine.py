@@ -37,6 +37,10 @@ quarantine_app = typer.Typer(
 )
 
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant whose quarantine.")]
+# list/show/release/delete: an operator who names no tenant means all of them.
+AnyTenantOpt = Annotated[
+    str | None, typer.Option("--tenant", "-t", help="Only this tenant (default: all).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 ByOpt = Annotated[str, typer.Option("--by", help="Who does this (default: the OS user).")]
 
@@ -108,7 +112,7 @@ def parse_when(value: str, now: dt.datetime) -> dt.datetime:
 def matches(
     e: Entry,
     *,
-    tenant: str,
+    tenant: str | None,
     sender: str | None = None,
     recipient: str | None = None,
     reason: str | None = None,
@@ -117,7 +121,7 @@ def matches(
     state: str = "held",
 ) -> bool:
     """Whether ``e`` passes the list filters (substring matches, case-insensitive)."""
-    if e.tenant != tenant or (state != "all" and e.state != state):
+    if (tenant is not None and e.tenant != tenant) or (state != "all" and e.state != state):
         return False
     if sender and sender.lower() not in e.mail_from.lower():
         return False
@@ -140,10 +144,11 @@ def _index(settings: Settings) -> dict[str, Entry]:
     return fold(read_topic(settings, catalog.name(catalog.QUARANTINE, settings.kafka.topic_prefix)))
 
 
-def _get(settings: Settings, tenant: str, message_id: str) -> Entry:
+def _get(settings: Settings, tenant: str | None, message_id: str) -> Entry:
     e = _index(settings).get(message_id)
-    if e is None or e.tenant != tenant:
-        typer.echo(f"error: no message {message_id} in the quarantine of {tenant}", err=True)
+    if e is None or (tenant is not None and e.tenant != tenant):
+        where = f"the quarantine of {tenant}" if tenant else "any quarantine"
+        typer.echo(f"error: no message {message_id} in {where}", err=True)
         raise typer.Exit(1)
     return e
 
@@ -162,7 +167,7 @@ def _produce(settings: Settings, records: list[tuple[str, str, str, dict[str, An
 
 @quarantine_app.command("list")
 def list_(
-    tenant: TenantOpt,
+    tenant: AnyTenantOpt = None,
     sender: Annotated[str | None, typer.Option(help="Envelope sender contains this.")] = None,
     recipient: Annotated[str | None, typer.Option(help="A recipient contains this.")] = None,
     reason: Annotated[str | None, typer.Option(help="A reason contains this.")] = None,
@@ -171,7 +176,7 @@ def list_(
     state: Annotated[str, typer.Option(help="held | released | deleted | all")] = "held",
     as_json: JsonOpt = False,
 ) -> None:
-    """List a tenant's quarantined messages, oldest first."""
+    """List quarantined messages (one tenant's, or all), oldest first."""
     s = _settings()
     now = utcnow()
     rows = [
@@ -201,7 +206,7 @@ def list_(
 
 
 @quarantine_app.command()
-def show(message_id: str, tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+def show(message_id: str, tenant: AnyTenantOpt = None, as_json: JsonOpt = False) -> None:
     """One quarantined message: envelope, reasons, history and its headers from the store."""
     from mxgate.blobstore import BlobError, open_store
 
@@ -230,8 +235,8 @@ def show(message_id: str, tenant: TenantOpt, as_json: JsonOpt = False) -> None:
 @quarantine_app.command()
 def release(
     message_id: str,
-    tenant: TenantOpt,
     reason: Annotated[str, typer.Option("--reason", help="Why it is released (recorded).")],
+    tenant: AnyTenantOpt = None,
     by: ByOpt = "",
     to: Annotated[
         list[str] | None, typer.Option("--to", help="Release only to these recipients.")
@@ -241,6 +246,7 @@ def release(
     """Send a quarantined message on through delivery; records who and why, and labels it ham."""
     s = _settings()
     e = _get(s, tenant, message_id)
+    tenant = e.tenant
     if e.state != "held":
         typer.echo(f"error: {message_id} is already {e.state}", err=True)
         raise typer.Exit(1)
@@ -282,7 +288,7 @@ def release(
 @quarantine_app.command()
 def delete(
     message_id: str,
-    tenant: TenantOpt,
+    tenant: AnyTenantOpt = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
     by: ByOpt = "",
 ) -> None:
@@ -293,6 +299,7 @@ def delete(
     """
     s = _settings()
     e = _get(s, tenant, message_id)
+    tenant = e.tenant
     if e.state != "held":
         typer.echo(f"error: {message_id} is already {e.state}", err=True)
         raise typer.Exit(1)
