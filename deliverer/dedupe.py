@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 from rocksdict import Options, Rdict, WriteOptions
 
 import schemas
+from deliverer.text import safe_address, safe_reply
 from mxgate.kafka import base_config
 from mxgate.settings import KafkaSettings
 
@@ -40,7 +41,9 @@ class DeliveredLog:
 
     @staticmethod
     def _key(message_id: str, recipient: str) -> str:
-        return f"{message_id}\x00{recipient.lower()}"
+        # safe_address: identity for every printable address, and the same form that events
+        # carry, so a rebuild from the topic finds the key the live path wrote.
+        return f"{message_id}\x00{safe_address(recipient).lower()}"
 
     def delivered(self, message_id: str, recipient: str) -> bool:
         """True when this recipient of this message was already accepted downstream."""
@@ -48,7 +51,9 @@ class DeliveredLog:
 
     def mark(self, message_id: str, recipient: str, reply: str) -> None:
         """Record the remote's acceptance of ``recipient``."""
-        self._db[self._key(message_id, recipient)] = reply
+        # An unencodable value would raise here, after the remote's 250: the batch would re-run
+        # and deliver again.
+        self._db[self._key(message_id, recipient)] = safe_reply(reply)
 
     def intend(self, message_id: str, recipients: list[str]) -> None:
         """Note that DATA is about to end for ``recipients``: from here until the reply is

@@ -15,15 +15,18 @@ from collections.abc import Sequence
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 
 from deliverer.smtp import RecipientResult
+from deliverer.text import safe_address, safe_reply
 
 # Actions whose mail may be bounced back to its sender. Never for a spam (tag) or virus
 # verdict: the sender of such mail is usually forged, and a DSN would be backscatter.
 DSN_ACTIONS = frozenset({"deliver", "release"})
 
+# Stands in for the UTF-8 delivery-status blocks while the generator runs (see build_dsn).
+_PLACEHOLDER = "x-mxgate-global-delivery-status-placeholder"
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -55,7 +58,13 @@ def build_dsn(
     arrival: dt.datetime,
     now: dt.datetime,
 ) -> bytes:
-    """The DSN for ``failed`` recipients of one message, as CRLF bytes ready to send."""
+    """The DSN for ``failed`` recipients of one message, as CRLF bytes ready to send.
+
+    An SMTPUTF8 sender or recipient (``jörg@…``) gets an RFC 6533 DSN: UTF-8 header fields,
+    ``utf-8`` address types and ``message/global-delivery-status``; ASCII mail the classic form.
+    """
+    mail_from = safe_address(mail_from)
+    utf8 = not (mail_from + "".join(r.recipient for r in failed)).isascii()
     report = MIMEMultipart("report", report_type="delivery-status")
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{hostname}>"
     report["To"] = mail_from
@@ -83,7 +92,8 @@ def build_dsn(
     remote_host = remote.rsplit(":", 1)[0] if remote and remote != "-" else ""
     for r in failed:
         b = Message()
-        b["Final-Recipient"] = f"rfc822; {r.recipient}"
+        addr_type = "rfc822" if r.recipient.isascii() else "utf-8"
+        b["Final-Recipient"] = f"{addr_type}; {r.recipient}"
         b["Action"] = "failed"
         b["Status"] = status_code(r)
         if remote_host:
@@ -95,17 +105,31 @@ def build_dsn(
         b["Last-Attempt-Date"] = format_datetime(now)
         blocks.append(b)
     status = Message()
-    status["Content-Type"] = "message/delivery-status"
-    status.set_payload(blocks)
+    global_status = b""
+    if utf8:
+        status["Content-Type"] = "message/global-delivery-status"
+        status["Content-Transfer-Encoding"] = "8bit"
+        # The generator renders only message/delivery-status as a list of blocks and writes
+        # any other message/* payload as strict ASCII: a placeholder, replaced after.
+        global_status = b"".join(b.as_bytes(policy=SMTPUTF8) for b in blocks)
+        status.set_payload(_PLACEHOLDER)
+    else:
+        status["Content-Type"] = "message/delivery-status"
+        status.set_payload(blocks)
     report.attach(status)
 
     headers = Message()
     headers["Content-Type"] = "text/rfc822-headers"
     head = original.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    headers.set_payload(head.decode("ascii", "replace").replace("\r\n", "\n") + "\n")
+    # 8-bit bytes in the original's headers come back as \xNN: the part stays ASCII.
+    headers.set_payload(head.decode("ascii", "backslashreplace").replace("\r\n", "\n") + "\n")
     report.attach(headers)
-    return report.as_bytes(policy=SMTP)
+    if not utf8:
+        return report.as_bytes(policy=SMTP)
+    raw = report.as_bytes(policy=SMTPUTF8)
+    return raw.replace(_PLACEHOLDER.encode("ascii") + b"\r\n", global_status, 1)
 
 
 def _oneline(text: str) -> str:
-    return " ".join(text.split())[:500]
+    # safe_reply again: a result built elsewhere is already safe; this keeps the header ASCII.
+    return " ".join(safe_reply(text).split())[:500]

@@ -34,6 +34,7 @@ from deliverer.dsn import build_dsn, wants_dsn
 from deliverer.headers import drop_forged_authres, tag_subject, trace_headers
 from deliverer.pool import Pool
 from deliverer.routes import Destination, RouteError, Router
+from deliverer.text import safe_address
 from mxgate import catalog
 from mxgate.blobstore import BlobCorrupt, BlobMissing, BlobStore, open_store
 from mxgate.ids import new_message_id
@@ -393,17 +394,24 @@ class Deliverer:
         except (BlobMissing, BlobCorrupt):
             original = b""
         now = utcnow()
-        sender = w.mail_from.strip().strip("<>")
-        dsn = build_dsn(
-            hostname=self.settings.hostname,
-            message_id=w.message_id,
-            mail_from=sender,
-            failed=failed,
-            remote=remote,
-            original=original,
-            arrival=w.received_at,
-            now=now,
-        )
+        sender = safe_address(w.mail_from.strip().strip("<>"))
+        try:
+            dsn = build_dsn(
+                hostname=self.settings.hostname,
+                message_id=w.message_id,
+                mail_from=sender,
+                failed=failed,
+                remote=remote,
+                original=original,
+                arrival=w.received_at,
+                now=now,
+            )
+        except Exception:
+            # Raising here would abort the batch and re-run it forever, delivering the other
+            # recipients again; the bounce itself is in the DeliveryAttempted event already.
+            log.exception("dsn not built", message_id=w.message_id,
+                          failed=[r.recipient for r in failed])  # fmt: skip
+            return []
         ref = await self.store.put(dsn)
         dsn_id = new_message_id()
         item = {

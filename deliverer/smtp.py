@@ -10,17 +10,25 @@ from typing import Literal
 
 import aiosmtplib
 
+from deliverer.text import safe_address, safe_reply
+
 Status = Literal["delivered", "deferred", "bounced", "expired"]
 
 
 @dataclass(frozen=True, slots=True)
 class RecipientResult:
-    """Outcome of one recipient in one attempt."""
+    """Outcome of one recipient in one attempt. ``recipient`` and ``reply`` are made safe on
+    construction (see :mod:`deliverer.text`): every reply, whichever path built it (a server's
+    reply, an exception's text), can go into an event, the dedupe record and a DSN."""
 
     recipient: str
     status: Status
     code: int
     reply: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recipient", safe_address(self.recipient))
+        object.__setattr__(self, "reply", safe_reply(self.reply))
 
 
 def classify(code: int) -> Status:
@@ -35,6 +43,10 @@ def classify(code: int) -> Status:
 class ConnectFailed(Exception):
     """No usable session with this host (refused, timed out, greeting not 2xx, TLS policy not
     met). Nothing was sent, so the next host of the route may be tried."""
+
+    def __init__(self, message: str) -> None:
+        # The text may quote the server's greeting or EHLO reply; it is logged and recorded.
+        super().__init__(safe_reply(message))
 
 
 def tls_context(policy: str, ca_file: str | None) -> ssl.SSLContext:

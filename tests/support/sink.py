@@ -1,7 +1,8 @@
 """A real SMTP sink (aiosmtpd) on its own thread, standing in for a customer's mail server.
 
 Fault modes make it answer like a troubled server: ``tempfail`` (451 to DATA), ``reject``
-(550 to DATA), ``drop`` (close the connection mid-DATA), ``stall`` (never answer DATA).
+(550 to DATA), ``drop`` (close the connection mid-DATA), ``stall`` (never answer DATA),
+``garbage`` (accept the message, but answer DATA with a 250 holding bytes that are not UTF-8).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mxgate.capture import Captured, CaptureHandler, start_capture
 
-Fault = Literal["none", "tempfail", "reject", "drop", "stall"]
+Fault = Literal["none", "tempfail", "reject", "drop", "stall", "garbage"]
+
+GARBAGE_REPLY = b"250 2.0.0 ok \xff\xfe queued"
 
 
 class FaultyHandler(CaptureHandler):
@@ -26,7 +29,7 @@ class FaultyHandler(CaptureHandler):
         self.fault: Fault = "none"
         self.fault_count = 0  # how many transactions the fault applies to; 0 = forever
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str | bytes:
         fault = self.fault
         if fault != "none" and self.fault_count:
             self.fault_count -= 1
@@ -42,6 +45,9 @@ class FaultyHandler(CaptureHandler):
             return "421 4.3.0 dropped"
         if fault == "stall":
             await asyncio.sleep(3600)
+        if fault == "garbage":
+            await super().handle_DATA(server, session, envelope)
+            return GARBAGE_REPLY  # aiosmtpd writes a bytes status as it is
         return await super().handle_DATA(server, session, envelope)
 
 
