@@ -43,23 +43,27 @@ def corpus(n: int, seed: int = 7) -> list[bytes]:
     for i in range(n):
         m = EmailMessage()
         m["From"], m["To"], m["Subject"] = "a@x.test", "b@example.test", f"bench {i}"
-        words = " ".join(rnd.choice(["alpha", "beta", "invoice", "meeting", "report"])
-                         for _ in range(300))
+        words = " ".join(
+            rnd.choice(["alpha", "beta", "invoice", "meeting", "report"]) for _ in range(300)
+        )
         kind = i % 3
         if kind == 0:
             m.set_content(words)
         elif kind == 1:
             m.set_content(words)
-            m.add_alternative(f"<html><body><p>{words}</p><a href='http://x.test'>x</a></body></html>",
-                              subtype="html")
+            m.add_alternative(
+                f"<html><body><p>{words}</p><a href='http://x.test'>x</a></body></html>",
+                subtype="html",
+            )
         else:
             m.set_content(words)
             size = int(10_000 * (500 ** rnd.random()))  # log-uniform 10 KB .. 5 MB
             data = rnd.randbytes(size)
             if i % 9 == 2:
-                data = data[: size // 2] + EICAR + data[size // 2:]
-            m.add_attachment(data, maintype="application", subtype="octet-stream",
-                             filename=f"file{i}.bin")
+                data = data[: size // 2] + EICAR + data[size // 2 :]
+            m.add_attachment(
+                data, maintype="application", subtype="octet-stream", filename=f"file{i}.bin"
+            )
         out.append(m.as_bytes())
     return out
 
@@ -72,9 +76,16 @@ def pct(values: list[float], q: float) -> float:
 async def run_mxgate(msgs: list[bytes], clamd: Clamd, work: Path) -> dict:
     rep = work / "bad.txt"
     rep.write_text("")
-    s = ScannerSettings(engines=("clamav", "yara", "reputation"), clamav_socket=clamd.socket,
-                        clamav_db_dir=clamd.db, reputation_file=rep, isolated=("yara",),
-                        isolation_workers=1, cache_entries=0, engine_timeout=60)
+    s = ScannerSettings(
+        engines=("clamav", "yara", "reputation"),
+        clamav_socket=clamd.socket,
+        clamav_db_dir=clamd.db,
+        reputation_file=rep,
+        isolated=("yara",),
+        isolation_workers=1,
+        cache_entries=0,
+        engine_timeout=60,
+    )
     engines = build_engines(s)
     for e in engines:
         if hasattr(e, "start"):
@@ -96,7 +107,9 @@ async def run_mxgate(msgs: list[bytes], clamd: Clamd, work: Path) -> dict:
         for e in engines:
             await e.aclose()
     return {
-        "messages": len(msgs), "seconds": elapsed, "msgs_per_s": len(msgs) / elapsed,
+        "messages": len(msgs),
+        "seconds": elapsed,
+        "msgs_per_s": len(msgs) / elapsed,
         "detected": detected,
         "engines": {k: {"p50_ms": pct(v, 0.5), "p99_ms": pct(v, 0.99)} for k, v in times.items()},
     }
@@ -113,15 +126,24 @@ def run_clamdscan(msgs: list[bytes], clamd: Clamd, work: Path) -> dict:
     t0 = time.perf_counter()
     for p in files:
         t = time.perf_counter()
-        r = subprocess.run(["clamdscan", "-c", str(clamd.conf), "--stream", "--no-summary",
-                            str(p)], capture_output=True, check=False)
+        r = subprocess.run(
+            ["clamdscan", "-c", str(clamd.conf), "--stream", "--no-summary", str(p)],
+            capture_output=True,
+            check=False,
+        )
         times.append((time.perf_counter() - t) * 1000)
         if r.returncode == 2:
             raise RuntimeError(r.stdout.decode() + r.stderr.decode())
         detected += r.returncode == 1
     elapsed = time.perf_counter() - t0
-    return {"messages": len(msgs), "seconds": elapsed, "msgs_per_s": len(msgs) / elapsed,
-            "detected": detected, "p50_ms": pct(times, 0.5), "p99_ms": pct(times, 0.99)}
+    return {
+        "messages": len(msgs),
+        "seconds": elapsed,
+        "msgs_per_s": len(msgs) / elapsed,
+        "detected": detected,
+        "p50_ms": pct(times, 0.5),
+        "p99_ms": pct(times, 0.99),
+    }
 
 
 def main() -> None:
@@ -139,8 +161,12 @@ def main() -> None:
             cs = run_clamdscan(msgs, clamd, work)
         finally:
             clamd.stop()
-    result = {"corpus_bytes": sum(map(len, msgs)), "mxgate_all_av": mx, "clamdscan_alone": cs,
-              "ratio_mxgate_over_clamdscan": mx["msgs_per_s"] / cs["msgs_per_s"]}
+    result = {
+        "corpus_bytes": sum(map(len, msgs)),
+        "mxgate_all_av": mx,
+        "clamdscan_alone": cs,
+        "ratio_mxgate_over_clamdscan": mx["msgs_per_s"] / cs["msgs_per_s"],
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return

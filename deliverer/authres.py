@@ -81,7 +81,10 @@ def arc_seal(
     """
     try:
         headers = dkim.arc_sign(
-            authres + message, selector.encode(), domain.encode(), private_key,
+            authres + message,
+            selector.encode(),
+            domain.encode(),
+            private_key,
             authserv_id.encode(),
         )
     except Exception:

@@ -91,8 +91,10 @@ def drop_forged_authres(raw: bytes, authserv_id: str) -> bytes:
             out.append(line)
             continue
         name, colon, value = line.partition(b":")
-        dropping = bool(colon) and name.strip().lower() == b"authentication-results" and (
-            value.split(b";", 1)[0].strip().lower().split(b" ", 1)[0] == ours
+        dropping = (
+            bool(colon)
+            and name.strip().lower() == b"authentication-results"
+            and (value.split(b";", 1)[0].strip().lower().split(b" ", 1)[0] == ours)
         )
         if dropping:
             changed = True

@@ -17,27 +17,43 @@ import typer
 
 __all__ = ["register"]
 
-HamOpt = Annotated[Path, typer.Option("--ham", help="Folder of ham (wanted mail).",
-                                      exists=True, file_okay=False)]
-SpamOpt = Annotated[Path, typer.Option("--spam", help="Folder of spam.", exists=True,
-                                       file_okay=False)]
-HoldOpt = Annotated[int, typer.Option("--holdout", min=0, max=100,
-                                      help="Percent held out for evaluation (by name hash).")]
-EnginesOpt = Annotated[str, typer.Option(
-    "--engines", help="Comma-separated engines (default: MXGATE_SCANNER__ENGINES).")]
+HamOpt = Annotated[
+    Path, typer.Option("--ham", help="Folder of ham (wanted mail).", exists=True, file_okay=False)
+]
+SpamOpt = Annotated[
+    Path, typer.Option("--spam", help="Folder of spam.", exists=True, file_okay=False)
+]
+HoldOpt = Annotated[
+    int,
+    typer.Option(
+        "--holdout", min=0, max=100, help="Percent held out for evaluation (by name hash)."
+    ),
+]
+EnginesOpt = Annotated[
+    str,
+    typer.Option("--engines", help="Comma-separated engines (default: MXGATE_SCANNER__ENGINES)."),
+]
 
 
 def _progress(total: int, label: str):  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     return Progress(
-        f"[bold]{label}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        f"[bold]{label}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
         transient=True,
     )
 
 
-def train(ham: HamOpt, spam: SpamOpt, holdout: HoldOpt = 30, engines: EnginesOpt = "",
-          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def train(
+    ham: HamOpt,
+    spam: SpamOpt,
+    holdout: HoldOpt = 30,
+    engines: EnginesOpt = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Teach every learning engine (our Bayes, spamd's and rspamd's Bayes) the corpus."""
     from mxgate.cli import load_settings
     from scanner.evaluate import load_corpus, split
@@ -48,8 +64,11 @@ def train(ham: HamOpt, spam: SpamOpt, holdout: HoldOpt = 30, engines: EnginesOpt
     learn, _ = split(load_corpus(ham, spam), holdout)
     with _progress(len(learn), "training") as bar:
         task = bar.add_task("train", total=len(learn))
-        result = asyncio.run(learn_messages(
-            settings.scanner, learn, engines=names, progress=lambda: bar.advance(task)))
+        result = asyncio.run(
+            learn_messages(
+                settings.scanner, learn, engines=names, progress=lambda: bar.advance(task)
+            )
+        )
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
@@ -59,12 +78,17 @@ def train(ham: HamOpt, spam: SpamOpt, holdout: HoldOpt = 30, engines: EnginesOpt
         raise typer.Exit(1)
 
 
-def evaluate(ham: HamOpt, spam: SpamOpt, holdout: HoldOpt = 30, engines: EnginesOpt = "",
-             as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
-             chart: Annotated[Path | None, typer.Option(
-                 "--chart", help="Write a chart: .html (self-contained SVG).")] = None,
-             limit: Annotated[int, typer.Option(help="At most this many messages (0: all).")] = 0,
-             ) -> None:
+def evaluate(
+    ham: HamOpt,
+    spam: SpamOpt,
+    holdout: HoldOpt = 30,
+    engines: EnginesOpt = "",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    chart: Annotated[
+        Path | None, typer.Option("--chart", help="Write a chart: .html (self-contained SVG).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many messages (0: all).")] = 0,
+) -> None:
     """Run the engines on held-out labelled mail; report per engine and combined."""
     from mxgate.cli import load_settings
     from mxgate.errors import ConfigError
@@ -74,8 +98,11 @@ def evaluate(ham: HamOpt, spam: SpamOpt, holdout: HoldOpt = 30, engines: Engines
     from scanner.evaluate import TABLE_HEADER, evaluate, html_chart, load_corpus, split, table_rows
 
     if chart is not None and chart.suffix.lower() != ".html":
-        typer.echo("error: --chart: only .html is supported (PNG would need matplotlib, "
-                   "which mxgate does not depend on)", err=True)
+        typer.echo(
+            "error: --chart: only .html is supported (PNG would need matplotlib, "
+            "which mxgate does not depend on)",
+            err=True,
+        )
         raise typer.Exit(2)
     settings = load_settings()
     names = tuple(n for n in engines.split(",") if n) or settings.scanner.engines
@@ -93,8 +120,13 @@ def evaluate(ham: HamOpt, spam: SpamOpt, holdout: HoldOpt = 30, engines: Engines
 
     async def run() -> dict:
         try:
-            return await evaluate(built, test, policy, timeout=settings.scanner.engine_timeout,
-                                  progress=lambda: bar.advance(task))
+            return await evaluate(
+                built,
+                test,
+                policy,
+                timeout=settings.scanner.engine_timeout,
+                progress=lambda: bar.advance(task),
+            )
         finally:
             for e in built:
                 await e.aclose()
@@ -110,8 +142,7 @@ def evaluate(ham: HamOpt, spam: SpamOpt, holdout: HoldOpt = 30, engines: Engines
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(test)} held-out messages "
-                        f"({sum(m.is_spam for m in test)} spam)")
+    table = Table(title=f"{len(test)} held-out messages ({sum(m.is_spam for m in test)} spam)")
     for h in TABLE_HEADER:
         table.add_column(h)
     for row in table_rows(report):

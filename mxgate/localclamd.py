@@ -104,7 +104,6 @@ def clamd_config(
     return p
 
 
-
 def clamd_binary() -> str:
     """The clamd executable; fails loudly when the package is missing."""
     path = shutil.which("clamd") or ("/usr/sbin/clamd" if Path("/usr/sbin/clamd").exists() else "")

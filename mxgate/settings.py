@@ -203,7 +203,11 @@ class SpamSettings(BaseModel):
     )
     weights: dict[str, float] = Field(
         default_factory=lambda: {
-            "bayes": 1.0, "heuristics": 1.0, "dnsbl": 1.0, "spamassassin": 1.0, "rspamd": 1.0
+            "bayes": 1.0,
+            "heuristics": 1.0,
+            "dnsbl": 1.0,
+            "spamassassin": 1.0,
+            "rspamd": 1.0,
         },
         description="Engine weights `mxgate evaluate` combines with "
         "(tenants: policy.engine_weights).",
@@ -229,7 +233,7 @@ class ScannerSettings(BaseModel):
     )
     engine_timeouts: dict[str, float] = Field(
         default_factory=dict,
-        description="Per-engine timeout overrides in seconds, e.g. {\"sandbox\": 50}.",
+        description='Per-engine timeout overrides in seconds, e.g. {"sandbox": 50}.',
     )
     isolated: tuple[str, ...] = Field(
         default=("yara", "attachments", "office"),
@@ -271,7 +275,8 @@ class ScannerSettings(BaseModel):
         description="Full name (with any topic prefix) of that reputation topic.",
     )
     sandbox_url: str = Field(
-        default="", description="Sandbox service base URL (CAPE REST API v2), e.g. http://cape:8000."
+        default="",
+        description="Sandbox service base URL (CAPE REST API v2), e.g. http://cape:8000.",
     )
     sandbox_token: str = Field(
         default="", description="Sandbox API token, sent as 'Authorization: Token ...'."

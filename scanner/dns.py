@@ -189,7 +189,6 @@ def _text(rdata: object, rdtype: str) -> str:
     return str(rdata)
 
 
-
 @functools.lru_cache(maxsize=8)
 def shared_resolver(auth: object) -> Resolver:
     """The one resolver (and cache) for every engine built from the same ``AuthSettings``."""

@@ -139,8 +139,9 @@ async def _timed(engine: Engine, msg: ParsedMessage, timeout: float) -> tuple[Fi
         async with asyncio.timeout(timeout):
             f = await engine.check(msg)
     except TimeoutError:
-        f = failure(engine, "timeout", f"no answer within {timeout:g}s",
-                    (time.perf_counter() - t0) * 1000)
+        f = failure(
+            engine, "timeout", f"no answer within {timeout:g}s", (time.perf_counter() - t0) * 1000
+        )
     except Exception as e:
         f = failure(engine, "error", repr(e), (time.perf_counter() - t0) * 1000)
     cpu = (time.thread_time() - cpu0) * 1000
@@ -234,16 +235,33 @@ def table_rows(report: Report) -> list[list[str]]:
 
     rows = []
     for name, r in report.items():
-        rows.append([
-            name, f(r["detection_rate"], True), f(r["false_positive_rate"], True),
-            f(r["precision"], True), str(r["errors"]), f(r["p50_ms"]), f(r["p99_ms"]),
-            f(r.get("cpu_ms_mean")), str(r["only_caught"]),
-        ])
+        rows.append(
+            [
+                name,
+                f(r["detection_rate"], True),
+                f(r["false_positive_rate"], True),
+                f(r["precision"], True),
+                str(r["errors"]),
+                f(r["p50_ms"]),
+                f(r["p99_ms"]),
+                f(r.get("cpu_ms_mean")),
+                str(r["only_caught"]),
+            ]
+        )
     return rows
 
 
-TABLE_HEADER = ["engine", "detection", "FPR", "precision", "errors", "p50 ms", "p99 ms",
-                "CPU ms/msg", "only it caught"]
+TABLE_HEADER = [
+    "engine",
+    "detection",
+    "FPR",
+    "precision",
+    "errors",
+    "p50 ms",
+    "p99 ms",
+    "CPU ms/msg",
+    "only it caught",
+]
 
 
 def html_chart(report: Report, title: str = "mxgate evaluate") -> str:
@@ -260,13 +278,17 @@ def html_chart(report: Report, title: str = "mxgate evaluate") -> str:
         dr = r["detection_rate"] or 0.0
         fpr = r["false_positive_rate"] or 0.0
         parts.append(f'<text x="0" y="{y + bar_h + 4}">{html.escape(name)}</text>')
-        parts.append(f'<rect x="{left}" y="{y}" width="{dr * width:.1f}" height="{bar_h}" '
-                     f'fill="#2b7bb9"/><text x="{left + dr * width + 4:.1f}" y="{y + 11}">'
-                     f"detection {dr * 100:.1f}%</text>")
+        parts.append(
+            f'<rect x="{left}" y="{y}" width="{dr * width:.1f}" height="{bar_h}" '
+            f'fill="#2b7bb9"/><text x="{left + dr * width + 4:.1f}" y="{y + 11}">'
+            f"detection {dr * 100:.1f}%</text>"
+        )
         y2 = y + bar_h
-        parts.append(f'<rect x="{left}" y="{y2}" width="{fpr * width:.1f}" height="{bar_h}" '
-                     f'fill="#d9534f"/><text x="{left + fpr * width + 4:.1f}" y="{y2 + 11}">'
-                     f"FPR {fpr * 100:.2f}%</text>")
+        parts.append(
+            f'<rect x="{left}" y="{y2}" width="{fpr * width:.1f}" height="{bar_h}" '
+            f'fill="#d9534f"/><text x="{left + fpr * width + 4:.1f}" y="{y2 + 11}">'
+            f"FPR {fpr * 100:.2f}%</text>"
+        )
         y += 2 * bar_h + gap
     parts.append("</svg>")
     return (

@@ -264,8 +264,12 @@ def _leaf(node: Message, section: str, defects: _Defects) -> list[Part]:
         encoded = _raw_payload(node)
         if encoded != data:
             parts.append(
-                Part(path=f"{path}#encoded", filename=filename, content_type=content_type,
-                     data=encoded)
+                Part(
+                    path=f"{path}#encoded",
+                    filename=filename,
+                    content_type=content_type,
+                    data=encoded,
+                )
             )
     return parts
 

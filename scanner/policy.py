@@ -99,8 +99,10 @@ def decide(findings: Sequence[Finding], policy: Policy, *, final: bool = True) -
         elif f.outcome == "timeout" and f.kind == "policy" and f.engine == "sandbox":
             apply(policy.on_sandbox_timeout, f"sandbox-timeout:{f.engine}")
         # A timeout may still carry the malscore of attachments that did finish.
-        if f.engine == "sandbox" and f.outcome in ("clean", "match", "timeout") and (
-            f.score >= policy.sandbox_malicious
+        if (
+            f.engine == "sandbox"
+            and f.outcome in ("clean", "match", "timeout")
+            and (f.score >= policy.sandbox_malicious)
         ):
             apply(policy.on_virus, *(f"sandbox:{f.engine}:{s}" for s in symbols))
 

@@ -51,9 +51,7 @@ async def run_engines(
 ) -> list[Finding]:
     """One finding per engine, in the engines' order, each with ``duration_ms`` filled in."""
     t = timeouts or {}
-    return list(
-        await asyncio.gather(*(_run_one(e, msg, t.get(e.name, timeout)) for e in engines))
-    )
+    return list(await asyncio.gather(*(_run_one(e, msg, t.get(e.name, timeout)) for e in engines)))
 
 
 async def _run_one(engine: Engine, msg: ParsedMessage, timeout: float) -> Finding:
@@ -213,9 +211,14 @@ class EngineRunner:
         f = await _run_one(e, msg, self.timeouts.get(e.name, self.timeout))
         self._record(e.name, f)
         # Keyed by the versions the finding reports: they are what actually scanned the body.
-        if digest and f.outcome in _CONCLUSIVE and "unknown" not in (
-            f.engine_version,
-            f.rules_version,
+        if (
+            digest
+            and f.outcome in _CONCLUSIVE
+            and "unknown"
+            not in (
+                f.engine_version,
+                f.rules_version,
+            )
         ):
             self.cache.put((digest, e.name, f.engine_version, f.rules_version), f)
         return f

@@ -202,7 +202,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     # Ops' runtime engine switches: followed from the control topic, applied per message.
     watcher = ControlWatcher(settings.kafka).start()
     scanner = Scanner(
-        settings, tenants, store, engines, name=settings.kafka.instance_id, shadow=shadow,
+        settings,
+        tenants,
+        store,
+        engines,
+        name=settings.kafka.instance_id,
+        shadow=shadow,
         controls=watcher,
     )
     for e in engines:

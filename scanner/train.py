@@ -85,7 +85,13 @@ async def learn_messages(
             await e.aclose()
     return {
         "bayes": {"learnt": learnt, "spam_total": totals[0], "ham_total": totals[1]},
-        **{n: {"learnt": len(parsed) - errors[n] - skipped[n], "skipped": skipped[n],
-               "errors": errors[n], **({"first_error": first_error[n]} if n in first_error
-                                       else {})} for n in errors},
+        **{
+            n: {
+                "learnt": len(parsed) - errors[n] - skipped[n],
+                "skipped": skipped[n],
+                "errors": errors[n],
+                **({"first_error": first_error[n]} if n in first_error else {}),
+            }
+            for n in errors
+        },
     }

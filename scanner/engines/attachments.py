@@ -78,19 +78,59 @@ _MIME_CATEGORY: dict[str, str] = {
 }
 # What Windows executes by name even when the bytes look like text.
 _SCRIPT_EXT = {
-    ".js", ".jse", ".vbs", ".vbe", ".wsf", ".wsh", ".ps1", ".psm1", ".bat", ".cmd", ".hta",
-    ".scr", ".lnk", ".sct", ".jar",
+    ".js",
+    ".jse",
+    ".vbs",
+    ".vbe",
+    ".wsf",
+    ".wsh",
+    ".ps1",
+    ".psm1",
+    ".bat",
+    ".cmd",
+    ".hta",
+    ".scr",
+    ".lnk",
+    ".sct",
+    ".jar",
 }
 _EXEC_EXT = {".exe", ".com", ".pif", ".scr", ".msi", ".dll", ".cpl", ".bat", ".cmd"} | _SCRIPT_EXT
 _IMAGE_EXT = {".iso", ".img", ".vhd", ".vhdx", ".dmg"}
 _DECOY_EXT = {
-    ".pdf", ".doc", ".docx", ".xls", ".xlsx", ".ppt", ".pptx", ".txt", ".rtf", ".jpg", ".jpeg",
-    ".png", ".gif", ".zip", ".htm", ".html", ".csv", ".odt",
+    ".pdf",
+    ".doc",
+    ".docx",
+    ".xls",
+    ".xlsx",
+    ".ppt",
+    ".pptx",
+    ".txt",
+    ".rtf",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".gif",
+    ".zip",
+    ".htm",
+    ".html",
+    ".csv",
+    ".odt",
 }
 _DANGEROUS = {"executable", "script", "disk-image"}
 # Bidi controls that reorder how a name is displayed.
-_BIDI = {"\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
-         "\u2069", "\u200e", "\u200f"}
+_BIDI = {
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
+    "\u200e",
+    "\u200f",
+}
 # libmagic reads at most this much of a part (its own default is 1 MiB).
 _MAGIC_BYTES = 1024 * 1024
 

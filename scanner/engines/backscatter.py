@@ -78,8 +78,9 @@ class BackscatterEngine:
     name: str = "backscatter"
     kind: Kind = "antispam"
 
-    def __init__(self, keys: Sequence[str], max_age_days: int = 7,
-                 domains: Sequence[str] = ()) -> None:
+    def __init__(
+        self, keys: Sequence[str], max_age_days: int = 7, domains: Sequence[str] = ()
+    ) -> None:
         """BATV ``keys`` (index = key number); ``domains`` empty: every recipient domain."""
         self._keys = tuple(keys)
         self._max = max_age_days
@@ -100,7 +101,8 @@ class BackscatterEngine:
         if not self._keys or not _is_bounce(message.mail_from):
             return self._finding("skipped", ())
         protected = [
-            r for r in message.rcpt_to
+            r
+            for r in message.rcpt_to
             if not self._domains or r.rpartition("@")[2].lower() in self._domains
         ]
         if not protected:
@@ -116,8 +118,13 @@ class BackscatterEngine:
 
     def _finding(self, outcome, symbols, detail=None) -> Finding:  # type: ignore[no-untyped-def]
         return Finding(
-            engine=self.name, engine_version=self.version, rules_version=self.rules_version,
-            outcome=outcome, symbols=symbols, kind=self.kind, detail=dict(detail or {}),
+            engine=self.name,
+            engine_version=self.version,
+            rules_version=self.rules_version,
+            outcome=outcome,
+            symbols=symbols,
+            kind=self.kind,
+            detail=dict(detail or {}),
         )
 
     async def aclose(self) -> None:

@@ -123,9 +123,7 @@ def _chi2q(x2: float, v: int) -> float:
     return min(total, 1.0)
 
 
-def spam_probability(
-    counts: Iterable[tuple[int, int]], nspam: int, nham: int
-) -> tuple[float, int]:
+def spam_probability(counts: Iterable[tuple[int, int]], nspam: int, nham: int) -> tuple[float, int]:
     """(spam probability, clues used) from each token's (spam, ham) counts."""
     clues: list[float] = []
     for s, h in counts:
@@ -200,13 +198,20 @@ class BayesEngine:
         bucket = min(int(prob * 100), 99)
         symbol = f"BAYES_{bucket // 10 * 10:02d}" if bucket < 99 else "BAYES_99"
         outcome = "spam" if prob >= self.SPAM_PROBABILITY else "clean"
-        return self._finding(outcome, score_for(prob), (symbol,),
-                             {"probability": f"{prob:.4f}", "clues": str(clues)})
+        return self._finding(
+            outcome, score_for(prob), (symbol,), {"probability": f"{prob:.4f}", "clues": str(clues)}
+        )
 
     def _finding(self, outcome, score, symbols, detail) -> Finding:  # type: ignore[no-untyped-def]
         return Finding(
-            engine=self.name, engine_version=self.version, rules_version=self.rules_version,
-            outcome=outcome, score=score, symbols=symbols, kind=self.kind, detail=detail,
+            engine=self.name,
+            engine_version=self.version,
+            rules_version=self.rules_version,
+            outcome=outcome,
+            score=score,
+            symbols=symbols,
+            kind=self.kind,
+            detail=detail,
         )
 
     async def aclose(self) -> None:

@@ -27,8 +27,27 @@ from scanner.engines.base import Finding, Kind, ParsedMessage
 __all__ = ["ClamAVEngine", "ClamdError", "db_digest", "parse_address"]
 
 _CHUNK = 256 * 1024
-_SIG_SUFFIXES = (".ndb", ".hdb", ".hsb", ".ldb", ".mdb", ".msb", ".cdb", ".ign2", ".fp", ".sfp",
-                 ".cvd", ".cld", ".cud", ".yar", ".yara", ".pdb", ".wdb", ".ftm", ".idb")
+_SIG_SUFFIXES = (
+    ".ndb",
+    ".hdb",
+    ".hsb",
+    ".ldb",
+    ".mdb",
+    ".msb",
+    ".cdb",
+    ".ign2",
+    ".fp",
+    ".sfp",
+    ".cvd",
+    ".cld",
+    ".cud",
+    ".yar",
+    ".yara",
+    ".pdb",
+    ".wdb",
+    ".ftm",
+    ".idb",
+)
 
 
 class ClamdError(Exception):
@@ -135,7 +154,11 @@ class ClamAVEngine:
         if body.endswith("FOUND"):
             sig = body.removesuffix("FOUND").strip() or "unknown"
             return Finding(
-                self.name, self._version, self._rules, "infected", symbols=(sig,),
+                self.name,
+                self._version,
+                self._rules,
+                "infected",
+                symbols=(sig,),
                 kind=self.kind,
             )
         raise ClamdError(f"clamd: unexpected reply {text[:200]!r}")
@@ -174,4 +197,3 @@ async def _reply(reader: asyncio.StreamReader) -> str:
             raise ClamdError("clamd closed the connection without answering") from None
         raw = e.partial
     return raw.rstrip(b"\0").decode("utf-8", "replace").strip()
-

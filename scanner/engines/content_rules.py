@@ -101,8 +101,7 @@ class ContentRulesEngine:
 def _texts(message: ParsedMessage) -> Iterable[Part]:
     """The raw message first, then the decoded text parts of the MIME tree."""
     raw = next((p for p in message.parts if p.path == RAW_PATH), None)
-    yield raw or Part(path=RAW_PATH, filename=None, content_type="message/rfc822",
-                      data=message.raw)
+    yield raw or Part(path=RAW_PATH, filename=None, content_type="message/rfc822", data=message.raw)
     for p in message.parts:
         if p.depth == 0 and p.path != RAW_PATH and p.content_type.startswith("text/"):
             yield p

@@ -118,7 +118,9 @@ def _key_problem(record: bytes) -> str:
 
 
 def _verify_all(
-    raw: bytes, tags: list[dict[str, str]], keys: dict[str, bytes | DnsTempError | None],
+    raw: bytes,
+    tags: list[dict[str, str]],
+    keys: dict[str, bytes | DnsTempError | None],
     min_key_bits: int,
 ) -> list[DkimResult]:
     out: list[DkimResult] = []
@@ -236,7 +238,8 @@ class DkimEngine(DkimpyEngine):
             symbols=tuple(symbols),
             kind=self.kind,
             error="temperror: " + "; ".join(r.reason for r in results if r.result == "temperror")
-            if temp else None,
+            if temp
+            else None,
             detail={f"{r.domain}/{r.selector}": f"{r.result} {r.reason}".strip() for r in results},
         )
 

@@ -130,7 +130,9 @@ def _sampled(message_id: str, pct: int) -> bool:
 
 
 _WEAKER: dict[Disposition, Disposition] = {
-    "reject": "quarantine", "quarantine": "none", "none": "none"
+    "reject": "quarantine",
+    "quarantine": "none",
+    "none": "none",
 }
 
 

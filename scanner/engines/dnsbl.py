@@ -22,8 +22,9 @@ from scanner.engines.dmarc import org_domain
 
 __all__ = ["DnsblEngine", "link_domains"]
 
-_URL = re.compile(r"(?:https?|ftp)://([A-Za-z0-9.-]{1,253})|\bwww\.([A-Za-z0-9.-]{1,253})",
-                  re.IGNORECASE)
+_URL = re.compile(
+    r"(?:https?|ftp)://([A-Za-z0-9.-]{1,253})|\bwww\.([A-Za-z0-9.-]{1,253})", re.IGNORECASE
+)
 MAX_DOMAINS = 20  # distinct link domains looked up per message (bounds DNS work)
 
 
@@ -61,8 +62,13 @@ class DnsblEngine:
     name: str = "dnsbl"
     kind: Kind = "antispam"
 
-    def __init__(self, resolver: Resolver, ip_zones: Sequence[str], uri_zones: Sequence[str],
-                 score: float = 3.0) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        ip_zones: Sequence[str],
+        uri_zones: Sequence[str],
+        score: float = 3.0,
+    ) -> None:
         """Query ``ip_zones`` for the client IP and ``uri_zones`` for link domains."""
         self._r = resolver
         self._ip = tuple(z.strip(".").lower() for z in ip_zones)
@@ -87,8 +93,11 @@ class DnsblEngine:
         except ValueError:
             ip = None
         if ip is not None and not ip.is_loopback:
-            rev = (".".join(reversed(str(ip).split("."))) if ip.version == 4
-                   else ".".join(reversed(ip.exploded.replace(":", ""))))
+            rev = (
+                ".".join(reversed(str(ip).split(".")))
+                if ip.version == 4
+                else ".".join(reversed(ip.exploded.replace(":", "")))
+            )
             queries += [(f"DNSBL_{z}", f"{rev}.{z}") for z in self._ip]
         if self._uri:
             domains = link_domains(message_text(message)[0])
@@ -107,8 +116,12 @@ class DnsblEngine:
         failed = [name for (_, name), r in zip(queries, results, strict=True) if r is None]
         if len(failed) == len(queries):
             return Finding(
-                engine=self.name, engine_version=self.version, rules_version=self.rules_version,
-                outcome="error", kind=self.kind, error="temperror: every lookup failed",
+                engine=self.name,
+                engine_version=self.version,
+                rules_version=self.rules_version,
+                outcome="error",
+                kind=self.kind,
+                error="temperror: every lookup failed",
             )
         detail = dict(hits)
         if failed:
@@ -118,8 +131,14 @@ class DnsblEngine:
 
     def _finding(self, outcome, score, symbols, detail) -> Finding:  # type: ignore[no-untyped-def]
         return Finding(
-            engine=self.name, engine_version=self.version, rules_version=self.rules_version,
-            outcome=outcome, score=score, symbols=symbols, kind=self.kind, detail=detail,
+            engine=self.name,
+            engine_version=self.version,
+            rules_version=self.rules_version,
+            outcome=outcome,
+            score=score,
+            symbols=symbols,
+            kind=self.kind,
+            detail=detail,
         )
 
     async def aclose(self) -> None:

@@ -10,8 +10,18 @@ from __future__ import annotations
 from mxgate.settings import ScannerSettings
 from scanner.engines.base import Engine
 
-__all__ = ["arc", "backscatter", "bayes", "dkim", "dmarc", "dnsbl", "heuristics", "rspamd",
-           "spamassassin", "spf"]
+__all__ = [
+    "arc",
+    "backscatter",
+    "bayes",
+    "dkim",
+    "dmarc",
+    "dnsbl",
+    "heuristics",
+    "rspamd",
+    "spamassassin",
+    "spf",
+]
 
 
 def _resolver(s: ScannerSettings):  # type: ignore[no-untyped-def]
@@ -73,8 +83,9 @@ def spamassassin(s: ScannerSettings) -> Engine:
     """SpamAssassin's spamd over the spamc protocol."""
     from scanner.engines.spamassassin import SpamassassinEngine
 
-    return SpamassassinEngine(s.spam.spamd_host, s.spam.spamd_port, s.spam.spamd_user,
-                              s.spam.max_size)
+    return SpamassassinEngine(
+        s.spam.spamd_host, s.spam.spamd_port, s.spam.spamd_user, s.spam.max_size
+    )
 
 
 def rspamd(s: ScannerSettings) -> Engine:
@@ -83,11 +94,13 @@ def rspamd(s: ScannerSettings) -> Engine:
     from scanner.engines.rspamd import RspamdEngine
 
     try:
-        return RspamdEngine(s.spam.rspamd_url, s.spam.rspamd_controller_url,
-                            s.spam.rspamd_password, s.spam.max_size)
+        return RspamdEngine(
+            s.spam.rspamd_url, s.spam.rspamd_controller_url, s.spam.rspamd_password, s.spam.max_size
+        )
     except ValueError as e:  # a URL rspamd cannot be reached at: fail at start, by name
-        raise ConfigError("MXGATE_SCANNER__SPAM__RSPAMD_URL", "scanner.spam.rspamd_url",
-                          str(e)) from None
+        raise ConfigError(
+            "MXGATE_SCANNER__SPAM__RSPAMD_URL", "scanner.spam.rspamd_url", str(e)
+        ) from None
 
 
 def backscatter(s: ScannerSettings) -> Engine:

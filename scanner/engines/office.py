@@ -94,8 +94,13 @@ class OfficeEngine:
                 found.setdefault(f"office:{symbol}", part.path)
         symbols = tuple(found)
         return Finding(
-            self.name, self.version, self.rules_version, "match" if symbols else "clean",
-            symbols=symbols, kind=self.kind, detail=found,
+            self.name,
+            self.version,
+            self.rules_version,
+            "match" if symbols else "clean",
+            symbols=symbols,
+            kind=self.kind,
+            detail=found,
         )
 
     async def aclose(self) -> None:

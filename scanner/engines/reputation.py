@@ -156,9 +156,13 @@ class ReputationEngine:
             if name is not None:
                 hits.setdefault(path, name)
         return Finding(
-            self.name, self.version, self.rules_version, "infected" if hits else "clean",
+            self.name,
+            self.version,
+            self.rules_version,
+            "infected" if hits else "clean",
             symbols=tuple(dict.fromkeys(f"sha256:{n}" for n in hits.values())),
-            kind=self.kind, detail=hits,
+            kind=self.kind,
+            detail=hits,
         )
 
     async def aclose(self) -> None:
@@ -286,9 +290,7 @@ class TopicList:
 
     def start(self) -> None:
         """Follow the topic in a daemon thread (after :meth:`load`)."""
-        self._thread = threading.Thread(
-            target=self._follow, name="reputation-topic", daemon=True
-        )
+        self._thread = threading.Thread(target=self._follow, name="reputation-topic", daemon=True)
         self._thread.start()
 
     def _follow(self) -> None:

@@ -55,11 +55,16 @@ class _Endpoint:
         self.prefix = parts.path.rstrip("/")
 
 
-async def _post(endpoint: _Endpoint, path: str, body: bytes,
-                headers: list[tuple[str, str]]) -> tuple[int, str, dict[str, str], bytes]:
+async def _post(
+    endpoint: _Endpoint, path: str, body: bytes, headers: list[tuple[str, str]]
+) -> tuple[int, str, dict[str, str], bytes]:
     """One ``POST``: (status, reason, lower-cased headers, body). The caller bounds the time."""
-    lines = [f"POST {endpoint.prefix}{path} HTTP/1.1", f"Host: {endpoint.host}",
-             f"Content-Length: {len(body)}", "Connection: close"]
+    lines = [
+        f"POST {endpoint.prefix}{path} HTTP/1.1",
+        f"Host: {endpoint.host}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
     for k, v in headers:
         if not _HEADER_VALUE.match(v):
             raise RspamdError(f"header {k} has a character HTTP cannot carry: {v[:80]!r}")
@@ -102,8 +107,14 @@ class RspamdEngine:
     name: str = "rspamd"
     kind: Kind = "antispam"
 
-    def __init__(self, url: str, controller_url: str, password: str = "",
-                 max_size: int = 2 << 20, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        controller_url: str,
+        password: str = "",
+        max_size: int = 2 << 20,
+        timeout: float = 60.0,
+    ) -> None:
         """Normal worker at ``url``, controller at ``controller_url`` (``http://host:port``).
 
         ``timeout`` bounds one exchange. The scanner's per-engine timeout is usually the
@@ -126,8 +137,9 @@ class RspamdEngine:
         so :attr:`version` identifies them."""
         return "rspamd-default"
 
-    async def _exchange(self, endpoint: _Endpoint, path: str, body: bytes,
-                        headers: list[tuple[str, str]]) -> tuple[int, str, bytes]:
+    async def _exchange(
+        self, endpoint: _Endpoint, path: str, body: bytes, headers: list[tuple[str, str]]
+    ) -> tuple[int, str, bytes]:
         async with asyncio.timeout(self.timeout):
             status, reason, hdrs, payload = await _post(endpoint, path, body, headers)
         server = hdrs.get("server", "")
@@ -149,8 +161,9 @@ class RspamdEngine:
         if message.mail_from:
             headers.append(("From", message.mail_from))
         headers += [("Rcpt", r) for r in message.rcpt_to[:_MAX_RCPT_HEADERS]]
-        status, reason, payload = await self._exchange(self._normal, "/checkv2", message.raw,
-                                                       headers)
+        status, reason, payload = await self._exchange(
+            self._normal, "/checkv2", message.raw, headers
+        )
         text = payload.decode("utf-8", "replace")
         if status != 200:
             raise RspamdError(f"/checkv2: HTTP {status} {reason} {text}"[:300])
@@ -185,8 +198,7 @@ class RspamdEngine:
         headers = [("Password", self.password)] if self.password else []
         if bulk:
             headers.append(("Learn-Type", "bulk"))
-        status, reason, payload = await self._exchange(self._controller, path, message.raw,
-                                                       headers)
+        status, reason, payload = await self._exchange(self._controller, path, message.raw, headers)
         if status in (204, 208):
             return False
         if status != 200:
@@ -194,11 +206,18 @@ class RspamdEngine:
             raise RspamdError(f"{path}: HTTP {status} {reason} {text}"[:300])
         return True
 
-    def _finding(self, outcome: Outcome, score: float, symbols: tuple[str, ...],
-                 detail: dict[str, str]) -> Finding:
+    def _finding(
+        self, outcome: Outcome, score: float, symbols: tuple[str, ...], detail: dict[str, str]
+    ) -> Finding:
         return Finding(
-            engine=self.name, engine_version=self._version, rules_version=self.rules_version,
-            outcome=outcome, score=score, symbols=symbols, kind=self.kind, detail=detail,
+            engine=self.name,
+            engine_version=self._version,
+            rules_version=self.rules_version,
+            outcome=outcome,
+            score=score,
+            symbols=symbols,
+            kind=self.kind,
+            detail=detail,
         )
 
     async def aclose(self) -> None:

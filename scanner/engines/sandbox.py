@@ -201,8 +201,14 @@ class SandboxEngine:
         self, outcome: Any, score: float, symbols: tuple[str, ...], detail: dict[str, str]
     ) -> Finding:
         return Finding(
-            self.name, self.version, self.rules_version, outcome,
-            score=score, symbols=symbols, kind=self.kind, detail=detail,
+            self.name,
+            self.version,
+            self.rules_version,
+            outcome,
+            score=score,
+            symbols=symbols,
+            kind=self.kind,
+            detail=detail,
         )
 
     def _targets(self, message: ParsedMessage) -> tuple[list[_Target], list[str]]:
@@ -326,9 +332,7 @@ class SandboxEngine:
         except (TypeError, ValueError):
             raise SandboxError(f"report of task {task_id}: bad malscore") from None
         sigs = body.get("signatures") or []
-        names = tuple(
-            str(s["name"]) for s in sigs if isinstance(s, dict) and s.get("name")
-        )
+        names = tuple(str(s["name"]) for s in sigs if isinstance(s, dict) and s.get("name"))
         return Report(task_id, score, names)
 
     async def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:

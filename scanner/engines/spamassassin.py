@@ -32,8 +32,9 @@ class SpamdError(Exception):
 class SpamdResult:
     """Parsed answer to a SYMBOLS/TELL request."""
 
-    def __init__(self, headers: dict[str, str], body: bytes, spam: bool, score: float,
-                 threshold: float) -> None:
+    def __init__(
+        self, headers: dict[str, str], body: bytes, spam: bool, score: float, threshold: float
+    ) -> None:
         """Fields of the answer."""
         self.headers, self.body = headers, body
         self.spam, self.score, self.threshold = spam, score, threshold
@@ -112,16 +113,27 @@ class SpamassassinEngine:
 
     async def learn(self, message: ParsedMessage, is_spam: bool) -> None:
         """Teach spamd's Bayes (TELL, local database)."""
-        await spamc(self.host, self.port, "TELL", message.raw, {
-            "User": self.user,
-            "Message-class": "spam" if is_spam else "ham",
-            "Set": "local",
-        })
+        await spamc(
+            self.host,
+            self.port,
+            "TELL",
+            message.raw,
+            {
+                "User": self.user,
+                "Message-class": "spam" if is_spam else "ham",
+                "Set": "local",
+            },
+        )
 
     def _finding(self, outcome, score, symbols) -> Finding:  # type: ignore[no-untyped-def]
         return Finding(
-            engine=self.name, engine_version=self._version, rules_version=self.rules_version,
-            outcome=outcome, score=score, symbols=tuple(symbols)[:100], kind=self.kind,
+            engine=self.name,
+            engine_version=self._version,
+            rules_version=self.rules_version,
+            outcome=outcome,
+            score=score,
+            symbols=tuple(symbols)[:100],
+            kind=self.kind,
         )
 
     async def aclose(self) -> None:

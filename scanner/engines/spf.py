@@ -99,11 +99,7 @@ def _ip(text: str) -> IP | None:
 def _valid_domain(d: str) -> bool:
     """Fully qualified with sane labels (RFC 7208 4.3): otherwise the result is ``none``."""
     labels = d.rstrip(".").split(".")
-    return (
-        len(labels) >= 2
-        and len(d) <= 253
-        and all(0 < len(label) <= 63 for label in labels)
-    )
+    return len(labels) >= 2 and len(d) <= 253 and all(0 < len(label) <= 63 for label in labels)
 
 
 async def check_host(

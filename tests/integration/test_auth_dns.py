@@ -30,10 +30,20 @@ async def test_auth_engines_share_dns_and_fail_soft() -> None:
             auth=AuthSettings(dns_servers=(srv.address,), dns_timeout=1.0),
         )
         engines = build_engines(settings)
-        signed = dkim.sign(BODY, b"k", b"sender.test", KEY.private,
-                           include_headers=[b"from", b"subject"]) + BODY
-        msg = parse(signed, message_id="ad1", tenant="t", client_ip="192.0.2.7",
-                    mail_from="a@sender.test", helo="mx.sender.test")
+        signed = (
+            dkim.sign(
+                BODY, b"k", b"sender.test", KEY.private, include_headers=[b"from", b"subject"]
+            )
+            + BODY
+        )
+        msg = parse(
+            signed,
+            message_id="ad1",
+            tenant="t",
+            client_ip="192.0.2.7",
+            mail_from="a@sender.test",
+            helo="mx.sender.test",
+        )
         findings = {f.engine: f for f in await run_engines(engines, msg, timeout=5)}
         assert findings["spf"].symbols[:2] == ("SPF_PASS", "spf=pass")
         assert findings["dkim"].symbols[0] == "DKIM_PASS"
@@ -42,8 +52,9 @@ async def test_auth_engines_share_dns_and_fail_soft() -> None:
         # SPF and DMARC both needed sender.test's records: asked once, then cached.
         assert srv.queries.count(("sender.test.", "TXT")) == 1
         srv.fault = "drop"
-        lost = parse(signed, message_id="ad2", tenant="t", client_ip="192.0.2.7",
-                     mail_from="a@other.test")
+        lost = parse(
+            signed, message_id="ad2", tenant="t", client_ip="192.0.2.7", mail_from="a@other.test"
+        )
         shared_resolver.cache_clear()
         engines = build_engines(settings)
         failed = {f.engine: f for f in await run_engines(engines, lost, timeout=5)}

@@ -33,9 +33,7 @@ BODY = (
 )
 
 
-def test_delivered_mail_has_our_authentication_results_and_arc_seal(
-    kafka, tmp_path: Path
-) -> None:
+def test_delivered_mail_has_our_authentication_results_and_arc_seal(kafka, tmp_path: Path) -> None:
     key = tmp_path / "arc.pem"
     key.write_bytes(SEAL.private)
     sink = SinkThread().start()

@@ -57,10 +57,7 @@ def test_gc_removes_only_unreferenced_bodies(kafka, tmp_path: Path) -> None:
         sink.stop()
 
     store = FsBlobStore(tmp_path / "store")
-    kept = {
-        key_for(_sha(b))
-        for b in (samples.clean_message(7), samples.gtube_message())
-    }
+    kept = {key_for(_sha(b)) for b in (samples.clean_message(7), samples.gtube_message())}
     orphan = _old(store, asyncio.run(store.put(b"nobody refers to me\r\n")).key)
     assert kept | {orphan} == set(_keys(store))
 

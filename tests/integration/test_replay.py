@@ -84,9 +84,7 @@ def test_replay_shadow_retroscan_and_search(kafka, tmp_path: Path) -> None:
         )
         # The deliverer starts last: it carries out the decisions (quarantine records).
         p.start("deliverer")
-        wait_for(
-            lambda: len(events_on(p.settings, catalog.QUARANTINE)) == 1, 120, "the quarantine"
-        )
+        wait_for(lambda: len(events_on(p.settings, catalog.QUARANTINE)) == 1, 120, "the quarantine")
     finally:
         p.stop_all()
     by_id = {r["message_id"]: r for r in scanned}

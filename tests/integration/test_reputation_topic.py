@@ -96,8 +96,9 @@ async def test_a_second_engine_sees_the_same_list_and_version(kafka) -> None:  #
     publish_listing(bootstrap, _sha(B), False, topic=topic)
 
     # Built as the scanner builds it: from settings, topic only (no file).
-    sc = ScannerSettings(engines=("reputation",), reputation_kafka=bootstrap,
-                         reputation_topic=topic)
+    sc = ScannerSettings(
+        engines=("reputation",), reputation_kafka=bootstrap, reputation_topic=topic
+    )
     (one,) = build_engines(sc)
     two = ReputationEngine(None, kafka=bootstrap, topic=topic)
     try:

@@ -27,11 +27,7 @@ def test_deferred_recipient_is_retried_after_a_deliverer_kill(kafka, tmp_path: P
         mid = queued_id(text)
 
         def attempts() -> list[dict]:
-            return [
-                r
-                for n, r in read_events(p.settings, {mid})
-                if n == schemas.DELIVERY_ATTEMPTED
-            ]
+            return [r for n, r in read_events(p.settings, {mid}) if n == schemas.DELIVERY_ATTEMPTED]
 
         # At least two deferred attempts: the first, and one from retry tier 0.
         deferred = wait_for(lambda: a if len(a := attempts()) >= 2 else None, 120, "2 attempts")

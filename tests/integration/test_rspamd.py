@@ -20,8 +20,10 @@ from scanner.engines.rspamd import RspamdEngine, RspamdError
 from scanner.runner import run_engines
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
-HEAD = (b"From: Ann Author <ann@work.test>\r\nTo: Bob Builder <bob@work.test>\r\n"
-        b"Date: Thu, 22 Aug 2002 13:17:22 +0000\r\nMessage-ID: <lunch-1@work.test>\r\n")
+HEAD = (
+    b"From: Ann Author <ann@work.test>\r\nTo: Bob Builder <bob@work.test>\r\n"
+    b"Date: Thu, 22 Aug 2002 13:17:22 +0000\r\nMessage-ID: <lunch-1@work.test>\r\n"
+)
 HAM = HEAD + b"Subject: lunch\r\n\r\nLunch at noon at the usual place?\r\n"
 
 
@@ -30,17 +32,21 @@ def _msg(raw: bytes, mid: str = "m", **envelope: object) -> ParsedMessage:
 
 
 def _spam(i: int) -> bytes:
-    return (f"From: promo{i}@deals{i}.test\nTo: you@work.test\nSubject: FREE MONEY {i}\n\n"
-            f"Click here now, act fast: cheap pills, casino bonus, free money, winner prize "
-            f"{i}, claim your reward today, limited offer, unsubscribe never, "
-            f"http://deal{i}.pills.test/claim\n").encode()
+    return (
+        f"From: promo{i}@deals{i}.test\nTo: you@work.test\nSubject: FREE MONEY {i}\n\n"
+        f"Click here now, act fast: cheap pills, casino bonus, free money, winner prize "
+        f"{i}, claim your reward today, limited offer, unsubscribe never, "
+        f"http://deal{i}.pills.test/claim\n"
+    ).encode()
 
 
 def _ham(i: int) -> bytes:
-    return (f"From: dev{i % 3}@work.test\nTo: team@work.test\nSubject: build {i} status\n\n"
-            f"The release build {i} passed on every platform; the patch review is tomorrow "
-            f"morning, the agenda and the design notes are attached, please read them before "
-            f"the meeting and bring the benchmark numbers.\n").encode()
+    return (
+        f"From: dev{i % 3}@work.test\nTo: team@work.test\nSubject: build {i} status\n\n"
+        f"The release build {i} passed on every platform; the patch review is tomorrow "
+        f"morning, the agenda and the design notes are attached, please read them before "
+        f"the meeting and bring the benchmark numbers.\n"
+    ).encode()
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +83,15 @@ async def test_gtube_is_rejected_as_spam(rspamd: RspamdServer) -> None:
 async def test_plain_mail_is_clean_with_rspamd_score_and_symbols(rspamd: RspamdServer) -> None:
     engine = _engine(rspamd)
     try:
-        f = await engine.check(_msg(
-            HAM, client_ip="192.0.2.10", helo="mail.work.test", mail_from="ann@work.test",
-            rcpt_to=("bob@work.test", "carol@work.test")))
+        f = await engine.check(
+            _msg(
+                HAM,
+                client_ip="192.0.2.10",
+                helo="mail.work.test",
+                mail_from="ann@work.test",
+                rcpt_to=("bob@work.test", "carol@work.test"),
+            )
+        )
         bare = await engine.check(_msg(b"Subject: x\r\n\r\nhi\r\n"))
     finally:
         await engine.aclose()
@@ -154,19 +166,22 @@ def test_mxgate_train_teaches_rspamd_and_evaluate_runs_it(
     rspamd: RspamdServer, tmp_path: Path
 ) -> None:
     ham, spam = _corpus(tmp_path, 40)
-    env = dict(os.environ,
-               MXGATE_SCANNER__SPAM__RSPAMD_URL=rspamd.url,
-               MXGATE_SCANNER__SPAM__RSPAMD_CONTROLLER_URL=rspamd.controller_url,
-               MXGATE_SCANNER__SPAM__RSPAMD_PASSWORD=rspamd.password,
-               MXGATE_SCANNER__SPAM__BAYES_PATH=str(tmp_path / "bayes"),
-               MXGATE_SCANNER__SPAM__BAYES_MIN_TRAINED="5",
-               MXGATE_SCANNER__ENGINES='["bayes","heuristics","rspamd"]')
+    env = dict(
+        os.environ,
+        MXGATE_SCANNER__SPAM__RSPAMD_URL=rspamd.url,
+        MXGATE_SCANNER__SPAM__RSPAMD_CONTROLLER_URL=rspamd.controller_url,
+        MXGATE_SCANNER__SPAM__RSPAMD_PASSWORD=rspamd.password,
+        MXGATE_SCANNER__SPAM__BAYES_PATH=str(tmp_path / "bayes"),
+        MXGATE_SCANNER__SPAM__BAYES_MIN_TRAINED="5",
+        MXGATE_SCANNER__ENGINES='["bayes","heuristics","rspamd"]',
+    )
     cmd = [sys.executable, "-m", "mxgate"]
     args = ["--ham", str(ham), "--spam", str(spam), "--holdout", "40"]
 
     def run(*extra: str) -> dict:
-        done = subprocess.run([*cmd, *extra, *args, "--json"], env=env, capture_output=True,
-                              timeout=300, check=False)
+        done = subprocess.run(
+            [*cmd, *extra, *args, "--json"], env=env, capture_output=True, timeout=300, check=False
+        )
         assert done.returncode == 0, done.stderr.decode()
         return json.loads(done.stdout)
 
@@ -188,8 +203,10 @@ def test_mxgate_train_teaches_rspamd_and_evaluate_runs_it(
 
     async def check() -> tuple[tuple[str, ...], tuple[str, ...]]:
         try:
-            return ((await engine.check(_msg(_spam(1000)))).symbols,
-                    (await engine.check(_msg(_ham(1000)))).symbols)
+            return (
+                (await engine.check(_msg(_spam(1000)))).symbols,
+                (await engine.check(_msg(_ham(1000)))).symbols,
+            )
         finally:
             await engine.aclose()
 

@@ -51,34 +51,43 @@ def _corpus(root: Path, n: int) -> tuple[Path, Path]:
         (ham / f"h{i}").write_bytes(
             b"From MAILER-DAEMON Thu Aug 22 13:17:22 2002\n"
             + f"From: dev{i % 3}@work.test\nSubject: build {i} status\n\n"
-              f"The release build {i} passed; patch review tomorrow, agenda attached.\n".encode())
+            f"The release build {i} passed; patch review tomorrow, agenda attached.\n".encode()
+        )
         (spam / f"s{i}").write_bytes(
             f"From: promo{i}@deals.test\nSubject: FREE MONEY {i}!!!\n\nClick here, act now, "
-            f"cheap pills and free money! http://deal{i}.pills.test/\n".encode())
+            f"cheap pills and free money! http://deal{i}.pills.test/\n".encode()
+        )
     return ham, spam
 
 
 def test_train_and_evaluate_commands(spamd: int, tmp_path: Path) -> None:
     ham, spam = _corpus(tmp_path, 40)
-    env = dict(os.environ,
-               MXGATE_SCANNER__SPAM__SPAMD_PORT=str(spamd),
-               MXGATE_SCANNER__SPAM__BAYES_PATH=str(tmp_path / "bayes"),
-               MXGATE_SCANNER__SPAM__BAYES_MIN_TRAINED="5",
-               MXGATE_SCANNER__ENGINES='["bayes","heuristics","spamassassin"]')
+    env = dict(
+        os.environ,
+        MXGATE_SCANNER__SPAM__SPAMD_PORT=str(spamd),
+        MXGATE_SCANNER__SPAM__BAYES_PATH=str(tmp_path / "bayes"),
+        MXGATE_SCANNER__SPAM__BAYES_MIN_TRAINED="5",
+        MXGATE_SCANNER__ENGINES='["bayes","heuristics","spamassassin"]',
+    )
     cmd = [sys.executable, "-m", "mxgate"]
     args = ["--ham", str(ham), "--spam", str(spam), "--holdout", "40"]
-    done = subprocess.run([*cmd, "train", *args, "--json"], env=env, capture_output=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [*cmd, "train", *args, "--json"], env=env, capture_output=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr.decode()
     learnt = json.loads(done.stdout)
     assert learnt["bayes"]["learnt"] == learnt["spamassassin"]["learnt"] > 0
     chart = tmp_path / "chart.html"
-    done = subprocess.run([*cmd, "evaluate", *args, "--json", "--chart", str(chart)], env=env,
-                          capture_output=True, timeout=300, check=False)
+    done = subprocess.run(
+        [*cmd, "evaluate", *args, "--json", "--chart", str(chart)],
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr.decode()
     report = json.loads(done.stdout)
-    assert set(report) == {"bayes", "heuristics", "spamassassin", "combined",
-                           "combined_inprocess"}
+    assert set(report) == {"bayes", "heuristics", "spamassassin", "combined", "combined_inprocess"}
     for r in report.values():
         assert 0 <= r["detection_rate"] <= 1 and 0 <= r["false_positive_rate"] <= 1
     assert report["bayes"]["detection_rate"] == 1.0  # trivially separable mail, held out

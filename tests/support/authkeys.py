@@ -18,7 +18,7 @@ def served(zones: dict[str, list[tuple[str, str]]]) -> dict[str, dict[str, list[
         node = out.setdefault(name, {})
         for rtype, text in recs:
             if rtype == "TXT":
-                text = " ".join(f'"{text[i:i + 255]}"' for i in range(0, max(len(text), 1), 255))
+                text = " ".join(f'"{text[i : i + 255]}"' for i in range(0, max(len(text), 1), 255))
             node.setdefault(rtype, []).append(text)
     return out
 

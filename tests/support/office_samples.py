@@ -165,15 +165,57 @@ def cfb(streams: dict[str, bytes], clsid: str | None = None) -> bytes:
         name = (n.name + "\0").encode("utf-16-le")
         cls = uuid.UUID(clsid).bytes_le if (clsid and n.kind == 5) else bytes(16)
         entries += struct.pack(
-            "<64sHBBIII16sIQQIQ", name, len(name), n.kind, 1, n.left, n.right, n.child, cls,
-            0, 0, 0, n.start if n.kind != 1 else 0, n.size,
+            "<64sHBBIII16sIQQIQ",
+            name,
+            len(name),
+            n.kind,
+            1,
+            n.left,
+            n.right,
+            n.child,
+            cls,
+            0,
+            0,
+            0,
+            n.start if n.kind != 1 else 0,
+            n.size,
         )
     while len(entries) % _SECTOR:
-        entries += struct.pack("<64sHBBIII16sIQQIQ", b"", 0, 0, 0, _NOSTREAM, _NOSTREAM,
-                               _NOSTREAM, bytes(16), 0, 0, 0, 0, 0)
+        entries += struct.pack(
+            "<64sHBBIII16sIQQIQ",
+            b"",
+            0,
+            0,
+            0,
+            _NOSTREAM,
+            _NOSTREAM,
+            _NOSTREAM,
+            bytes(16),
+            0,
+            0,
+            0,
+            0,
+            0,
+        )
     header = struct.pack(
-        "<8s16sHHHHH6sIIIIIIIII", _CFB_MAGIC, bytes(16), 0x3E, 3, 0xFFFE, 9, 6, bytes(6),
-        0, n_fat, dir_at, 0, _CUTOFF, minifat_at, n_minifat, _END, 0,
+        "<8s16sHHHHH6sIIIIIIIII",
+        _CFB_MAGIC,
+        bytes(16),
+        0x3E,
+        3,
+        0xFFFE,
+        9,
+        6,
+        bytes(6),
+        0,
+        n_fat,
+        dir_at,
+        0,
+        _CUTOFF,
+        minifat_at,
+        n_minifat,
+        _END,
+        0,
     )
     header += b"".join(struct.pack("<I", k if k < n_fat else _FREE) for k in range(109))
     fat_bytes = b"".join(struct.pack("<I", v) for v in fat)
@@ -258,10 +300,7 @@ DOCUMENT_OPEN_MODULE = (
     "End Sub\r\n"
 )
 HARMLESS_MODULE = (
-    'Attribute VB_Name = "Module1"\r\n'
-    "Sub Greeting()\r\n"
-    '    MsgBox "Hello"\r\n'
-    "End Sub\r\n"
+    'Attribute VB_Name = "Module1"\r\nSub Greeting()\r\n    MsgBox "Hello"\r\nEnd Sub\r\n'
 )
 
 

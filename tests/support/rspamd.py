@@ -69,9 +69,29 @@ worker "controller" {{
 # Modules that would query DNS or fetch from the Internet on every message (or at start).
 # Switched off rather than left to time out: a test must not depend on this machine's network.
 OFFLINE_DISABLED = (
-    "rbl", "surbl", "emails", "spf", "dkim", "dmarc", "arc", "asn", "hfilter", "fuzzy_check",
-    "whitelist", "multimap", "mx_check", "dcc", "bimi", "rspamd_update", "url_redirector",
-    "reputation", "neural", "ratelimit", "greylist", "replies", "history_redis",
+    "rbl",
+    "surbl",
+    "emails",
+    "spf",
+    "dkim",
+    "dmarc",
+    "arc",
+    "asn",
+    "hfilter",
+    "fuzzy_check",
+    "whitelist",
+    "multimap",
+    "mx_check",
+    "dcc",
+    "bimi",
+    "rspamd_update",
+    "url_redirector",
+    "reputation",
+    "neural",
+    "ratelimit",
+    "greylist",
+    "replies",
+    "history_redis",
 )
 
 LOCAL_FILES = {
@@ -86,7 +106,7 @@ LOCAL_FILES = {
     # Any lookup a remaining rule still tries goes to a closed loopback port: fails at once
     # instead of leaving the machine.
     "local.d/options.inc": (
-        "dns {{ nameserver = [\"127.0.0.1:{dead_port}\"]; timeout = 0.2s; retransmits = 1; }}\n"
+        'dns {{ nameserver = ["127.0.0.1:{dead_port}"]; timeout = 0.2s; retransmits = 1; }}\n'
         "local_addrs = [];\n"  # loopback clients are scanned like any other
     ),
     "local.d/logging.inc": 'level = "{log_level}";\n',
@@ -178,10 +198,28 @@ class RspamdServer:
         self.redis_port = _free_port()
         log = open(self.dir / "redis.log", "wb")
         self.redis = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
-             "--dir", str(data), "--save", "", "--appendonly", "no", "--daemonize", "no",
-             "--unixsocket", "", "--loglevel", "warning"],
-            stdout=log, stderr=log, start_new_session=True,
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.redis_port),
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--unixsocket",
+                "",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         log.close()
         while time.monotonic() < deadline:
@@ -200,9 +238,12 @@ class RspamdServer:
     def _start_rspamd(self, deadline: float) -> None:
         self.normal_port, self.controller_port = _free_port(), _free_port()
         values = {
-            "normal_port": self.normal_port, "controller_port": self.controller_port,
-            "redis_port": self.redis_port, "dead_port": _free_port(),
-            "password": self.password, "min_learns": self.min_learns,
+            "normal_port": self.normal_port,
+            "controller_port": self.controller_port,
+            "redis_port": self.redis_port,
+            "dead_port": _free_port(),
+            "password": self.password,
+            "min_learns": self.min_learns,
             "log_level": self.log_level,
         }
         for sub in ("local.d", "override.d", "db", "run", "log"):
@@ -215,8 +256,12 @@ class RspamdServer:
         conf = self.dir / "rspamd.conf"
         conf.write_text(RSPAMD_CONF.format(**values))
         cmd = ["rspamd", "-f", "-c", str(conf)]
-        for var, sub in (("LOCAL_CONFDIR", ""), ("DBDIR", "db"), ("RUNDIR", "run"),
-                         ("LOGDIR", "log")):
+        for var, sub in (
+            ("LOCAL_CONFDIR", ""),
+            ("DBDIR", "db"),
+            ("RUNDIR", "run"),
+            ("LOGDIR", "log"),
+        ):
             cmd += ["--var", f"{var}={self.dir / sub}".rstrip("/")]
         if os.geteuid() == 0:
             # rspamd refuses to run its workers as root; "nobody" must reach and write its dirs.
@@ -230,8 +275,9 @@ class RspamdServer:
         while pending and time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 out_text = (self.dir / "rspamd.out").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"rspamd exited ({self.proc.returncode}): {out_text}"
-                                   f"\n{self.log}")
+                raise RuntimeError(
+                    f"rspamd exited ({self.proc.returncode}): {out_text}\n{self.log}"
+                )
             try:
                 with urllib.request.urlopen(pending[0] + "/ping", timeout=2) as r:
                     if r.read().strip() == b"pong":

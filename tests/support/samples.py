@@ -46,14 +46,16 @@ _ZIP_DATE = (2026, 11, 28, 12, 0, 0)
 
 def eicar() -> bytes:
     """The 68-byte EICAR anti-virus test string."""
-    return "".join(["X5O!P%@AP[4\\PZX54(P^)7CC)7}$", "EICAR-STANDARD-", "ANTIVIRUS-TEST-FILE!$H+H*"]
-                   ).encode("ascii")
+    return "".join(
+        ["X5O!P%@AP[4\\PZX54(P^)7CC)7}$", "EICAR-STANDARD-", "ANTIVIRUS-TEST-FILE!$H+H*"]
+    ).encode("ascii")
 
 
 def gtube() -> bytes:
     """The SpamAssassin GTUBE test string."""
-    return "".join(["XJS*C4JDBQADN1.NSBN3*2IDNEN*", "GTUBE-STANDARD-", "ANTI-UBE-TEST-EMAIL*C.34X"]
-                   ).encode("ascii")
+    return "".join(
+        ["XJS*C4JDBQADN1.NSBN3*2IDNEN*", "GTUBE-STANDARD-", "ANTI-UBE-TEST-EMAIL*C.34X"]
+    ).encode("ascii")
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:
@@ -62,8 +64,9 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             # A fixed timestamp: the same members give the same bytes.
-            zf.writestr(zipfile.ZipInfo(name, date_time=_ZIP_DATE), data,
-                        compress_type=zipfile.ZIP_DEFLATED)
+            zf.writestr(
+                zipfile.ZipInfo(name, date_time=_ZIP_DATE), data, compress_type=zipfile.ZIP_DEFLATED
+            )
     return buf.getvalue()
 
 
@@ -94,60 +97,97 @@ def clean_message(
     message_id: str | None = None,
 ) -> bytes:
     """An ordinary message, different for every ``i`` (text body plus a small text attachment)."""
-    msg = _message(f"Status report #{i}", kind=f"clean.{i}", sender=sender, recipient=recipient,
-                   message_id=message_id)
+    msg = _message(
+        f"Status report #{i}",
+        kind=f"clean.{i}",
+        sender=sender,
+        recipient=recipient,
+        message_id=message_id,
+    )
     msg.set_content(
         f"Hello Bob,\n\nhere is status report number {i}. Nothing unusual this week;\n"
         "the numbers are in the attached file.\n\nRegards,\nAlice\n"
     )
-    msg.add_attachment(f"week,items\n{i},{i * 7}\n".encode(), maintype="text", subtype="csv",
-                       filename=f"report-{i}.csv")
+    msg.add_attachment(
+        f"week,items\n{i},{i * 7}\n".encode(),
+        maintype="text",
+        subtype="csv",
+        filename=f"report-{i}.csv",
+    )
     return _bytes(msg)
 
 
 def eicar_plain(
-    *, sender: str = DEFAULT_SENDER, recipient: str = DEFAULT_RECIPIENT,
+    *,
+    sender: str = DEFAULT_SENDER,
+    recipient: str = DEFAULT_RECIPIENT,
     message_id: str | None = None,
 ) -> bytes:
     """EICAR as the whole text/plain body, 7bit."""
-    msg = _message("plain test", kind="eicar-plain", sender=sender, recipient=recipient,
-                   message_id=message_id)
+    msg = _message(
+        "plain test", kind="eicar-plain", sender=sender, recipient=recipient, message_id=message_id
+    )
     msg.set_content(eicar().decode("ascii") + "\n", cte="7bit")
     return _bytes(msg)
 
 
 def eicar_base64_as_image(
-    *, sender: str = DEFAULT_SENDER, recipient: str = DEFAULT_RECIPIENT,
+    *,
+    sender: str = DEFAULT_SENDER,
+    recipient: str = DEFAULT_RECIPIENT,
     message_id: str | None = None,
 ) -> bytes:
     """EICAR, base64-encoded, disguised as ``holiday.jpg`` with Content-Type image/jpeg."""
-    msg = _message("holiday pictures", kind="eicar-image", sender=sender, recipient=recipient,
-                   message_id=message_id)
+    msg = _message(
+        "holiday pictures",
+        kind="eicar-image",
+        sender=sender,
+        recipient=recipient,
+        message_id=message_id,
+    )
     msg.set_content("Pictures from the holiday attached.\n")
     msg.add_attachment(eicar(), maintype="image", subtype="jpeg", filename="holiday.jpg")
     return _bytes(msg)
 
 
 def eicar_zip(
-    *, sender: str = DEFAULT_SENDER, recipient: str = DEFAULT_RECIPIENT,
+    *,
+    sender: str = DEFAULT_SENDER,
+    recipient: str = DEFAULT_RECIPIENT,
     message_id: str | None = None,
 ) -> bytes:
     """A zip holding ``eicar.com``, attached as ``report.pdf`` (application/pdf)."""
-    msg = _message("quarterly report", kind="eicar-zip", sender=sender, recipient=recipient,
-                   message_id=message_id)
+    msg = _message(
+        "quarterly report",
+        kind="eicar-zip",
+        sender=sender,
+        recipient=recipient,
+        message_id=message_id,
+    )
     msg.set_content("The report is attached.\n")
-    msg.add_attachment(zip_bytes({"eicar.com": eicar()}), maintype="application",
-                       subtype="pdf", filename="report.pdf")
+    msg.add_attachment(
+        zip_bytes({"eicar.com": eicar()}),
+        maintype="application",
+        subtype="pdf",
+        filename="report.pdf",
+    )
     return _bytes(msg)
 
 
 def eicar_zip_in_zip(
-    *, sender: str = DEFAULT_SENDER, recipient: str = DEFAULT_RECIPIENT,
+    *,
+    sender: str = DEFAULT_SENDER,
+    recipient: str = DEFAULT_RECIPIENT,
     message_id: str | None = None,
 ) -> bytes:
     """``documents.zip`` holding ``inner.zip`` holding ``eicar.com``."""
-    msg = _message("documents", kind="eicar-zip-in-zip", sender=sender, recipient=recipient,
-                   message_id=message_id)
+    msg = _message(
+        "documents",
+        kind="eicar-zip-in-zip",
+        sender=sender,
+        recipient=recipient,
+        message_id=message_id,
+    )
     msg.set_content("All documents attached.\n")
     inner = zip_bytes({"eicar.com": eicar()})
     outer = zip_bytes({"readme.txt": b"see inner.zip\n", "inner.zip": inner})
@@ -156,13 +196,16 @@ def eicar_zip_in_zip(
 
 
 def eicar_qp(
-    *, sender: str = DEFAULT_SENDER, recipient: str = DEFAULT_RECIPIENT,
+    *,
+    sender: str = DEFAULT_SENDER,
+    recipient: str = DEFAULT_RECIPIENT,
     message_id: str | None = None,
 ) -> bytes:
     """EICAR as a quoted-printable text part, every non-alphanumeric byte escaped and the line
     broken with a soft line break, so only a decoder sees the test string."""
-    msg = _message("qp test", kind="eicar-qp", sender=sender, recipient=recipient,
-                   message_id=message_id)
+    msg = _message(
+        "qp test", kind="eicar-qp", sender=sender, recipient=recipient, message_id=message_id
+    )
     encoded = "".join(chr(b) if chr(b).isalnum() else f"={b:02X}" for b in eicar())
     body = encoded[:40] + "=\r\n" + encoded[40:] + "\r\n"
     msg["MIME-Version"] = "1.0"
@@ -173,15 +216,23 @@ def eicar_qp(
 
 
 def gtube_message(
-    *, sender: str = DEFAULT_SENDER, recipient: str = DEFAULT_RECIPIENT,
+    *,
+    sender: str = DEFAULT_SENDER,
+    recipient: str = DEFAULT_RECIPIENT,
     message_id: str | None = None,
 ) -> bytes:
     """A text message carrying GTUBE in its body."""
-    msg = _message("Cheap offer just for you", kind="gtube", sender=sender, recipient=recipient,
-                   message_id=message_id)
+    msg = _message(
+        "Cheap offer just for you",
+        kind="gtube",
+        sender=sender,
+        recipient=recipient,
+        message_id=message_id,
+    )
     msg.set_content(
         "This is the GTUBE, the Generic Test for Unsolicited Bulk Email.\n\n"
-        + gtube().decode("ascii") + "\n\nIf your filter works, this message is spam.\n"
+        + gtube().decode("ascii")
+        + "\n\nIf your filter works, this message is spam.\n"
     )
     return _bytes(msg)
 
@@ -191,8 +242,9 @@ def _bomb_zip(expanded: int) -> bytes:
     # Stream zeros through the compressor in 1 MiB chunks: the expanded data never exists in
     # memory, and deflate turns 64 MiB of zeros into about 64 KiB.
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED,
-                         compresslevel=zlib.Z_BEST_COMPRESSION) as zf:
+    with zipfile.ZipFile(
+        buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=zlib.Z_BEST_COMPRESSION
+    ) as zf:
         info = zipfile.ZipInfo("payload.bin", date_time=_ZIP_DATE)
         info.compress_type = zipfile.ZIP_DEFLATED
         chunk = bytes(1024 * 1024)
@@ -203,21 +255,31 @@ def _bomb_zip(expanded: int) -> bytes:
 
 
 def zip_bomb(
-    *, sender: str = DEFAULT_SENDER, recipient: str = DEFAULT_RECIPIENT,
-    message_id: str | None = None, expanded_mib: int = 64,
+    *,
+    sender: str = DEFAULT_SENDER,
+    recipient: str = DEFAULT_RECIPIENT,
+    message_id: str | None = None,
+    expanded_mib: int = 64,
 ) -> bytes:
     """A zip whose one member expands to ``expanded_mib`` MiB of zeros (~1000:1), attached as
     ``invoice.zip``; under 100 KiB on the wire."""
-    msg = _message("invoice", kind="zip-bomb", sender=sender, recipient=recipient,
-                   message_id=message_id)
+    msg = _message(
+        "invoice", kind="zip-bomb", sender=sender, recipient=recipient, message_id=message_id
+    )
     msg.set_content("Invoice attached.\n")
-    msg.add_attachment(_bomb_zip(expanded_mib * 1024 * 1024), maintype="application",
-                       subtype="zip", filename="invoice.zip")
+    msg.add_attachment(
+        _bomb_zip(expanded_mib * 1024 * 1024),
+        maintype="application",
+        subtype="zip",
+        filename="invoice.zip",
+    )
     return _bytes(msg)
 
 
 def malformed_mime(
-    *, sender: str = DEFAULT_SENDER, recipient: str = DEFAULT_RECIPIENT,
+    *,
+    sender: str = DEFAULT_SENDER,
+    recipient: str = DEFAULT_RECIPIENT,
     message_id: str | None = None,
 ) -> bytes:
     """A clean but broken message: raw 8-bit and unparsable headers, a boundary that never
@@ -248,7 +310,7 @@ def malformed_mime(
         "",
         "a nested multipart that declares no boundary",
         "--outer",
-        "Content-Type: application/octet-stream; name=\"x\x00y.bin\"",
+        'Content-Type: application/octet-stream; name="x\x00y.bin"',
         "Content-Transfer-Encoding: x-made-up",
         "",
         "opaque bytes \xff\xfe",

@@ -66,10 +66,23 @@ class SpamdServer:
         self.port = _free_port()
         log = open(self.dir / "spamd.log", "wb")
         self.proc = subprocess.Popen(
-            ["spamd", f"--listen=127.0.0.1:{self.port}", "--allow-tell", "--max-children=2",
-             f"--siteconfigpath={site}", "--nouser-config", "-u", "nobody",
-             f"--helper-home-dir={home}", f"--pidfile={self.dir / 'spamd.pid'}", "-s", "stderr"],
-            stdout=log, stderr=log, start_new_session=True,
+            [
+                "spamd",
+                f"--listen=127.0.0.1:{self.port}",
+                "--allow-tell",
+                "--max-children=2",
+                f"--siteconfigpath={site}",
+                "--nouser-config",
+                "-u",
+                "nobody",
+                f"--helper-home-dir={home}",
+                f"--pidfile={self.dir / 'spamd.pid'}",
+                "-s",
+                "stderr",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -15,13 +15,28 @@ from scanner.engines.base import ParsedMessage
 
 SEAL = rsa_key()
 VERDICTS = [
-    {"engine": "spf", "outcome": "clean",
-     "symbols": ["SPF_PASS", "spf=pass", "smtp.mailfrom=sender.test"]},
-    {"engine": "dkim", "outcome": "clean",
-     "symbols": ["DKIM_PASS", "dkim=pass", "header.d=sender.test", "header.s=k",
-                 "dkim=fail", "header.d=evil;\r\nX-Injected: 1"]},
-    {"engine": "dmarc", "outcome": "clean",
-     "symbols": ["dmarc=pass", "header.from=sender.test", "policy.dmarc=reject"]},
+    {
+        "engine": "spf",
+        "outcome": "clean",
+        "symbols": ["SPF_PASS", "spf=pass", "smtp.mailfrom=sender.test"],
+    },
+    {
+        "engine": "dkim",
+        "outcome": "clean",
+        "symbols": [
+            "DKIM_PASS",
+            "dkim=pass",
+            "header.d=sender.test",
+            "header.s=k",
+            "dkim=fail",
+            "header.d=evil;\r\nX-Injected: 1",
+        ],
+    },
+    {
+        "engine": "dmarc",
+        "outcome": "clean",
+        "symbols": ["dmarc=pass", "header.from=sender.test", "policy.dmarc=reject"],
+    },
     {"engine": "arc", "outcome": "error", "symbols": []},
     {"engine": "bayes", "outcome": "spam", "symbols": ["BAYES_99"]},
 ]
@@ -42,8 +57,7 @@ def test_one_header_with_every_method_and_nothing_injected() -> None:
 
 @pytest.fixture(scope="module")
 def dns() -> Iterator[DnsServer]:
-    srv = DnsServer(served({"gw._domainkey.gateway.test": [("TXT", SEAL.record)]}),
-                    zones=["test"])
+    srv = DnsServer(served({"gw._domainkey.gateway.test": [("TXT", SEAL.record)]}), zones=["test"])
     srv.start()
     yield srv
     srv.stop()
@@ -52,11 +66,26 @@ def dns() -> Iterator[DnsServer]:
 async def test_arc_seal_verifies_and_survives_no_change(dns: DnsServer) -> None:
     msg = b"From: a@sender.test\r\nTo: b@tenant.test\r\nSubject: s\r\n\r\nbody\r\n"
     ar = authentication_results("gateway.test", VERDICTS[:1])
-    seal = arc_seal(msg, ar, selector="gw", domain="gateway.test", private_key=SEAL.private,
-                    authserv_id="gateway.test")
+    seal = arc_seal(
+        msg,
+        ar,
+        selector="gw",
+        domain="gateway.test",
+        private_key=SEAL.private,
+        authserv_id="gateway.test",
+    )
     assert seal.startswith(b"ARC-Seal:") and b"ARC-Authentication-Results: i=1;" in seal
     out = seal + ar + msg
     f = await ArcEngine(Resolver([dns.address])).check(ParsedMessage("s", "t", out, (), ()))
     assert f.symbols == ("ARC_PASS", "arc=pass"), f.detail
-    assert arc_seal(msg, ar, selector="gw", domain="gateway.test", private_key=b"junk",
-                    authserv_id="gateway.test") == b""
+    assert (
+        arc_seal(
+            msg,
+            ar,
+            selector="gw",
+            domain="gateway.test",
+            private_key=b"junk",
+            authserv_id="gateway.test",
+        )
+        == b""
+    )

@@ -39,14 +39,18 @@ async def test_bounce_without_valid_tag_is_a_finding_policy_acts_on() -> None:
     ok = await engine.check(ParsedMessage("b1", "t", b"", (), (), mail_from="", rcpt_to=(good,)))
     assert ok.outcome == "clean" and ok.symbols == ("BATV_VALID",)
     bad = await engine.check(
-        ParsedMessage("b2", "t", b"", (), (), mail_from="<>", rcpt_to=("alice@tenant.test",)))
+        ParsedMessage("b2", "t", b"", (), (), mail_from="<>", rcpt_to=("alice@tenant.test",))
+    )
     assert bad.outcome == "match" and bad.symbols == ("BACKSCATTER",)
     assert decide([bad], Policy(on_content_match="quarantine")).action == "quarantine"
     normal = await engine.check(
-        ParsedMessage("b3", "t", b"", (), (), mail_from="x@y.test", rcpt_to=("a@tenant.test",)))
+        ParsedMessage("b3", "t", b"", (), (), mail_from="x@y.test", rcpt_to=("a@tenant.test",))
+    )
     other = await engine.check(
-        ParsedMessage("b4", "t", b"", (), (), mail_from="", rcpt_to=("a@elsewhere.test",)))
+        ParsedMessage("b4", "t", b"", (), (), mail_from="", rcpt_to=("a@elsewhere.test",))
+    )
     assert normal.outcome == other.outcome == "skipped"
     off = await BackscatterEngine(()).check(
-        ParsedMessage("b5", "t", b"", (), (), mail_from="", rcpt_to=("a@tenant.test",)))
+        ParsedMessage("b5", "t", b"", (), (), mail_from="", rcpt_to=("a@tenant.test",))
+    )
     assert off.outcome == "skipped"

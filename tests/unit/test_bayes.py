@@ -13,11 +13,13 @@ from scanner.mime import parse
 
 SPAM = [
     f"From: promo{i}@deals.test\nSubject: FREE money now {i}\n\nClick here for cheap viagra "
-    f"and free money, act now! http://cheap{i}.pills.test/\n" for i in range(30)
+    f"and free money, act now! http://cheap{i}.pills.test/\n"
+    for i in range(30)
 ]
 HAM = [
     f"From: alice@work.test\nSubject: meeting notes {i}\n\nHi Bob, the build of release {i} "
-    f"passed; see the patch in review and the meeting agenda.\n" for i in range(30)
+    f"passed; see the patch in review and the meeting agenda.\n"
+    for i in range(30)
 ]
 
 
@@ -27,8 +29,10 @@ def msg(text: str, i: int = 0):  # type: ignore[no-untyped-def]
 
 def train(path: Path) -> None:
     store = BayesStore(path)
-    store.learn([(list(tokenize(msg(t))), True) for t in SPAM]
-                + [(list(tokenize(msg(t))), False) for t in HAM])
+    store.learn(
+        [(list(tokenize(msg(t))), True) for t in SPAM]
+        + [(list(tokenize(msg(t))), False) for t in HAM]
+    )
     store.close()
 
 
@@ -48,12 +52,22 @@ async def test_untrained_is_skipped_then_trained_separates(tmp_path: Path) -> No
 
 
 def test_tokens_cover_headers_body_html_and_links() -> None:
-    m = parse(b"From: X <x@a.test>\r\nSubject: Hello There\r\nContent-Type: text/html\r\n\r\n"
-              b"<font color=red>Buy</font> <a href='http://www.shop.example.com/x'>now</a>",
-              message_id="t", tenant="t")
+    m = parse(
+        b"From: X <x@a.test>\r\nSubject: Hello There\r\nContent-Type: text/html\r\n\r\n"
+        b"<font color=red>Buy</font> <a href='http://www.shop.example.com/x'>now</a>",
+        message_id="t",
+        tenant="t",
+    )
     toks = set(tokenize(m))
-    assert {"subject:hello", "from:dom:a.test", "meta:html", "tag:font", "buy",
-            "url:example.com", "hdr:subject"} <= toks
+    assert {
+        "subject:hello",
+        "from:dom:a.test",
+        "meta:html",
+        "tag:font",
+        "buy",
+        "url:example.com",
+        "hdr:subject",
+    } <= toks
 
 
 def test_no_clues_is_undecided() -> None:
@@ -61,8 +75,11 @@ def test_no_clues_is_undecided() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)), max_size=300),
-       st.integers(0, 10_000), st.integers(0, 10_000))
+@given(
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)), max_size=300),
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+)
 def test_probability_is_always_a_probability(counts, nspam, nham) -> None:  # type: ignore[no-untyped-def]
     p, n = spam_probability(counts, nspam, nham)
     assert 0.0 <= p <= 1.0 and 0 <= n <= 150

@@ -55,16 +55,20 @@ async def test_gtube_hit(engine: ContentRulesEngine) -> None:
 async def test_gtube_behind_base64_is_found_in_the_text_part(
     engine: ContentRulesEngine,
 ) -> None:
-    raw = (b"Subject: hi\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-           + base64.encodebytes(b"buy now " + GTUBE))
+    raw = (
+        b"Subject: hi\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(b"buy now " + GTUBE)
+    )
     assert GTUBE not in raw
     f = await engine.check(msg(raw))
     assert (f.outcome, f.detail) == ("spam", {"GTUBE": "1"})
 
 
 async def test_gtube_in_a_binary_attachment_is_not_text(engine: ContentRulesEngine) -> None:
-    raw = (b"Subject: hi\r\nContent-Type: application/octet-stream\r\n"
-           b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(GTUBE))
+    raw = (
+        b"Subject: hi\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(GTUBE)
+    )
     assert (await engine.check(msg(raw))).outcome == "clean"
 
 
@@ -75,8 +79,11 @@ async def test_misses(engine: ContentRulesEngine, name: str) -> None:
 
 
 async def test_rules_are_data() -> None:
-    rules = (ContentRule("CHEAP", b"cheap", 2.5), ContentRule("OFFER", b"offer", 1.0),
-             ContentRule("NEVER", b"zzz-never", 50.0))
+    rules = (
+        ContentRule("CHEAP", b"cheap", 2.5),
+        ContentRule("OFFER", b"offer", 1.0),
+        ContentRule("NEVER", b"zzz-never", 50.0),
+    )
     eng = ContentRulesEngine(rules)
     assert eng.rules_version != ContentRulesEngine().rules_version
     f = await eng.check(msg(samples.gtube_message()))  # subject: "Cheap offer just for you"

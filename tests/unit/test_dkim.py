@@ -30,14 +30,16 @@ MSG = (
 
 @pytest.fixture(scope="module")
 def dns() -> Iterator[DnsServer]:
-    zones = served({
-        "rsa._domainkey.signer.test": [("TXT", RSA.record)],
-        "ed._domainkey.signer.test": [("TXT", ED.record)],
-        "short._domainkey.signer.test": [("TXT", RSA_SHORT.record)],
-        "rsa._domainkey.other.test": [("TXT", RSA.record)],
-        "bad._domainkey.signer.test": [("TXT", "v=DKIM1; k=rsa; p=notbase64!!")],
-        "seal._domainkey.forwarder.test": [("TXT", SEAL.record)],
-    })
+    zones = served(
+        {
+            "rsa._domainkey.signer.test": [("TXT", RSA.record)],
+            "ed._domainkey.signer.test": [("TXT", ED.record)],
+            "short._domainkey.signer.test": [("TXT", RSA_SHORT.record)],
+            "rsa._domainkey.other.test": [("TXT", RSA.record)],
+            "bad._domainkey.signer.test": [("TXT", "v=DKIM1; k=rsa; p=notbase64!!")],
+            "seal._domainkey.forwarder.test": [("TXT", SEAL.record)],
+        }
+    )
     srv = DnsServer(zones, zones=["test"])
     srv.start()
     yield srv
@@ -50,8 +52,15 @@ def resolver(dns: DnsServer) -> Resolver:
 
 
 def sign(msg: bytes, selector: bytes, domain: bytes, key, **kw) -> bytes:  # type: ignore[no-untyped-def]
-    sig = dkim.sign(msg, selector, domain, key.private, signature_algorithm=key.algorithm,
-                    include_headers=[b"from", b"to", b"subject"], **kw)
+    sig = dkim.sign(
+        msg,
+        selector,
+        domain,
+        key.private,
+        signature_algorithm=key.algorithm,
+        include_headers=[b"from", b"to", b"subject"],
+        **kw,
+    )
     return sig + msg
 
 
@@ -59,7 +68,8 @@ async def test_rsa_and_ed25519_signatures_pass(resolver: Resolver) -> None:
     signed = sign(sign(MSG, b"rsa", b"signer.test", RSA), b"ed", b"signer.test", ED)
     results = await verify_dkim(resolver, signed)
     assert [(r.result, r.algorithm) for r in results] == [
-        ("pass", "ed25519-sha256"), ("pass", "rsa-sha256")
+        ("pass", "ed25519-sha256"),
+        ("pass", "rsa-sha256"),
     ]
 
 
@@ -70,7 +80,8 @@ async def test_tampered_body_fails_and_each_signature_is_judged_alone(resolver: 
     both = sign(tampered, b"rsa", b"other.test", RSA)
     results = await verify_dkim(resolver, both)
     assert {(r.domain, r.result) for r in results} == {
-        ("other.test", "pass"), ("signer.test", "fail")
+        ("other.test", "pass"),
+        ("signer.test", "fail"),
     }
 
 
@@ -78,8 +89,9 @@ async def test_missing_key_bad_key_and_short_key_are_permerrors(resolver: Resolv
     missing = sign(MSG, b"nokey", b"signer.test", RSA)
     bad = sign(MSG, b"bad", b"signer.test", RSA)
     short = sign(MSG, b"short", b"signer.test", RSA_SHORT)
-    got = [(await verify_dkim(resolver, m, min_key_bits=2048))[0].result
-           for m in (missing, bad, short)]
+    got = [
+        (await verify_dkim(resolver, m, min_key_bits=2048))[0].result for m in (missing, bad, short)
+    ]
     assert got == ["permerror", "permerror", "permerror"]
 
 
@@ -106,8 +118,9 @@ async def test_engine_symbols_for_authentication_results(resolver: Resolver) -> 
 async def test_arc_chain_passes_and_a_broken_one_fails(resolver: Resolver) -> None:
     signed = sign(MSG, b"rsa", b"signer.test", RSA)
     ar = b"Authentication-Results: forwarder.test; dkim=pass header.d=signer.test\r\n"
-    sealed_headers = dkim.arc_sign(ar + signed, b"seal", b"forwarder.test", SEAL.private,
-                                   b"forwarder.test")
+    sealed_headers = dkim.arc_sign(
+        ar + signed, b"seal", b"forwarder.test", SEAL.private, b"forwarder.test"
+    )
     sealed = b"".join(sealed_headers) + ar + signed
     engine = ArcEngine(resolver)
     ok = await engine.check(ParsedMessage("a1", "t", sealed, (), ()))
@@ -119,12 +132,20 @@ async def test_arc_chain_passes_and_a_broken_one_fails(resolver: Resolver) -> No
     assert none.symbols == ("ARC_NONE", "arc=none")
 
 
-@settings(max_examples=100, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(header=st.text(max_size=200), body=st.binary(max_size=200))
 async def test_fuzzed_signatures_never_crash(resolver: Resolver, header: str, body: bytes) -> None:
-    raw = ("DKIM-Signature: " + header.replace("\r", "").replace("\n", " ")).encode(
-        "utf-8", "replace") + b"\r\nARC-Seal: " + body.replace(b"\n", b" ") + b"\r\n" + MSG
+    raw = (
+        ("DKIM-Signature: " + header.replace("\r", "").replace("\n", " ")).encode(
+            "utf-8", "replace"
+        )
+        + b"\r\nARC-Seal: "
+        + body.replace(b"\n", b" ")
+        + b"\r\n"
+        + MSG
+    )
     results = await verify_dkim(resolver, raw)
     assert all(r.result in {"pass", "fail", "neutral", "permerror", "temperror"} for r in results)
     f = await ArcEngine(resolver).check(ParsedMessage("f", "t", raw, (), ()))

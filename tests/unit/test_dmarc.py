@@ -79,8 +79,12 @@ def dk(domain: str, result: str = "pass") -> list[DkimResult]:
     ],
 )
 async def test_rfc7489(
-    resolver: Resolver, from_dom: str, spf: SpfResult, dkim_res: list[DkimResult],
-    result: str, policy: str,
+    resolver: Resolver,
+    from_dom: str,
+    spf: SpfResult,
+    dkim_res: list[DkimResult],
+    result: str,
+    policy: str,
 ) -> None:
     r = await evaluate(resolver, frm(from_dom), spf, dkim_res, "mid-1")
     assert (r.result, r.policy) == (result, policy), r.reason
@@ -103,25 +107,44 @@ def test_org_domain_and_record_parsing() -> None:
     assert parse_record("p=reject") is None  # v=DMARC1 must come first
     rec = parse_record("v=DMARC1; p=quarantine; sp=none; pct=50; adkim=s")
     assert rec is not None and (rec.p, rec.sp, rec.pct, rec.adkim, rec.aspf) == (
-        "quarantine", "none", 50, "s", "r")
+        "quarantine",
+        "none",
+        50,
+        "s",
+        "r",
+    )
 
 
 async def test_engine_end_to_end_with_dkim_and_spf(resolver: Resolver) -> None:
-    body = (b"From: Boss <boss@relaxed.test>\r\nTo: x@tenant.test\r\nSubject: pay\r\n\r\n"
-            b"Please pay.\r\n")
-    signed = dkim.sign(body, b"k", b"relaxed.test", KEY.private,
-                       include_headers=[b"from", b"subject"]) + body
+    body = (
+        b"From: Boss <boss@relaxed.test>\r\nTo: x@tenant.test\r\nSubject: pay\r\n\r\n"
+        b"Please pay.\r\n"
+    )
+    signed = (
+        dkim.sign(body, b"k", b"relaxed.test", KEY.private, include_headers=[b"from", b"subject"])
+        + body
+    )
     engine = DmarcEngine(resolver)
     ok = await engine.check(parse(signed, message_id="e1", tenant="t"))
     assert ok.outcome == "clean" and ok.symbols[0] == "dmarc=pass", ok.detail
-    forged = parse(body, message_id="e2", tenant="t", client_ip="198.51.100.1",
-                   mail_from="x@evil.test")
+    forged = parse(
+        body, message_id="e2", tenant="t", client_ip="198.51.100.1", mail_from="x@evil.test"
+    )
     bad = await engine.check(forged)
     assert bad.outcome == "match"
-    assert bad.symbols == ("DMARC_POLICY_REJECT", "dmarc=fail", "header.from=relaxed.test",
-                           "policy.dmarc=reject")
-    spf_ok = parse(body.replace(b"relaxed.test", b"spfok.test"), message_id="e3", tenant="t",
-                   client_ip="192.0.2.9", mail_from="bounce@spfok.test")
+    assert bad.symbols == (
+        "DMARC_POLICY_REJECT",
+        "dmarc=fail",
+        "header.from=relaxed.test",
+        "policy.dmarc=reject",
+    )
+    spf_ok = parse(
+        body.replace(b"relaxed.test", b"spfok.test"),
+        message_id="e3",
+        tenant="t",
+        client_ip="192.0.2.9",
+        mail_from="bounce@spfok.test",
+    )
     assert (await engine.check(spf_ok)).symbols[0] == "dmarc=pass"
 
 

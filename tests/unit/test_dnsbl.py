@@ -14,11 +14,14 @@ from scanner.mime import parse
 
 @pytest.fixture(scope="module")
 def dns() -> Iterator[DnsServer]:
-    srv = DnsServer({
-        "2.0.0.192.bl.test": {"A": ["127.0.0.2"]},
-        "3.0.0.192.bl.test": {"A": ["192.0.2.99"]},  # not 127/8: not a listing (RFC 5782)
-        "spammy.co.uk.uribl.test": {"A": ["127.0.0.2"]},
-    }, zones=["bl.test", "uribl.test"])
+    srv = DnsServer(
+        {
+            "2.0.0.192.bl.test": {"A": ["127.0.0.2"]},
+            "3.0.0.192.bl.test": {"A": ["192.0.2.99"]},  # not 127/8: not a listing (RFC 5782)
+            "spammy.co.uk.uribl.test": {"A": ["127.0.0.2"]},
+        },
+        zones=["bl.test", "uribl.test"],
+    )
     srv.start()
     yield srv
     srv.stop()
@@ -49,4 +52,6 @@ async def test_all_lookups_failing_is_an_error_finding(dns: DnsServer) -> None:
 
 def test_link_domains_are_registered_domains() -> None:
     assert link_domains("http://a.b.example.co.uk/x www.shop.test http://10.0.0.1/") == [
-        "example.co.uk", "shop.test"]
+        "example.co.uk",
+        "shop.test",
+    ]

@@ -42,8 +42,7 @@ def mail(body_part: bytes) -> bytes:
     m["To"] = "c@d.test"
     m["Subject"] = "x"
     m.set_content("see attachment\n")
-    m.add_attachment(body_part, maintype="application", subtype="octet-stream",
-                     filename="blob.bin")
+    m.add_attachment(body_part, maintype="application", subtype="octet-stream", filename="blob.bin")
     return m.as_bytes()
 
 
@@ -59,10 +58,21 @@ def nested_zip(levels: int, payload: bytes = EICAR) -> bytes:
 
 def test_metadata_and_raw_part() -> None:
     raw = samples.clean_message(3)
-    msg = parse(raw, message_id="m", tenant="t", mail_from="a@x.test", rcpt_to=("b@y.test",),
-                client_ip="192.0.2.1", helo="x.test")
+    msg = parse(
+        raw,
+        message_id="m",
+        tenant="t",
+        mail_from="a@x.test",
+        rcpt_to=("b@y.test",),
+        client_ip="192.0.2.1",
+        helo="x.test",
+    )
     assert (msg.message_id, msg.tenant, msg.mail_from, msg.rcpt_to) == (
-        "m", "t", "a@x.test", ("b@y.test",))
+        "m",
+        "t",
+        "a@x.test",
+        ("b@y.test",),
+    )
     assert (msg.client_ip, msg.helo) == ("192.0.2.1", "x.test")
     assert msg.raw == raw
     assert msg.parts[-1].path == RAW_PATH and msg.parts[-1].data == raw
@@ -73,7 +83,10 @@ def test_metadata_and_raw_part() -> None:
 def test_clean_message_parts() -> None:
     msg = p(samples.clean_message(1))
     assert [(x.path, x.content_type) for x in msg.parts] == [
-        ("1", "text/plain"), ("2/report-1.csv", "text/csv"), ("raw", "message/rfc822")]
+        ("1", "text/plain"),
+        ("2/report-1.csv", "text/csv"),
+        ("raw", "message/rfc822"),
+    ]
     assert by_path(msg)["2/report-1.csv"] == b"week,items\n1,7\n"
     assert msg.parts[1].filename == "report-1.csv"
 
@@ -186,8 +199,10 @@ def test_headers_carry_no_surrogates() -> None:
 
 
 def test_invalid_base64_keeps_raw_payload() -> None:
-    raw = (b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-           b"****not base64 at all****\r\n")
+    raw = (
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"****not base64 at all****\r\n"
+    )
     msg = p(raw)
     assert "encoding-broken" in msg.defects
     assert any(x.data.startswith(b"****not") for x in msg.parts if x.path != RAW_PATH)
@@ -379,20 +394,59 @@ def test_fuzz_arbitrary_bytes(raw: bytes) -> None:
     assert_well_formed(raw, p(raw))
 
 
-HEADER_NAMES = ["From", "To", "Subject", "Message-ID", "Date", "Content-Type",
-                "Content-Transfer-Encoding", "Content-Disposition", "MIME-Version", "X-Other",
-                "Received", "Reply-To", "Cc"]
+HEADER_NAMES = [
+    "From",
+    "To",
+    "Subject",
+    "Message-ID",
+    "Date",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "Content-Disposition",
+    "MIME-Version",
+    "X-Other",
+    "Received",
+    "Reply-To",
+    "Cc",
+]
 HEADER_VALUES = [
-    "a@b.test", "<x@y>", "<<<@@>>>", "=?utf-8?q?caf=C3=A9?=", "=?bogus?b?!!?=", "", ":::",
-    'multipart/mixed; boundary="B"', "multipart/mixed", "multipart/alternative; boundary=B",
-    "text/plain; charset=utf-8", "text/plain; charset=\"", "message/rfc822",
-    "application/zip; name=\"a.zip\"", "base64", "quoted-printable", "8bit", "x-uue", "bogus",
-    "attachment; filename*=utf-8''%E2%82", "attachment; filename=\"a\x00b\"",
-    "\"unterminated", "(comment", "Sat, 99 Foo 2026 99:99:99", "a@", "@", "\\",
+    "a@b.test",
+    "<x@y>",
+    "<<<@@>>>",
+    "=?utf-8?q?caf=C3=A9?=",
+    "=?bogus?b?!!?=",
+    "",
+    ":::",
+    'multipart/mixed; boundary="B"',
+    "multipart/mixed",
+    "multipart/alternative; boundary=B",
+    "text/plain; charset=utf-8",
+    'text/plain; charset="',
+    "message/rfc822",
+    'application/zip; name="a.zip"',
+    "base64",
+    "quoted-printable",
+    "8bit",
+    "x-uue",
+    "bogus",
+    "attachment; filename*=utf-8''%E2%82",
+    'attachment; filename="a\x00b"',
+    '"unterminated',
+    "(comment",
+    "Sat, 99 Foo 2026 99:99:99",
+    "a@",
+    "@",
+    "\\",
 ]
 BODIES = [
-    b"hello\r\n", b"SGVsbG8gd29ybGQ=\r\n", b"SGVsbG8!!", b"=E2=82=AC =ZZ=\r\n",
-    b"--B\r\n", b"--B--\r\n", b"\xff\xfe\x00", b"begin 644 x\r\n#86)C\r\n`\r\nend\r\n",
+    b"hello\r\n",
+    b"SGVsbG8gd29ybGQ=\r\n",
+    b"SGVsbG8!!",
+    b"=E2=82=AC =ZZ=\r\n",
+    b"--B\r\n",
+    b"--B--\r\n",
+    b"\xff\xfe\x00",
+    b"begin 644 x\r\n#86)C\r\n`\r\nend\r\n",
 ]
 
 
@@ -406,13 +460,16 @@ ARCHIVES = [
 ]
 
 
-
 @st.composite
 def near_mime(draw: st.DrawFn) -> bytes:
     """Plausible MIME built from realistic pieces, then damaged."""
+
     def headers() -> bytes:
-        items = draw(st.lists(st.tuples(st.sampled_from(HEADER_NAMES),
-                                        st.sampled_from(HEADER_VALUES)), max_size=8))
+        items = draw(
+            st.lists(
+                st.tuples(st.sampled_from(HEADER_NAMES), st.sampled_from(HEADER_VALUES)), max_size=8
+            )
+        )
         return b"".join(f"{k}: {v}\r\n".encode("utf-8", "surrogateescape") for k, v in items)
 
     out = headers() + b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
@@ -425,9 +482,14 @@ def near_mime(draw: st.DrawFn) -> bytes:
         out += b"--B--\r\n"
     # Mutations: flip, delete and insert bytes at random places.
     data = bytearray(out)
-    for op, pos, byte in draw(st.lists(
-            st.tuples(st.sampled_from(["flip", "del", "ins"]), st.integers(0, 10_000),
-                      st.integers(0, 255)), max_size=6)):
+    for op, pos, byte in draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["flip", "del", "ins"]), st.integers(0, 10_000), st.integers(0, 255)
+            ),
+            max_size=6,
+        )
+    ):
         if not data:
             break
         i = pos % len(data)
@@ -450,8 +512,9 @@ def test_fuzz_near_valid_mime(raw: bytes) -> None:
 def damaged_archive(draw: st.DrawFn) -> bytes:
     base = draw(st.sampled_from(ARCHIVES))
     data = bytearray(base)
-    for pos, byte in draw(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
-                                   min_size=1, max_size=8)):
+    for pos, byte in draw(
+        st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8)
+    ):
         data[pos % len(data)] = byte
     cut = draw(st.integers(0, len(data)))
     return bytes(data[: cut or len(data)])
@@ -469,34 +532,47 @@ def test_fuzz_damaged_archives(blob: bytes) -> None:
 @pytest.mark.parametrize("cte", ["base64 ", "BASE64", "base64 (obfuscated)", " Base64\t"])
 def test_transfer_encoding_spellings_are_decoded(cte: str) -> None:
     body = base64.encodebytes(EICAR)
-    raw = (b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: "
-           + cte.encode() + b"\r\n\r\n" + body)
+    raw = (
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: "
+        + cte.encode()
+        + b"\r\n\r\n"
+        + body
+    )
     assert by_path(p(raw))["1"] == EICAR
 
 
 def test_rfc2047_filename_is_decoded() -> None:
-    raw = (b"Content-Type: application/octet-stream\r\n"
-           b'Content-Disposition: attachment; filename="=?utf-8?q?r=C3=A9sum=C3=A9.zip?="\r\n'
-           b"\r\nx")
+    raw = (
+        b"Content-Type: application/octet-stream\r\n"
+        b'Content-Disposition: attachment; filename="=?utf-8?q?r=C3=A9sum=C3=A9.zip?="\r\n'
+        b"\r\nx"
+    )
     (part, _) = p(raw).parts
     assert part.filename == "r\u00e9sum\u00e9.zip"
 
 
 def test_too_many_parts_is_a_limit_not_a_hang() -> None:
-    raw = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
-           + b"--b\r\n\r\nx\r\n" * 200 + b"--b--\r\n")
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        + b"--b\r\n\r\nx\r\n" * 200
+        + b"--b--\r\n"
+    )
     msg = p(raw, limits=UnpackLimits(max_parts=50))
     assert "mime-limit:parts" in msg.defects
     assert len(msg.parts) <= 51
     assert msg.parts[-1].data == raw
 
 
-@pytest.mark.parametrize("raw", [
-    b"Content-Type: text/plain; " + b"a=b; " * 20_000 + b"\r\n\r\nx",
-    b"To: " + b"a@b, " * 20_000 + b"\r\n\r\nx",
-    b"Subject: " + b"=?utf-8?q?a?= " * 20_000 + b"\r\n\r\nx",
-    b"".join(b"X-H%d: (%s)\r\n" % (i, b"(" * 1000) for i in range(2000)) + b"\r\nx",
-], ids=["content-type-params", "long-to", "encoded-words", "header-flood"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Content-Type: text/plain; " + b"a=b; " * 20_000 + b"\r\n\r\nx",
+        b"To: " + b"a@b, " * 20_000 + b"\r\n\r\nx",
+        b"Subject: " + b"=?utf-8?q?a?= " * 20_000 + b"\r\n\r\nx",
+        b"".join(b"X-H%d: (%s)\r\n" % (i, b"(" * 1000) for i in range(2000)) + b"\r\nx",
+    ],
+    ids=["content-type-params", "long-to", "encoded-words", "header-flood"],
+)
 def test_hostile_headers_stay_bounded(raw: bytes) -> None:
     # No timing assertion: a superlinear parser would make this test hang, not fail.
     msg = p(raw)

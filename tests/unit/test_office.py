@@ -70,8 +70,9 @@ def test_spec_built_containers_read_back_with_the_reference_readers() -> None:
     assert decompress_stream(bytearray(office_samples.ovba_compress(text))) == text
     assert decompress_stream(bytearray(office_samples.ovba_compress(b""))) == b""
     big = bytes(range(256)) * 20  # >= 4096: regular sectors, the rest: the mini stream
-    blob = office_samples.cfb({"A/B/small": b"tiny", "big": big, "A/c": b""},
-                              office_samples.CLSID_EXCEL97)
+    blob = office_samples.cfb(
+        {"A/B/small": b"tiny", "big": big, "A/c": b""}, office_samples.CLSID_EXCEL97
+    )
     with olefile.OleFileIO(io.BytesIO(blob)) as ole:
         assert sorted(ole.listdir()) == [["A", "B", "small"], ["A", "c"], ["big"]]
         assert ole.openstream("A/B/small").read() == b"tiny"
@@ -97,8 +98,9 @@ def test_macro_document_found_inside_a_zip_under_a_misleading_name() -> None:
 
 
 def test_harmless_macro_is_reported_but_not_blocked_by_default() -> None:
-    f = _engine_finding(_mail("greet.docm", office_samples.docm(
-        {"Module1": office_samples.HARMLESS_MODULE}), DOCM))
+    f = _engine_finding(
+        _mail("greet.docm", office_samples.docm({"Module1": office_samples.HARMLESS_MODULE}), DOCM)
+    )
     assert f.symbols == ("office:vba-macro",)
     assert decide([f], Policy()).action == "deliver"
     assert decide([f], Policy(blocked_office=("vba-macro",))).action == "quarantine"

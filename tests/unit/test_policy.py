@@ -12,8 +12,15 @@ from mxgate.tenants import Policy
 from scanner.engines.base import Finding
 from scanner.policy import SEVERITY, Decision, decide
 
-POLICY = Policy(version="p1", on_virus="quarantine", on_content_match="tag", spam_tag=5.0,
-                spam_quarantine=10.0, spam_discard=25.0, on_engine_error="quarantine")
+POLICY = Policy(
+    version="p1",
+    on_virus="quarantine",
+    on_content_match="tag",
+    spam_tag=5.0,
+    spam_quarantine=10.0,
+    spam_discard=25.0,
+    on_engine_error="quarantine",
+)
 
 
 def av(outcome: str = "clean", *symbols: str, engine: str = "yara") -> Finding:
@@ -21,8 +28,15 @@ def av(outcome: str = "clean", *symbols: str, engine: str = "yara") -> Finding:
 
 
 def spam(score: float, *symbols: str, engine: str = "content", outcome: str = "spam") -> Finding:
-    return Finding(engine, "1", "r1", outcome, score=score, symbols=symbols,  # type: ignore[arg-type]
-                   kind="antispam")
+    return Finding(
+        engine,
+        "1",
+        "r1",
+        outcome,
+        score=score,
+        symbols=symbols,  # type: ignore[arg-type]
+        kind="antispam",
+    )
 
 
 def test_all_clean_delivers() -> None:
@@ -49,9 +63,17 @@ def test_content_match() -> None:
     assert (d.action, d.reasons) == ("tag", ("content:yara:Executable_PE",))
 
 
-@pytest.mark.parametrize(("score", "action"), [(4.99, "deliver"), (5.0, "tag"), (9.9, "tag"),
-                                               (10.0, "quarantine"), (25.0, "discard"),
-                                               (1000.0, "discard")])
+@pytest.mark.parametrize(
+    ("score", "action"),
+    [
+        (4.99, "deliver"),
+        (5.0, "tag"),
+        (9.9, "tag"),
+        (10.0, "quarantine"),
+        (25.0, "discard"),
+        (1000.0, "discard"),
+    ],
+)
 def test_spam_thresholds(score: float, action: str) -> None:
     d = decide([av(), spam(score, "GTUBE")], POLICY)
     assert d.action == action
@@ -119,13 +141,25 @@ findings_st = st.builds(
     kind=st.sampled_from(["antivirus", "antispam", "auth", "policy"]),
 )
 detection_st = st.one_of(
-    st.builds(Finding, engine=st.sampled_from(["yara", "clamav", "x"]), engine_version=st.just("1"),
-              rules_version=st.just("r"), outcome=st.sampled_from(["infected", "match"]),
-              symbols=st.just(("D",)),
-              kind=st.sampled_from(["antivirus", "antispam", "auth", "policy"])),
-    st.builds(Finding, engine=st.sampled_from(["content", "rspamd"]), engine_version=st.just("1"),
-              rules_version=st.just("r"), outcome=st.just("spam"), score=st.floats(0, 2000),
-              symbols=st.just(("S",)), kind=st.just("antispam")),
+    st.builds(
+        Finding,
+        engine=st.sampled_from(["yara", "clamav", "x"]),
+        engine_version=st.just("1"),
+        rules_version=st.just("r"),
+        outcome=st.sampled_from(["infected", "match"]),
+        symbols=st.just(("D",)),
+        kind=st.sampled_from(["antivirus", "antispam", "auth", "policy"]),
+    ),
+    st.builds(
+        Finding,
+        engine=st.sampled_from(["content", "rspamd"]),
+        engine_version=st.just("1"),
+        rules_version=st.just("r"),
+        outcome=st.just("spam"),
+        score=st.floats(0, 2000),
+        symbols=st.just(("S",)),
+        kind=st.just("antispam"),
+    ),
 )
 policy_st = st.builds(
     Policy,
@@ -151,8 +185,9 @@ def test_deterministic(findings: list[Finding], policy: Policy) -> None:
 
 @PROPS
 @given(st.lists(findings_st, max_size=6), policy_st, st.randoms(use_true_random=False))
-def test_engine_order_does_not_change_the_action(findings: list[Finding], policy: Policy,
-                                                  rnd) -> None:  # type: ignore[no-untyped-def]
+def test_engine_order_does_not_change_the_action(
+    findings: list[Finding], policy: Policy, rnd
+) -> None:  # type: ignore[no-untyped-def]
     shuffled = list(findings)
     rnd.shuffle(shuffled)
     a, b = decide(findings, policy), decide(shuffled, policy)
@@ -166,5 +201,8 @@ def test_monotone(findings: list[Finding], detection: Finding, at: int, policy: 
     more = [*findings[:at], detection, *findings[at:]]
     after = decide(more, policy)
     assert SEVERITY[after.action] >= SEVERITY[before.action]
-    assert set(before.reasons) <= set(after.reasons) or before.action == "deliver" or any(
-        r.startswith("spam-score:") for r in before.reasons)
+    assert (
+        set(before.reasons) <= set(after.reasons)
+        or before.action == "deliver"
+        or any(r.startswith("spam-score:") for r in before.reasons)
+    )

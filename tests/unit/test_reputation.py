@@ -20,14 +20,15 @@ def _msg(raw: bytes):  # type: ignore[no-untyped-def]
     return parse(raw, message_id="m", tenant="t")
 
 
-
 def _mail(member: bytes) -> bytes:
     from email.message import EmailMessage
 
     m = EmailMessage()
     m.set_content("x")
     m.add_attachment(
-        samples.zip_bytes({"a/b.bin": member}), maintype="application", subtype="zip",
+        samples.zip_bytes({"a/b.bin": member}),
+        maintype="application",
+        subtype="zip",
         filename="x.zip",
     )
     return m.as_bytes()

@@ -65,8 +65,12 @@ async def test_results_in_engine_order_with_durations() -> None:
 
 
 async def test_raising_and_hanging_engines_do_not_stop_the_others() -> None:
-    engines = [Fake("ok1"), Fake("boom", "raise"), Fake("slow", "hang", kind="antispam"),
-               Fake("ok2")]
+    engines = [
+        Fake("ok1"),
+        Fake("boom", "raise"),
+        Fake("slow", "hang", kind="antispam"),
+        Fake("ok2"),
+    ]
     out = await run_engines(engines, MSG, timeout=0.05)
     assert [f.outcome for f in out] == ["clean", "error", "timeout", "clean"]
     boom, slow = out[1], out[2]
@@ -161,7 +165,5 @@ def test_registry_repeated_engine() -> None:
 
 def test_registry_passes_rules_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "x.yar").write_text("rule X { condition: false }")
-    (engine,) = build_engines(
-        ScannerSettings(engines=("yara",), yara_rules=tmp_path, isolated=())
-    )
+    (engine,) = build_engines(ScannerSettings(engines=("yara",), yara_rules=tmp_path, isolated=()))
     assert isinstance(engine, YaraEngine) and engine.rules_dir == tmp_path

@@ -59,8 +59,9 @@ def _msg(body: bytes = b"x") -> ParsedMessage:
 
 async def test_breaker_opens_after_consecutive_failures_and_probes_back() -> None:
     e, clock = Flaky("av", failing=True), Clock()
-    r = EngineRunner([e], timeout=5, breaker_failures=3, breaker_cooldown=10, clock=clock,
-                     cache_entries=0)
+    r = EngineRunner(
+        [e], timeout=5, breaker_failures=3, breaker_cooldown=10, clock=clock, cache_entries=0
+    )
     for _ in range(3):
         assert (await r.run(_msg())).findings[0].error == "ConnectionError('down')"
     assert r.state("av") == "open"

@@ -103,8 +103,9 @@ async def test_concurrent_messages_share_one_submission(server: SandboxServer) -
     assert len(server.submitted) == 1
 
 
-@pytest.mark.parametrize(("on_timeout", "action"), [("deliver", "deliver"),
-                                                    ("quarantine", "quarantine")])
+@pytest.mark.parametrize(
+    ("on_timeout", "action"), [("deliver", "deliver"), ("quarantine", "quarantine")]
+)
 async def test_slow_sandbox_times_out_and_policy_decides(
     server: SandboxServer, on_timeout: str, action: str
 ) -> None:
@@ -147,8 +148,9 @@ async def test_finished_part_is_recorded_while_another_times_out(
     server.verdict(bad, "malicious")
     server.verdict(slow, "never")
     engine = _engine(server, timeout=0.5)
-    raw = _mail(("a.exe", bad, "application/octet-stream"),
-                ("b.exe", slow, "application/octet-stream"))
+    raw = _mail(
+        ("a.exe", bad, "application/octet-stream"), ("b.exe", slow, "application/octet-stream")
+    )
     try:
         f = await _scan(engine, raw)
     finally:
@@ -159,8 +161,9 @@ async def test_finished_part_is_recorded_while_another_times_out(
     assert f.detail["3/b.exe"].startswith("pending")
 
 
-@pytest.mark.parametrize(("verdict", "error"), [("error", "HTTP 500"),
-                                                ("failed", "failed_analysis")])
+@pytest.mark.parametrize(
+    ("verdict", "error"), [("error", "HTTP 500"), ("failed", "failed_analysis")]
+)
 async def test_server_error_is_an_error_finding(
     server: SandboxServer, verdict: str, error: str
 ) -> None:
@@ -194,8 +197,11 @@ async def test_types_not_listed_are_never_submitted(server: SandboxServer) -> No
     raw = _mail(
         ("setup.exe", _exe("not-listed"), "application/octet-stream"),
         ("notes.txt", b"just some text\n", "text/plain"),
-        ("pics.zip", samples.zip_bytes({"a.jpg": b"\xff\xd8\xff\xe0" + b"\0" * 64}),
-         "application/zip"),
+        (
+            "pics.zip",
+            samples.zip_bytes({"a.jpg": b"\xff\xd8\xff\xe0" + b"\0" * 64}),
+            "application/zip",
+        ),
     )
     try:
         f = await _scan(engine, raw)

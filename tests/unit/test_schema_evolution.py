@@ -107,9 +107,7 @@ def test_every_new_field_since_an_old_version_has_a_default() -> None:
 @pytest.mark.parametrize("old", OLD, ids=lambda s: f"{s.name}.{s.fingerprint.hex()}")
 def test_fields_added_to_a_record_since_an_old_version_have_defaults(old: schemas.Schema) -> None:
     new = json.loads((schemas.SCHEMA_DIR / f"{old.name}.avsc").read_text())
-    was = json.loads(
-        (schemas.HISTORY_DIR / f"{old.name}.{old.fingerprint.hex()}.avsc").read_text()
-    )
+    was = json.loads((schemas.HISTORY_DIR / f"{old.name}.{old.fingerprint.hex()}.avsc").read_text())
     before = {f["name"] for f in was["fields"]}
     added = [f for f in new["fields"] if f["name"] not in before]
     assert all("default" in f for f in added), [f["name"] for f in added]

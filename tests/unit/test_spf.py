@@ -48,8 +48,9 @@ ZONES: dict[str, list[tuple[str, str]]] = {
     # 11 DNS-querying terms: one over the RFC 7208 4.6.4 limit.
     "many.test": [("TXT", "v=spf1 " + " ".join(f"a:h{i}.many.test" for i in range(11)) + " -all")],
     **{f"h{i}.many.test": [("A", "198.51.100.9")] for i in range(11)},
-    "ten.test": [("TXT", "v=spf1 " + " ".join(f"a:h{i}.many.test" for i in range(9))
-                  + " a:ok.ten.test -all")],
+    "ten.test": [
+        ("TXT", "v=spf1 " + " ".join(f"a:h{i}.many.test" for i in range(9)) + " a:ok.ten.test -all")
+    ],
     "ok.ten.test": [("A", "192.0.2.1")],
     # Three lookups that find nothing: one over the void limit.
     "void.test": [("TXT", "v=spf1 a:n1.void.test a:n2.void.test a:n3.void.test +all")],
@@ -145,8 +146,7 @@ async def test_engine_symbols_and_helo_identity_for_bounces(resolver: Resolver) 
     f = await engine.check(msg)  # null sender: the HELO identity is checked (RFC 2.3)
     assert f.outcome == "clean" and f.kind == "auth"
     assert f.symbols == ("SPF_PASS", "spf=pass", "smtp.helo=pass.test")
-    msg2 = ParsedMessage("m2", "t", b"", (), (), client_ip="198.51.100.1",
-                         mail_from="a@pass.test")
+    msg2 = ParsedMessage("m2", "t", b"", (), (), client_ip="198.51.100.1", mail_from="a@pass.test")
     f2 = await engine.check(msg2)
     assert f2.outcome == "spam" and "smtp.mailfrom=pass.test" in f2.symbols
 
@@ -168,13 +168,13 @@ async def test_answers_are_cached(resolver: Resolver) -> None:
 _record = st.text(alphabet="v=spf1 ais:/.%{}-+~?4p6mxlrdeotc0123456789_", max_size=60)
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(record=_record)
-async def test_fuzzed_records_give_a_result_never_an_exception(
-    dns: DnsServer, record: str
-) -> None:
+async def test_fuzzed_records_give_a_result_never_an_exception(dns: DnsServer, record: str) -> None:
     dns.records.update(served({"fuzz.test.": [("TXT", "v=spf1 " + record)]}))
-    r = await check_host(Resolver([dns.address], timeout=1.0, cache_size=0),
-                         "192.0.2.1", "fuzz.test", "a@fuzz.test")
+    r = await check_host(
+        Resolver([dns.address], timeout=1.0, cache_size=0), "192.0.2.1", "fuzz.test", "a@fuzz.test"
+    )
     assert r.result in {"pass", "fail", "softfail", "neutral", "none", "permerror", "temperror"}

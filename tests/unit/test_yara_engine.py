@@ -45,9 +45,11 @@ def test_shape(engine: YaraEngine) -> None:
     assert (engine.name, engine.kind) == ("yara", "antivirus")
     assert re.fullmatch(r"[0-9a-f]{12}", engine.rules_version)
     assert engine.version and engine.rules_dir == PACKAGED_RULES
-    assert sorted(p.name for p in PACKAGED_RULES.glob("*.yar")) == ["eicar.yar",
-                                                                    "executables.yar",
-                                                                    "mail_threats.yar"]
+    assert sorted(p.name for p in PACKAGED_RULES.glob("*.yar")) == [
+        "eicar.yar",
+        "executables.yar",
+        "mail_threats.yar",
+    ]
 
 
 def test_rule_files_do_not_carry_the_test_string() -> None:
@@ -102,10 +104,8 @@ def _elf() -> bytes:
     return bytes(head)
 
 
-@pytest.mark.parametrize(("data", "symbol"), [(_pe(), "Executable_PE"),
-                                              (_elf(), "Executable_ELF")])
-async def test_executable_is_a_content_match(engine: YaraEngine, data: bytes,
-                                             symbol: str) -> None:
+@pytest.mark.parametrize(("data", "symbol"), [(_pe(), "Executable_PE"), (_elf(), "Executable_ELF")])
+async def test_executable_is_a_content_match(engine: YaraEngine, data: bytes, symbol: str) -> None:
     raw = samples.zip_bytes({"setup.txt": data})
     from email.message import EmailMessage
 

