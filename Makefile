@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 
 # Kafka broker jars and S3Proxy come from Maven into .cache/ (once).
 fetch: $(STAMP)
-	$(BIN)/python -c "from mxgate.localkafka import ensure_kafka_jars; ensure_kafka_jars()"
-	cd tests && ../$(BIN)/python -c "from support.s3server import ensure_built; ensure_built()"
+	$(BIN)/python -c "from devstack.kafka import ensure_kafka_jars; ensure_kafka_jars()"
+	$(BIN)/python -c "from devstack.s3server import ensure_built; ensure_built()"
 
 # Debian packages (engine daemons, Postfix, DNS) listed in infra/apt-packages.txt.
 system:

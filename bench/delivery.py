@@ -40,7 +40,7 @@ from support import samples  # noqa: E402
 from support.pipeline import Pipeline, free_port  # noqa: E402
 from support.postfix import Postfix  # noqa: E402
 
-from mxgate.localkafka import LocalKafka  # noqa: E402
+from devstack.kafka import LocalKafka  # noqa: E402
 
 
 class _Recorder:

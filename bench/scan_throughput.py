@@ -3,7 +3,7 @@
     .venv/bin/python bench/scan_throughput.py [--messages 60] [--json]
 
 Builds a mixed corpus (plain text, HTML, attachments from 10 KB to 5 MB, some EICAR), starts
-a real clamd on the project-built database (mxgate/localclamd.py), then measures in turn:
+a real clamd on the project-built database (devstack/clamd.py), then measures in turn:
 
 1. ``mxgate``: parse + every antivirus engine (clamav, yara isolated, reputation) through the
    scanner's EngineRunner, one message at a time (cache off), so messages/s is per scanner core
@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from mxgate.localclamd import EICAR, Clamd  # noqa: E402
+from devstack.clamd import EICAR, Clamd  # noqa: E402
 from mxgate.settings import ScannerSettings  # noqa: E402
 from scanner.engines.registry import build_engines  # noqa: E402
 from scanner.mime import parse  # noqa: E402

@@ -30,9 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from devstack.kafka import LocalKafka  # noqa: E402
 from mxgate import catalog  # noqa: E402
 from mxgate.kafka import create_topics  # noqa: E402
-from mxgate.localkafka import LocalKafka  # noqa: E402
 from mxgate.settings import KafkaSettings  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -118,7 +118,7 @@ class Mxgate:
         }
         self.log = open(tmp / "receiver.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mxgate", "run", "receiver"],
+            [str(Path(sys.executable).with_name("mxgate")), "run", "receiver"],
             env=env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_port(self.port)

@@ -161,7 +161,7 @@ class BlobStore(Protocol):
         """When the object under ``key`` was last put (epoch seconds), or None if absent.
 
         A put of bytes already stored refreshes it, so garbage collection can tell a body
-        that became referenced again while it was deciding (see mxgate.gc).
+        that became referenced again while it was deciding (see ops.gc).
         """
         ...
 
@@ -424,7 +424,7 @@ class S3BlobStore:
     async def put(self, data: bytes) -> BlobRef:
         """PUT ``data``. The key is the content's hash, so a second PUT of the same key writes
         the same bytes; it is done anyway because it refreshes Last-Modified, which garbage
-        collection relies on to spare a body that became referenced again (mxgate.gc)."""
+        collection relies on to spare a body that became referenced again (ops.gc)."""
         data = bytes(data)
         digest = await _digest_async(data)
         ref = BlobRef(key=key_for(digest), sha256=digest, size=len(data))

@@ -3,7 +3,7 @@
 Services come from one of two places:
 
 * ``native`` (default on this machine): Kafka broker jars and S3Proxy run as local Java
-  processes on 127.0.0.1 (``mxgate.localkafka``, ``tests/support/s3server.py``).
+  processes on 127.0.0.1 (``devstack.kafka``, ``devstack/s3server.py``).
 * ``docker``: when a Docker engine answers ``docker info``, pytest-docker brings up
   ``infra/docker-compose.yml`` and the fixtures point at its services.
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.s3server import S3Server
 
-from mxgate.localkafka import LocalKafka
+from devstack.kafka import LocalKafka
+from devstack.s3server import S3Server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "infra" / "docker-compose.yml"

@@ -13,7 +13,7 @@ import asyncio
 
 import dkim
 
-from scanner.dns import Resolver
+from mxgate.resolver import Resolver
 from scanner.engines.base import Finding, ParsedMessage
 from scanner.engines.dkim import (
     DkimpyEngine,

@@ -9,7 +9,7 @@ a scan must be cancellable at the scanner's per-engine timeout.
 The verdict records clamd's version and its database version. clamd reports the database
 version of official ``.cvd`` databases in ``VERSION`` (``ClamAV 1.4.6/27400/<date>``); a
 database of unofficial signature files only (as the project builds, see
-:mod:`mxgate.localclamd`) has none, so when ``db_dir`` is given the version is a digest
+:mod:`devstack.clamd`) has none, so when ``db_dir`` is given the version is a digest
 of its signature files instead. The version is refreshed at most every ``version_ttl`` seconds,
 so a database reload shows up in verdicts (and keys the verdict cache) without a restart.
 """

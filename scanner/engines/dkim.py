@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import dkim
 
-from scanner.dns import DnsTempError, Resolver
+from mxgate.resolver import DnsTempError, Resolver
 from scanner.engines.base import Finding, Kind, ParsedMessage
 
 __all__ = ["DkimEngine", "DkimResult", "dkim_for_message", "prefetch_keys", "signature_tags"]

@@ -26,7 +26,7 @@ from typing import Literal
 from publicsuffixlist import PublicSuffixList
 
 import mxgate
-from scanner.dns import DnsTempError, Resolver
+from mxgate.resolver import DnsTempError, Resolver
 from scanner.engines.base import Finding, Kind, ParsedMessage
 from scanner.engines.dkim import DkimResult, dkim_for_message
 from scanner.engines.spf import SpfResult, spf_for_message

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 
 import mxgate
-from scanner.dns import DnsTempError, Resolver
+from mxgate.resolver import DnsTempError, Resolver
 from scanner.engines.base import Finding, Kind, ParsedMessage
 from scanner.engines.bayes import message_text
 from scanner.engines.dmarc import org_domain

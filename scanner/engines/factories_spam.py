@@ -25,7 +25,7 @@ __all__ = [
 
 
 def _resolver(s: ScannerSettings):  # type: ignore[no-untyped-def]
-    from scanner.dns import shared_resolver
+    from mxgate.resolver import shared_resolver
 
     return shared_resolver(s.auth)
 

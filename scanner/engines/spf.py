@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import mxgate
-from scanner.dns import DnsTempError, Resolver
+from mxgate.resolver import DnsTempError, Resolver
 from scanner.engines.base import Finding, Kind, Outcome, ParsedMessage
 
 __all__ = ["SpfEngine", "SpfResult", "check_host", "spf_for_message"]

@@ -8,8 +8,8 @@ import dkim
 from support.authkeys import rsa_key, served
 from support.dnsserver import DnsServer
 
+from mxgate.resolver import shared_resolver
 from mxgate.settings import AuthSettings, ScannerSettings
-from scanner.dns import shared_resolver
 from scanner.engines.registry import build_engines
 from scanner.mime import parse
 from scanner.runner import run_engines

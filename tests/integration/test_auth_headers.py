@@ -13,7 +13,7 @@ from support.dnsserver import DnsServer
 from support.pipeline import Pipeline, wait_for
 from support.sink import SinkThread
 
-from scanner.dns import Resolver
+from mxgate.resolver import Resolver
 from scanner.engines.arc import ArcEngine
 from scanner.engines.base import ParsedMessage
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import obstore
 import pytest
 from support.blobstore_contract import BlobStoreContract
-from support.s3server import S3Server
 
+from devstack.s3server import S3Server
 from mxgate.blobstore import (
     BlobStore,
     BlobUnavailable,

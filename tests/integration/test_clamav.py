@@ -13,7 +13,7 @@ import pytest
 from support import samples
 from support.pipeline import free_port
 
-from mxgate.localclamd import Clamd
+from devstack.clamd import Clamd
 from mxgate.settings import ScannerSettings
 from mxgate.tenants import Policy
 from scanner.engines.clamav import ClamAVEngine, ClamdError, db_digest

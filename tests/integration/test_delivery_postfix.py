@@ -16,7 +16,7 @@ from support.pipeline import Pipeline, free_port, queued_id, wait_for
 from support.postfix import Postfix
 
 import schemas
-from mxgate.trace import read_events
+from mxgate.kafka import read_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

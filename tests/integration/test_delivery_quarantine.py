@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from support import samples
+from support.cli import MXGATE
 from support.pipeline import REPO, Pipeline, queued_id, wait_for
 from support.sink import SinkThread, mxgate_id
 
 import schemas
 from mxgate import catalog
-from mxgate.cli_quarantine import read_topic
+from ops.quarantine import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def test_quarantine_list_show_release_delete(kafka, tmp_path: Path) -> None:
 
     def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [sys.executable, "-m", "mxgate", "quarantine", *args],
+            [MXGATE, "quarantine", *args],
             env=p.env, cwd=REPO, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         if ok:

@@ -9,8 +9,8 @@ import uuid
 
 from typer.testing import CliRunner
 
+from cli.main import app
 from mxgate import catalog
-from mxgate.cli import app
 from mxgate.enginecontrol import ControlWatcher, publish_status, read_control
 from mxgate.kafka import create_topics, producer_config
 from mxgate.settings import KafkaSettings

@@ -12,18 +12,18 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from support import samples
+from support.cli import MXGATE
 from support.pipeline import REPO, Pipeline, queued_id, wait_for
 from support.sink import SinkThread
 
 from mxgate import catalog
 from mxgate.blobstore import FsBlobStore, key_for
-from mxgate.gc import collect
-from mxgate.trace import read_events
+from mxgate.kafka import read_events
+from ops.gc import collect
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def test_gc_removes_only_unreferenced_bodies(kafka, tmp_path: Path) -> None:
     # No grace, through the CLI: a new orphan goes at once; the referenced bodies stay.
     orphan2 = _old(store, asyncio.run(store.put(b"another orphan\r\n")).key)
     out = subprocess.run(
-        [sys.executable, "-m", "mxgate", "gc", "--json"],
+        [MXGATE, "gc", "--json"],
         env=p.env | {"MXGATE_OPS__GC_GRACE": "0"},
         cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip

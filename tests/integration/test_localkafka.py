@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from mxgate.localkafka import LocalKafka
+from devstack.kafka import LocalKafka
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -18,11 +17,12 @@ from pathlib import Path
 
 import pytest
 from support import samples
+from support.cli import MXGATE
 from support.pipeline import REPO, Pipeline, queued_id, wait_for
 from support.sink import SinkThread, mxgate_id
 
 import schemas
-from mxgate.trace import read_events
+from mxgate.kafka import read_events
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
 
 def trace_json(p: Pipeline, mid: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-m", "mxgate", "trace", mid, "--json"],
+        [MXGATE, "trace", mid, "--json"],
         env=p.env,
         cwd=REPO,
         capture_output=True,
@@ -160,7 +160,7 @@ def test_hundred_messages_end_to_end(kafka, store_env, tmp_path: Path) -> None:
         assert h["outcome"] == "quarantined"
         assert h["deliveries"] == []
         text = subprocess.run(
-            [sys.executable, "-m", "mxgate", "trace", bad[0]],
+            [MXGATE, "trace", bad[0]],
             env=p.env, cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
         ).stdout  # fmt: skip
         assert "quarantine" in text and bad[0] in text

@@ -11,8 +11,8 @@ from confluent_kafka import KafkaError, KafkaException
 from support import samples
 from support.pipeline import Pipeline, queued_id
 
-from mxgate.localkafka import LocalKafka
-from mxgate.trace import read_events
+from devstack.kafka import LocalKafka
+from mxgate.kafka import read_events
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,8 @@ from support.dnsserver import DnsServer
 from support.pipeline import free_port
 
 from mxgate import catalog
-from mxgate.kafka import create_topics
+from mxgate.kafka import create_topics, read_events
 from mxgate.settings import KafkaSettings, ReceiverSettings, Settings, StoreSettings
-from mxgate.trace import read_events
 from receiver.server import serve
 
 pytestmark = pytest.mark.integration

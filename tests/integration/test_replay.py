@@ -13,26 +13,26 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from support import samples
+from support.cli import MXGATE
 from support.pipeline import REPO, Pipeline, queued_id, wait_for
 from support.sink import SinkThread
 
 import schemas
 from mxgate import catalog
+from mxgate.kafka import read_events
 from mxgate.settings import Settings
-from mxgate.trace import read_events
-from scanner.replay import load_policy, replay
+from ops.replay import load_policy, replay
 
 pytestmark = pytest.mark.integration
 
 
 def cli(p: Pipeline, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mxgate", *args],
+        [MXGATE, *args],
         env=env or p.env,
         cwd=REPO,
         capture_output=True,

@@ -11,7 +11,8 @@ from support.pipeline import Pipeline, queued_id, wait_for
 from support.sink import SinkThread
 
 import schemas
-from mxgate.trace import history, read_events
+from mxgate.kafka import read_events
+from ops.trace import history
 
 pytestmark = pytest.mark.integration
 

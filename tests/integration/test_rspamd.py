@@ -8,13 +8,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.rspamd import RspamdServer
+from support.cli import MXGATE
 
+from devstack.rspamd import RspamdServer
 from scanner.engines.base import ParsedMessage
 from scanner.engines.rspamd import RspamdEngine, RspamdError
 from scanner.runner import run_engines
@@ -175,7 +175,7 @@ def test_mxgate_train_teaches_rspamd_and_evaluate_runs_it(
         MXGATE_SCANNER__SPAM__BAYES_MIN_TRAINED="5",
         MXGATE_SCANNER__ENGINES='["bayes","heuristics","rspamd"]',
     )
-    cmd = [sys.executable, "-m", "mxgate"]
+    cmd = [MXGATE]
     args = ["--ham", str(ham), "--spam", str(spam), "--holdout", "40"]
 
     def run(*extra: str) -> dict:

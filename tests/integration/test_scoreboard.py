@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,10 +19,11 @@ from typing import Any
 
 import pytest
 from support import samples
+from support.cli import MXGATE
 from support.pipeline import REPO, Pipeline, free_port, wait_for
 
 from mxgate import catalog
-from mxgate.trace import read_events
+from mxgate.kafka import read_events
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def _totals(stats: dict[str, Any], label: str, engine: str) -> dict[str, int]:
 
 def _cli(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mxgate", *args],
+        [MXGATE, *args],
         env=p.env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
@@ -90,7 +90,7 @@ def test_scoreboard_counts_the_verdict_stream_exactly_once(kafka, tmp_path: Path
     def start_board() -> subprocess.Popen[bytes]:
         with open(log_path, "ab") as log:
             board = subprocess.Popen(
-                [sys.executable, "-m", "mxgate", "scoreboard", "run"],
+                [MXGATE, "scoreboard", "run"],
                 env=p.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip

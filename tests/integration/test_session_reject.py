@@ -12,7 +12,7 @@ from support.pipeline import Pipeline, queued_id, wait_for
 from support.sink import SinkThread
 
 import schemas
-from mxgate.trace import read_events
+from mxgate.kafka import read_events
 
 pytestmark = pytest.mark.integration
 

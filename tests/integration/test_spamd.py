@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.spamd import SpamdServer
+from support.cli import MXGATE
 
+from devstack.spamd import SpamdServer
 from scanner.engines.base import ParsedMessage
 from scanner.engines.spamassassin import SpamassassinEngine, SpamdError, spamc
 
@@ -69,7 +69,7 @@ def test_train_and_evaluate_commands(spamd: int, tmp_path: Path) -> None:
         MXGATE_SCANNER__SPAM__BAYES_MIN_TRAINED="5",
         MXGATE_SCANNER__ENGINES='["bayes","heuristics","spamassassin"]',
     )
-    cmd = [sys.executable, "-m", "mxgate"]
+    cmd = [MXGATE]
     args = ["--ham", str(ham), "--spam", str(spam), "--holdout", "40"]
     done = subprocess.run(
         [*cmd, "train", *args, "--json"], env=env, capture_output=True, timeout=300, check=False

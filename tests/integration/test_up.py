@@ -7,12 +7,12 @@ import os
 import signal
 import smtplib
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from support import samples
+from support.cli import MXGATE
 from support.pipeline import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
     t0 = time.monotonic()
     with log.open("wb") as out:  # a file, not a pipe: the roles log a lot and must never block
         up = subprocess.Popen(
-            [sys.executable, "-m", "mxgate", "up", "--workdir", str(workdir),
+            [MXGATE, "up", "--workdir", str(workdir),
              "--capture-port", str(capture_port)],
             env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip

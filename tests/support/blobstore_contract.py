@@ -46,7 +46,7 @@ class BlobStoreContract:
         assert [k async for k in store.iter_keys()].count(first.key) == 1
 
     async def test_put_again_refreshes_modified_at(self, store: BlobStore) -> None:
-        # Garbage collection spares a body put again after it listed the store (mxgate.gc).
+        # Garbage collection spares a body put again after it listed the store (ops.gc).
         ref = await store.put(b"wanted again")
         first = await store.modified_at(ref.key)
         assert first is not None

@@ -7,7 +7,6 @@ import signal
 import smtplib
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 from mxgate import catalog
 from mxgate.kafka import create_topics
 from mxgate.settings import Settings
+from support.cli import MXGATE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,7 +119,7 @@ class Pipeline:
         log = open(self.workdir / f"{name}.log", "ab")
         env = self.env | {"MXGATE_KAFKA__INSTANCE_ID": name}
         p = subprocess.Popen(
-            [sys.executable, "-m", "mxgate", "run", role],
+            [MXGATE, "run", role],
             env=env,
             cwd=REPO,
             stdout=log,

@@ -14,7 +14,7 @@ from typing import Literal
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mxgate.capture import Captured, CaptureHandler, start_capture
+from devstack.capture import Captured, CaptureHandler, start_capture
 
 Fault = Literal["none", "tempfail", "reject", "drop", "stall", "garbage"]
 

@@ -9,7 +9,7 @@ from support.authkeys import rsa_key, served
 from support.dnsserver import DnsServer
 
 from deliverer.authres import arc_seal, authentication_results
-from scanner.dns import Resolver
+from mxgate.resolver import Resolver
 from scanner.engines.arc import ArcEngine
 from scanner.engines.base import ParsedMessage
 

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mxgate import runtime
+from support.cli import MXGATE
+
+from devstack import runtime
 
 
 def test_live_record_is_loaded_and_stale_one_ignored(tmp_path: Path) -> None:
@@ -28,7 +30,7 @@ def _clean_env() -> dict[str, str]:
 
 def test_no_broker_is_one_line_naming_what_to_set(tmp_path: Path) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "mxgate", "trace", "no-such-id"],
+        [MXGATE, "trace", "no-such-id"],
         cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 2
@@ -40,7 +42,7 @@ def test_second_shell_takes_up_s_choices(tmp_path: Path) -> None:
     # A record of this (live) process stands in for a running `mxgate up`.
     runtime.write(tmp_path / "var" / "runtime.json", {"MXGATE_KAFKA__TOPIC_PREFIX": "seen."})
     r = subprocess.run(
-        [sys.executable, "-m", "mxgate", "topics", "list", "--json"],
+        [MXGATE, "topics", "list", "--json"],
         cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -48,7 +50,5 @@ def test_second_shell_takes_up_s_choices(tmp_path: Path) -> None:
 
 
 def test_version() -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "mxgate", "--version"], capture_output=True, text=True, timeout=60
-    )
+    r = subprocess.run([MXGATE, "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("mxgate ")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mxgate.cli import Role
+from cli.stack import Role
 from mxgate.settings import Settings
 from mxgate.tenants import Tenants
 

@@ -7,7 +7,7 @@ import email
 from email import policy
 
 import schemas
-from mxgate.cli_quarantine import build_digest, fold, group_for_digest, matches, parse_when
+from ops.quarantine import build_digest, fold, group_for_digest, matches, parse_when
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 

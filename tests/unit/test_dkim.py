@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from support.authkeys import ed25519_key, rsa_key, served
 from support.dnsserver import DnsServer
 
-from scanner.dns import Resolver
+from mxgate.resolver import Resolver
 from scanner.engines.arc import ArcEngine
 from scanner.engines.base import ParsedMessage
 from scanner.engines.dkim import DkimEngine, verify_dkim

@@ -9,7 +9,7 @@ import pytest
 from support.authkeys import rsa_key, served
 from support.dnsserver import DnsServer
 
-from scanner.dns import Resolver
+from mxgate.resolver import Resolver
 from scanner.engines.base import ParsedMessage
 from scanner.engines.dkim import DkimResult
 from scanner.engines.dmarc import DmarcEngine, evaluate, org_domain, parse_record

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from support.dnsserver import DnsServer
 
-from scanner.dns import Resolver
+from mxgate.resolver import Resolver
 from scanner.engines.dnsbl import DnsblEngine, link_domains
 from scanner.mime import parse
 

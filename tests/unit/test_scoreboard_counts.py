@@ -13,8 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mxgate.cli_ops import render_stats
-from mxgate.scoreboard import (
+from cli.scoreboard import render_stats
+from mxgate.settings import OpsSettings, Settings
+from ops.scoreboard import (
     DAY,
     ScoreboardUnavailable,
     board,
@@ -23,7 +24,6 @@ from mxgate.scoreboard import (
     window_label,
     window_sizes,
 )
-from mxgate.settings import OpsSettings, Settings
 
 T0 = dt.datetime(2026, 1, 1, 23, 30, tzinfo=dt.UTC)
 

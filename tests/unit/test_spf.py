@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from support.authkeys import served
 from support.dnsserver import DnsServer
 
-from scanner.dns import Resolver
+from mxgate.resolver import Resolver
 from scanner.engines.base import ParsedMessage
 from scanner.engines.spf import SpfEngine, check_host
 

@@ -9,9 +9,9 @@ import pytest
 import typer
 
 import schemas
-from mxgate.cli_ops import parse_time
-from mxgate.scoreboard import bucket, counter_keys, facts, summarize
-from mxgate.trace import fold, render
+from cli.common import parse_time
+from ops.scoreboard import bucket, counter_keys, facts, summarize
+from ops.trace import fold, render
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -25,9 +25,8 @@ from rocksdict import Rdict
 import schemas
 from mxgate import catalog
 from mxgate.blobstore import BlobStore, open_store
-from mxgate.kafka import base_config
+from mxgate.kafka import base_config, read_events
 from mxgate.settings import Settings
-from mxgate.trace import read_events
 
 __all__ = ["GcResult", "collect", "references"]
 

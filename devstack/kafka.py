@@ -433,7 +433,7 @@ class LocalKafka:
         (broker.dir / "logs").mkdir(exist_ok=True)
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         broker.properties.write_text(
-            "# Written by mxgate.localkafka on every start; edits are overwritten.\n" + text
+            "# Written by devstack.kafka on every start; edits are overwritten.\n" + text
         )
 
     def _java(self, broker: _Broker, main: str, *args: str, heap: str | None = None) -> list[str]:

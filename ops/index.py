@@ -11,7 +11,7 @@ commands (``mxgate trace --sender …``), and RocksDB allows one process per dat
 worker would hold the database for itself and need a query service in front; here the command
 that asks catches the index up to the topics' current end (incrementally, from its stored
 offsets) and answers from it, with nothing left running. The scoreboard, which must keep
-counting all the time, is the faust app (:mod:`mxgate.scoreboard`).
+counting all the time, is the faust app (:mod:`ops.scoreboard`).
 
 Layout (every key a str, values JSON):
 
@@ -99,7 +99,7 @@ class MessageIndex:
         consumer = Consumer(
             base_config(self.settings.kafka)
             | {
-                "group.id": "mxgate.index",  # never committed: offsets live in the index
+                "group.id": "ops.index",  # never committed: offsets live in the index
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
             }

@@ -1,5 +1,5 @@
 """``python -m mxgate`` is the ``mxgate`` command."""
 
-from mxgate.cli import main
+from cli.main import main
 
 main()

@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from cli.common import load_settings
+
 __all__ = ["register"]
 
 HamOpt = Annotated[
@@ -55,7 +57,6 @@ def train(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Teach every learning engine (our Bayes, spamd's and rspamd's Bayes) the corpus."""
-    from mxgate.cli import load_settings
     from scanner.evaluate import load_corpus, split
     from scanner.train import learn_messages
 
@@ -90,7 +91,6 @@ def evaluate(
     limit: Annotated[int, typer.Option(help="At most this many messages (0: all).")] = 0,
 ) -> None:
     """Run the engines on held-out labelled mail; report per engine and combined."""
-    from mxgate.cli import load_settings
     from mxgate.errors import ConfigError
     from mxgate.tenants import Policy
     from scanner.engines.base import Engine

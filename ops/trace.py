@@ -4,98 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-
 import schemas
-from mxgate import catalog
-from mxgate.kafka import base_config
+from mxgate.kafka import read_events
 from mxgate.settings import Settings
-
-
-def _topics(settings: Settings) -> list[str]:
-    tiers = len(settings.deliverer.retry_schedule)
-    return [catalog.name(t, settings.kafka.topic_prefix) for t in catalog.all_topics(tiers)]
-
-
-def read_events(
-    settings: Settings, keys: set[str] | None = None, topics: Iterable[str] | None = None
-) -> Iterator[tuple[str, dict]]:
-    """Every committed event on mxgate's topics (optionally only those keyed by ``keys``, or
-    only on the full topic names ``topics``), read from the beginning up to the end as it was
-    when the call started."""
-    consumer = Consumer(
-        base_config(settings.kafka)
-        | {
-            "group.id": "mxgate.trace",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        meta = consumer.list_topics(timeout=10)
-        ends: dict[tuple[str, int], int] = {}
-        assign = []
-        for topic in _topics(settings) if topics is None else topics:
-            if topic not in meta.topics:
-                continue
-            for p in meta.topics[topic].partitions:
-                lo, hi = _watermarks(consumer, TopicPartition(topic, p))
-                if hi > lo:
-                    ends[(topic, p)] = hi
-                    assign.append(TopicPartition(topic, p, lo))
-        if not assign:
-            return
-        consumer.assign(assign)
-        pending = set(ends)
-        while pending:
-            batch = consumer.consume(500, 5.0)
-            if not batch:
-                break  # five quiet seconds: the rest is transaction markers, or nothing
-            for m in batch:
-                k = (m.topic(), m.partition())
-                if m.error():
-                    pending.discard(k)  # partition EOF
-                    continue
-                if m.offset() >= ends[k] - 1:
-                    pending.discard(k)
-                if m.offset() >= ends[k]:
-                    continue
-                if keys is None or (m.key() or b"").decode() in keys:
-                    try:
-                        yield schemas.decode(m.value() or b"")
-                    except schemas.SchemaError:
-                        continue
-    finally:
-        consumer.close()
-
-
-_NO_LEADER_YET = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-    }
-)
-
-
-def _watermarks(consumer: Consumer, tp: TopicPartition, tries: int = 20) -> tuple[int, int]:
-    """A partition's low and high offsets, retried while a fresh topic has no leader yet."""
-    for i in range(tries):
-        try:
-            return consumer.get_watermark_offsets(tp, timeout=10)
-        except KafkaException as e:
-            err = e.args[0]
-            if i == tries - 1 or not (err.retriable() or err.code() in _NO_LEADER_YET):
-                raise
-            time.sleep(0.25)
-    raise AssertionError("unreachable")
 
 
 def _plain(v: Any) -> Any:

@@ -30,11 +30,10 @@ import schemas
 from mxgate import catalog
 from mxgate.blobstore import open_store
 from mxgate.errors import ConfigError
-from mxgate.kafka import create_topics, producer_config
+from mxgate.kafka import create_topics, producer_config, read_events
 from mxgate.settings import Settings
 from mxgate.tenants import Policy, Tenants
 from mxgate.timeutil import utcnow
-from mxgate.trace import read_events
 from scanner.engines.base import Engine
 from scanner.engines.registry import build_engines
 from scanner.service import Scanner

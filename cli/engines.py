@@ -17,8 +17,11 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.common import JsonOpt, load_settings
+from cli.scoreboard import stats
 from mxgate.enginecontrol import publish_control, read_control
 from mxgate.kafka import KafkaUnavailable
+from mxgate.settings import Settings
 
 __all__ = ["engines_app"]
 
@@ -27,12 +30,8 @@ engines_app = typer.Typer(
     invoke_without_command=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
-
-def _settings():  # type: ignore[no-untyped-def]
-    from mxgate.cli import load_settings  # lazy: cli imports this module
-
+def _settings() -> Settings:
     return load_settings()
 
 
@@ -157,6 +156,4 @@ def engines_stats(
 ) -> None:
     """Each engine's scoreboard per time window: detection rate, unique catches,
     disagreement, error and timeout rate, p50/p99 latency (asks `mxgate scoreboard run`)."""
-    from mxgate.cli_ops import stats  # lazy, like _settings: mxgate.cli imports both modules
-
     stats(url=url, as_json=as_json)

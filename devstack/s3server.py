@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from mxgate.localkafka import REPO_ROOT, fetch_maven_jars, java_flags
+from devstack.kafka import REPO_ROOT, fetch_maven_jars, java_flags
 
 __all__ = ["S3Server", "S3ServerError", "ensure_built", "sigv4_request"]
 

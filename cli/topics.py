@@ -1,0 +1,41 @@
+"""`mxgate topics create|list`: the Kafka topics of the catalog."""
+
+from __future__ import annotations
+
+import typer
+
+from cli.common import JsonOpt, echo_json, load_settings
+from mxgate import catalog
+
+topics_app = typer.Typer(help="Kafka topics of the catalog.", no_args_is_help=True)
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every topic of the catalog that does not exist yet."""
+    from mxgate.kafka import create_topics
+
+    s = load_settings()
+    made = create_topics(s.kafka, catalog.all_topics(len(s.deliverer.retry_schedule)))
+    typer.echo(f"created {len(made)} topic(s): {', '.join(made) or '-'}")
+
+
+@topics_app.command("list")
+def topics_list(as_json: JsonOpt = False) -> None:
+    """Show the catalog: name, events, retention and purpose of each topic."""
+    s = load_settings()
+    rows = [
+        {
+            "name": catalog.name(t, s.kafka.topic_prefix),
+            "events": list(t.events),
+            "retention_ms": t.retention_ms,
+            "compacted": t.compacted,
+            "doc": t.doc,
+        }
+        for t in catalog.all_topics(len(s.deliverer.retry_schedule))
+    ]
+    if as_json:
+        echo_json(rows)
+    else:
+        for r in rows:
+            typer.echo(f"{r['name']:40} {r['retention_ms'] // 86_400_000:>3}d  {r['doc']}")

@@ -1,0 +1,1 @@
+"""Operator tools over the event log: trace, index, gc, scoreboard, quarantine, replay."""
