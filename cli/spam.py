@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -118,7 +118,7 @@ def evaluate(
         test = test[:limit]
     policy = Policy(engine_weights=dict(settings.scanner.spam.weights))
 
-    async def run() -> dict:
+    async def run() -> dict[str, Any]:
         try:
             return await evaluate(
                 built,

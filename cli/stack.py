@@ -156,7 +156,7 @@ def up(
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         failed = [p for p in procs if p.poll() is not None]
-        raise fail(RuntimeError(f"a role exited early: {failed[0].args}"))
+        raise fail(RuntimeError(f"a role exited early: {failed[0].args!r}"))
     except KeyboardInterrupt:
         typer.echo("stopping…", err=True)
     finally:

@@ -38,4 +38,5 @@ def topics_list(as_json: JsonOpt = False) -> None:
         echo_json(rows)
     else:
         for r in rows:
-            typer.echo(f"{r['name']:40} {r['retention_ms'] // 86_400_000:>3}d  {r['doc']}")
+            days = int(str(r["retention_ms"])) // 86_400_000
+            typer.echo(f"{r['name']:40} {days:>3}d  {r['doc']}")

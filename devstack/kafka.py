@@ -297,10 +297,6 @@ class LocalKafka:
         for broker in self._brokers:
             self._reap(broker)
 
-    def stop_broker(self, i: int, timeout: float = 30) -> None:
-        """Stop broker ``i`` cleanly (SIGTERM; SIGKILL if it does not exit in ``timeout``)."""
-        self._terminate(self._broker(i), timeout)
-
     def kill_broker(self, i: int) -> None:
         """Kill broker ``i`` at once with SIGKILL, as a crash would."""
         broker = self._broker(i)

@@ -22,7 +22,3 @@ def new_message_id(now_ms: int | None = None) -> str:
         n >>= 5
     return "".join(reversed(out))
 
-
-def is_message_id(s: str) -> bool:
-    """True when ``s`` looks like an mxgate message ID."""
-    return len(s) == 26 and all(c in _ALPHABET for c in s)

@@ -319,7 +319,10 @@ class DelivererSettings(BaseModel):
     """The deliverer group."""
 
     model_config = ConfigDict(frozen=True)
-    hostname: str = "mxgate.local"
+    hostname: str = Field(
+        default="mxgate.local",
+        description="Name the deliverer gives in EHLO, DSNs, digests and ARC/A-R headers.",
+    )
     arc_key_file: Path | None = Field(
         default=None,
         description="PEM private key to ARC-seal delivered mail with (RFC 8617); unset: no seal.",
@@ -333,9 +336,13 @@ class DelivererSettings(BaseModel):
     expire_after: float = Field(
         default=5 * 86400.0, description="Seconds until a deferral expires."
     )
-    connect_timeout: float = 30.0
-    command_timeout: float = 300.0
-    batch_size: int = Field(default=50, ge=1)
+    connect_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to open a connection to a next hop."
+    )
+    command_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds to wait for a next hop's reply to a command."
+    )
+    batch_size: int = Field(default=50, ge=1, description="Work items per Kafka transaction.")
     max_connections_per_route: int = Field(
         default=10, ge=1, description="Concurrent connections to one destination host:port."
     )

@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from mxgate.settings import Settings
 
 
-def reference(model: type[BaseModel] = Settings, prefix: str = "MXGATE_") -> Iterator[tuple]:
+def reference(
+    model: type[BaseModel] = Settings, prefix: str = "MXGATE_"
+) -> Iterator[tuple[str, Any, str]]:
     """(environment variable, default, description) for every setting."""
     for name, field in model.model_fields.items():
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             yield from reference(ann, f"{prefix}{name.upper()}__")
             continue
-        default = "(host name)" if field.default_factory is not None else field.default
+        default = _default(field)
         if isinstance(default, tuple):
             default = list(default)
+        if isinstance(default, dict | list):
+            default = json.dumps(default)
         yield f"{prefix}{name.upper()}", default, field.description or ""
+
+
+def _default(field: FieldInfo) -> Any:
+    """The default an operator gets: a factory's value, but a host's name as a placeholder
+    (the reference must read the same on every machine)."""
+    if field.default_factory is None:
+        return field.default
+    if field.default_factory is socket.gethostname:
+        return "(this host's name)"
+    return field.default_factory()  # type: ignore[call-arg]
 
 
 def markdown() -> str:

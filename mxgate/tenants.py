@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -236,7 +236,7 @@ class Tenants:
         return cls.from_mapping(data, source=str(p))
 
     @classmethod
-    def from_mapping(cls, data: dict, source: str = "<tenants>") -> Tenants:
+    def from_mapping(cls, data: dict[str, Any], source: str = "<tenants>") -> Tenants:
         """Validate an already-parsed mapping (the TOML document)."""
         raw = data.get("tenants")
         if not isinstance(raw, dict) or not raw:

@@ -3,6 +3,7 @@ server; a newcomer's message arrives in the mailbox folder; Ctrl-C stops everyth
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import smtplib
@@ -67,3 +68,78 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(workdir) not in ps
     assert f"--capture-port {capture_port}" not in ps
+
+
+def test_a_second_shell_runs_the_readme_commands_with_a_clean_environment(tmp_path: Path) -> None:
+    """The README's "Try it" as a newcomer does it: `mxgate up` in one shell, then `trace`,
+    `quarantine list`, `engines` and `replay` from a second one that has no MXGATE_* variable
+    and passes no option: they find the broker and clamd that `up` chose (var/runtime.json)."""
+    capture_port, smtp_port = free_port(), free_port()
+    # The checkout as the user has it: commands run from its top, state in ./var.
+    home = tmp_path / "checkout"
+    (home / "infra").mkdir(parents=True)
+    (home / "infra" / "tenants.toml").write_text(
+        '[tenants.example]\ndomains = ["example.test"]\n'
+        f'route = {{ host = "127.0.0.1", port = {capture_port} }}\n'
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MXGATE_")}
+    # Only the first shell picks a free SMTP port; the second knows nothing of it.
+    first = clean | {"MXGATE_RECEIVER__PORT": str(smtp_port)}
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        up = subprocess.Popen(
+            [MXGATE, "up", "--capture-port", str(capture_port)],
+            env=first, cwd=home, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def second_shell(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [MXGATE, *args], env=clean, cwd=home, capture_output=True, text=True, timeout=300
+        )
+
+    try:
+
+        def accepted() -> str | None:
+            assert up.poll() is None, log.read_text()
+            try:
+                with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as c:
+                    c.mail("alice@sender.test")
+                    c.rcpt("bob@example.test")
+                    code, reply = c.data(samples.clean_message(3))
+                    return reply.decode().rsplit(" ", 1)[-1] if code == 250 else None
+            except (OSError, smtplib.SMTPException):
+                return None
+
+        mid = wait_for(accepted, 180, "the first message to be accepted", every=0.5)
+        box = home / "var" / "mailbox" / "bob@example.test"
+        wait_for(lambda: list(box.glob("*.eml")), 120, "the message in the mailbox")
+
+        def delivered() -> dict[str, object] | None:
+            r = second_shell("trace", mid, "--json")
+            assert "Traceback" not in r.stderr, r.stderr
+            h = json.loads(r.stdout) if r.returncode == 0 else {}
+            return h if h.get("outcome") == "delivered" else None
+
+        history = wait_for(delivered, 120, "trace to show the delivery", every=1.0)
+        assert history["message_id"] == mid
+        held = second_shell("quarantine", "list", "--json")
+        assert held.returncode == 0, held.stderr
+        assert json.loads(held.stdout) == []
+        engines = second_shell("engines", "--json")
+        assert engines.returncode == 0, engines.stderr
+        assert "clamav" in {e["engine"] for e in json.loads(engines.stdout)}
+        # replay needs clamd's socket, which only `up` knows.
+        rep = second_shell("replay", "--from", "1h", "--to", "now", "--json")
+        assert rep.returncode == 0, rep.stderr
+        assert mid in json.loads(rep.stdout)["replayed"]
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait()
+    # Once `up` is gone its choices are not lent any more: one clear line, no traceback.
+    after = second_shell("trace", mid)
+    assert after.returncode == 2 and "Traceback" not in after.stderr
+    assert "MXGATE_KAFKA__BOOTSTRAP_SERVERS" in after.stderr

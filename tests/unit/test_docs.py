@@ -29,3 +29,13 @@ def test_schemas_readme_documents_every_topic_and_event() -> None:
         assert t.name in doc, t.name
     for name in schemas.EVENTS:
         assert name.rsplit(".", 1)[1] in doc, name
+
+
+def test_every_setting_has_a_description_and_its_real_default() -> None:
+    rows = list(reference())
+    assert [k for k, _, desc in rows if not desc.strip()] == []
+    defaults = {k: d for k, d, _ in rows}
+    # A factory's value is shown, not a placeholder (only a host's own name stays one).
+    assert defaults["MXGATE_SCANNER__ENGINE_TIMEOUTS"] == "{}"
+    assert '"bayes": 1.0' in defaults["MXGATE_SCANNER__SPAM__WEIGHTS"]
+    assert defaults["MXGATE_KAFKA__INSTANCE_ID"] == "(this host's name)"
