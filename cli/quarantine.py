@@ -22,7 +22,7 @@ import typer
 from confluent_kafka import Producer
 
 import schemas
-from cli.common import JsonOpt, load_settings
+from cli.common import JsonOpt, echo_json, load_settings
 from mxgate import catalog
 from mxgate.kafka import producer_config
 from mxgate.settings import Settings
@@ -192,6 +192,7 @@ def delete(
     tenant: AnyTenantOpt = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
     by: ByOpt = "",
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove a message from the quarantine: it can no longer be released.
 
@@ -212,7 +213,10 @@ def delete(
         [(catalog.name(catalog.QUARANTINE, s.kafka.topic_prefix), message_id,
           schemas.QUARANTINE_DELETED, rec)],
     )  # fmt: skip
-    typer.echo(f"deleted {message_id} from the quarantine of {tenant} (by {who})")
+    if as_json:
+        echo_json({"message_id": message_id, "tenant": tenant, "state": "deleted", "by": who})
+    else:
+        typer.echo(f"deleted {message_id} from the quarantine of {tenant} (by {who})")
 
 
 @quarantine_app.command("report-spam")
@@ -221,6 +225,7 @@ def report_spam(
     tenant: TenantOpt,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
     by: ByOpt = "",
+    as_json: JsonOpt = False,
 ) -> None:
     """Label a delivered message spam: a training event for learning engines."""
     from ops.trace import history
@@ -240,7 +245,10 @@ def report_spam(
         [(catalog.name(catalog.TRAINING, s.kafka.topic_prefix), message_id,
           schemas.TRAINING_LABELLED, label)],
     )  # fmt: skip
-    typer.echo(f"reported {message_id} as spam (by {who})")
+    if as_json:
+        echo_json({"message_id": message_id, "tenant": tenant, "label": "spam", "by": who})
+    else:
+        typer.echo(f"reported {message_id} as spam (by {who})")
 
 
 @quarantine_app.command()

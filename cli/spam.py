@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import load_settings
+from cli.common import JsonOpt, load_settings
 
 __all__ = ["register"]
 
@@ -54,7 +54,7 @@ def train(
     spam: SpamOpt,
     holdout: HoldOpt = 30,
     engines: EnginesOpt = "",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Teach every learning engine (our Bayes, spamd's and rspamd's Bayes) the corpus."""
     from scanner.evaluate import load_corpus, split
@@ -84,7 +84,7 @@ def evaluate(
     spam: SpamOpt,
     holdout: HoldOpt = 30,
     engines: EnginesOpt = "",
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    as_json: JsonOpt = False,
     chart: Annotated[
         Path | None, typer.Option("--chart", help="Write a chart: .html (self-contained SVG).")
     ] = None,

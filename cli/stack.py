@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail, load_settings
+from cli.common import JsonOpt, echo_json, fail, load_settings
 from devstack import runtime
 from mxgate import catalog
 from mxgate.errors import ConfigError
@@ -79,11 +79,14 @@ def settings_reference(
     readme: Annotated[
         Path | None, typer.Option(help="Rewrite the table between the markers in this file.")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print the settings reference (every MXGATE_* variable) as a Markdown table."""
-    from mxgate.settings_doc import markdown, update_readme
+    from mxgate.settings_doc import markdown, reference, update_readme
 
-    if readme is None:
+    if as_json and readme is None:
+        echo_json([{"variable": k, "default": d, "meaning": m} for k, d, m in reference()])
+    elif readme is None:
         typer.echo(markdown())
     else:
         changed = update_readme(readme)

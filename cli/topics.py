@@ -11,13 +11,16 @@ topics_app = typer.Typer(help="Kafka topics of the catalog.", no_args_is_help=Tr
 
 
 @topics_app.command("create")
-def topics_create() -> None:
+def topics_create(as_json: JsonOpt = False) -> None:
     """Create every topic of the catalog that does not exist yet."""
     from mxgate.kafka import create_topics
 
     s = load_settings()
     made = create_topics(s.kafka, catalog.all_topics(len(s.deliverer.retry_schedule)))
-    typer.echo(f"created {len(made)} topic(s): {', '.join(made) or '-'}")
+    if as_json:
+        echo_json({"created": made})
+    else:
+        typer.echo(f"created {len(made)} topic(s): {', '.join(made) or '-'}")
 
 
 @topics_app.command("list")
