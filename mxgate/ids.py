@@ -21,4 +21,3 @@ def new_message_id(now_ms: int | None = None) -> str:
         out.append(_ALPHABET[n & 31])
         n >>= 5
     return "".join(reversed(out))
-
