@@ -103,6 +103,7 @@ def test_a_second_shell_runs_the_readme_commands_with_a_clean_environment(tmp_pa
             assert up.poll() is None, log.read_text()
             try:
                 with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as c:
+                    c.ehlo("client.sender.test")
                     c.mail("alice@sender.test")
                     c.rcpt("bob@example.test")
                     code, reply = c.data(samples.clean_message(3))
