@@ -157,11 +157,22 @@ class Engine(Protocol):
     :class:`EngineBase` implements everything but ``check`` and ``rules_version``.
     """
 
-    name: str
-    kind: Kind
-    # True when a conclusive finding depends only on the body and the versions, so the runner
-    # may reuse it for an identical body (verdict cache).
-    cacheable: bool
+    # Read-only members, so a class attribute (``kind = "antivirus"``) satisfies them.
+    @property
+    def name(self) -> str:
+        """The engine's name, as ``MXGATE_SCANNER__ENGINES`` lists it."""
+        ...
+
+    @property
+    def kind(self) -> Kind:
+        """What it looks for: antivirus, antispam, auth or policy."""
+        ...
+
+    @property
+    def cacheable(self) -> bool:
+        """True when a conclusive finding depends only on the body and the versions, so the
+        runner may reuse it for an identical body (verdict cache)."""
+        ...
 
     @property
     def version(self) -> str:
