@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import AliasPath
 
 import mxgate
 from mxgate.resolver import Answer, Resolver
@@ -16,6 +17,7 @@ from mxgate.settings import AuthSettings, ScannerSettings, SpamSettings
 from scanner.engines.clamav import ClamavSettings
 from scanner.engines.common import (
     EngineBase,
+    EngineSettings,
     Finding,
     NoSettings,
     ParsedMessage,
@@ -171,3 +173,30 @@ async def test_scan_context_keeps_one_object_per_kind_and_key() -> None:
     assert ctx.shared(list, "k", lambda: ["other"]) is a
     assert ctx.shared(list, "j", list) is not a
     assert ctx.shared(dict, "k", dict) == {}
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_every_engine_setting_names_a_real_scanner_setting(name: str) -> None:
+    # A misspelt alias would silently leave the default in force: each must resolve.
+    flat = ScannerSettings().model_dump()
+    for field, info in ENGINES[name].settings.model_fields.items():
+        alias = info.validation_alias
+        path = alias.path if isinstance(alias, AliasPath) else [alias or field]
+        value: object = flat
+        for step in path:
+            assert isinstance(value, dict) and step in value, f"{name}.{field}: {path}"
+            value = value[step]
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, EngineSettings):
+            assert isinstance(value, dict)
+            assert set(nested.model_fields) <= set(value), f"{name}.{field}"
+
+
+def test_a_context_used_from_another_event_loop_starts_empty() -> None:
+    ctx = ScanContext()
+
+    async def get() -> list[str]:
+        return ctx.shared(list, "k", list)
+
+    first = asyncio.run(get())
+    assert asyncio.run(get()) is not first
