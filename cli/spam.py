@@ -93,7 +93,7 @@ def evaluate(
     """Run the engines on held-out labelled mail; report per engine and combined."""
     from mxgate.errors import ConfigError
     from mxgate.tenants import Policy
-    from scanner.engines.base import Engine
+    from scanner.engines.common import Engine
     from scanner.engines.registry import build_engines
     from scanner.evaluate import TABLE_HEADER, evaluate, html_chart, load_corpus, split, table_rows
 

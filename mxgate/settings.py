@@ -215,7 +215,14 @@ class SpamSettings(BaseModel):
 
 
 class ScannerSettings(BaseModel):
-    """The scanner group."""
+    """The scanner group.
+
+    The engines' settings stay here, flat and documented with the rest (one env var each,
+    e.g. ``MXGATE_SCANNER__CLAMAV_SOCKET``), because the core may not import the engines. Each
+    engine module reads the few it needs into its own small model
+    (``scanner.engines.common.EngineSettings``), so an engine's settings are declared next to
+    its code without changing what operators set.
+    """
 
     model_config = ConfigDict(frozen=True)
     engines: tuple[str, ...] = Field(

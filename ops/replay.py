@@ -34,7 +34,7 @@ from mxgate.kafka import create_topics, producer_config, read_events
 from mxgate.settings import Settings
 from mxgate.tenants import Policy, Tenants
 from mxgate.timeutil import utcnow
-from scanner.engines.base import Engine
+from scanner.engines.common import Engine
 from scanner.engines.registry import build_engines
 from scanner.service import Scanner
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from mxgate.tenants import Policy
 from scanner import mime
-from scanner.engines.base import Engine, Finding, ParsedMessage, failure
+from scanner.engines.common import Engine, Finding, ParsedMessage, failure
 from scanner.policy import decide
 
 __all__ = [

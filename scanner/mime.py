@@ -4,7 +4,7 @@
 leaf part, undoes its transfer encoding and opens archives it finds by *content* (magic bytes, not
 name or declared type): zip, tar, gzip, bzip2, xz and 7z (py7zr), recursively. Whatever goes
 wrong (broken headers, broken base64, corrupt or encrypted archives, zip bombs) is recorded as a
-defect string on the :class:`~scanner.engines.base.ParsedMessage`; nothing is raised, and nothing
+defect string on the :class:`~scanner.engines.common.ParsedMessage`; nothing is raised, and nothing
 that could be scanned is dropped: a part whose encoding is broken is kept both decoded (best
 effort) and as received, and the whole raw message is always the last part (path ``"raw"``).
 
@@ -46,7 +46,7 @@ from email.parser import BytesParser
 from email.policy import Compat32
 from typing import Any, Literal
 
-from scanner.engines.base import ParsedMessage, Part
+from scanner.engines.common import ParsedMessage, Part
 
 __all__ = ["RAW_PATH", "UnpackLimits", "parse"]
 

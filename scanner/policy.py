@@ -1,6 +1,6 @@
 """The one pure function that turns engine findings plus a tenant's policy into an action.
 
-Engines only report (:class:`~scanner.engines.base.Finding`); :func:`decide` alone chooses what
+Engines only report (:class:`~scanner.engines.common.Finding`); :func:`decide` alone chooses what
 happens, from data in :class:`~mxgate.tenants.Policy`. It reads no clock, no environment and no
 state, so replaying recorded findings against a policy gives the recorded decision, and
 replaying them against another policy shows what that policy would have done.
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mxgate.tenants import Action, Policy
-from scanner.engines.base import Finding
+from scanner.engines.common import Finding
 
 __all__ = ["SEVERITY", "Decision", "decide"]
 

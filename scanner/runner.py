@@ -1,7 +1,7 @@
 """Run every engine on one message, concurrently, each under its own timeout. Never raises.
 
 An engine that raises becomes an ``error`` finding and one that does not answer in time a
-``timeout`` finding (:func:`scanner.engines.base.failure`); the other engines still report, and
+``timeout`` finding (:func:`scanner.engines.common.failure`); the other engines still report, and
 the tenant's policy decides what a missing verdict means.
 
 Engines must be cooperative: the timeout cancels ``check()`` at its next ``await``, so blocking
@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from scanner.engines.base import Engine, Finding, ParsedMessage, failure
+from scanner.engines.common import Engine, Finding, ParsedMessage, failure
 
 __all__ = ["Controls", "EngineRunner", "RunResult", "VerdictCache", "run_engines"]
 
@@ -194,7 +194,7 @@ class EngineRunner:
                 h.probing = True  # this message is the probe; others still see it open
             active.append(e.name)
             digest = ""
-            if getattr(e, "cacheable", False) and self.cache.entries > 0:
+            if e.cacheable and self.cache.entries > 0:
                 body_hash = body_hash or hashlib.sha256(msg.raw).hexdigest()
                 digest = body_hash
                 key = (digest, e.name, _v(lambda e=e: e.version), _v(lambda e=e: e.rules_version))

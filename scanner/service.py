@@ -25,7 +25,7 @@ from mxgate.settings import Settings
 from mxgate.tenants import Policy, Tenants
 from mxgate.timeutil import utcnow
 from scanner import mime
-from scanner.engines.base import Engine, Finding, ParsedMessage
+from scanner.engines.common import Engine, Finding, ParsedMessage
 from scanner.engines.registry import build_engines
 from scanner.policy import Decision, decide
 from scanner.runner import Controls, EngineRunner, run_engines
@@ -211,9 +211,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         controls=watcher,
     )
     for e in engines:
-        start = getattr(e, "start", None)
-        if start is not None:
-            await start()  # isolated engines: spawn workers now, not on the first message
+        await e.start()  # isolated engines: spawn workers now, not on the first message
     reporter = asyncio.create_task(_report_status(settings, scanner, stop))
     loop = TransactionalLoop(
         settings.kafka,

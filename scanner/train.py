@@ -18,8 +18,8 @@ from typing import Any
 from mxgate.settings import ScannerSettings
 from scanner import mime
 from scanner.bayes_store import BayesStore
-from scanner.engines.base import ParsedMessage
 from scanner.engines.bayes import tokenize
+from scanner.engines.common import ParsedMessage
 from scanner.evaluate import Labelled
 
 __all__ = ["learn_messages"]
@@ -45,7 +45,7 @@ async def learn_messages(
     from scanner.engines.registry import ENGINES
 
     wanted = list(engines if engines is not None else settings.engines)
-    externals = [ENGINES[n](settings) for n in _LEARNERS if n in wanted]
+    externals = [ENGINES[n].build(settings) for n in _LEARNERS if n in wanted]
     errors: dict[str, int] = {e.name: 0 for e in externals}
     skipped: dict[str, int] = {e.name: 0 for e in externals}
     first_error: dict[str, str] = {}

@@ -1,1 +1,1 @@
-"""Scanning engines, one module each, behind scanner.engines.base.Engine."""
+"""Scanning engines, one module each, behind scanner.engines.common.Engine."""

@@ -18,20 +18,28 @@ finding, and the tenant's ``Policy.blocked_attachments`` says which of them act
   ``attachment:archive-corrupt``, ``attachment:archive-unsupported`` — from the unpacker's
   defects (:mod:`scanner.mime`), so a zip bomb is a verdict and not an outage.
 
-``detail`` maps each symbol to the first part path that raised it.
+No settings. ``detail`` maps each symbol to the first part path that raised it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import unicodedata
+from collections.abc import Callable
 
 import magic
 
-from scanner.engines.base import Finding, Kind, ParsedMessage, Part
+from scanner.engines.common import (
+    EngineBase,
+    EngineSpec,
+    Finding,
+    NoSettings,
+    ParsedMessage,
+    Part,
+)
 from scanner.mime import RAW_PATH
 
-__all__ = ["AttachmentsEngine", "category", "true_type"]
+__all__ = ["ENGINE", "AttachmentsEngine", "category", "true_type"]
 
 # libmagic MIME type -> category. Prefix entries end with "/" or "-".
 _MIME_CATEGORY: dict[str, str] = {
@@ -173,12 +181,12 @@ def _exts(filename: str) -> list[str]:
     return ["." + p for p in base.split(".")[1:] if p]
 
 
-class AttachmentsEngine:
+class AttachmentsEngine(EngineBase):
     """The ``attachments`` policy engine. Stateless; safe to call concurrently."""
 
-    name: str = "attachments"
-    kind: Kind = "policy"
-    cacheable: bool = True
+    name = "attachments"
+    kind = "policy"
+    cacheable = True
 
     @property
     def version(self) -> str:
@@ -212,17 +220,9 @@ class AttachmentsEngine:
             if d.startswith("archive-"):
                 hit(d, "defects")
         symbols = tuple(found)
-        return Finding(
-            self.name,
-            self.version,
-            self.rules_version,
-            "match" if symbols else "clean",
-            symbols=symbols,
-            kind=self.kind,
-            detail=found,
-        )
+        return self.finding("match" if symbols else "clean", symbols=symbols, detail=found)
 
-    def _part(self, part: Part, hit) -> None:  # type: ignore[no-untyped-def]
+    def _part(self, part: Part, hit: Callable[[str, str], None]) -> None:
         name = part.filename or ""
         if name and any(c in _BIDI for c in name):
             hit("rlo-filename", part.path)
@@ -243,5 +243,11 @@ class AttachmentsEngine:
         if cat in _DANGEROUS and exts and exts[-1] in _DECOY_EXT:
             hit("type-mismatch", part.path)
 
-    async def aclose(self) -> None:
-        """Nothing to release."""
+
+def build(settings: NoSettings) -> AttachmentsEngine:
+    """The engine (it reads no settings: the tenant's policy says which symbols act)."""
+    return AttachmentsEngine()
+
+
+ENGINE = EngineSpec(AttachmentsEngine, NoSettings, build)
+"""The registry's entry for ``attachments``."""

@@ -13,6 +13,9 @@ A bounce whose recipient has no valid, unexpired tag is a ``match`` finding with
 (``BATV_VALID``); non-bounces and domains outside ``batv_domains`` are ``skipped``.
 Matching the bounced Message-ID against what was sent needs an outbound log, which mxgate
 does not keep yet; only BATV is checked.
+
+Settings (:class:`BackscatterSettings`): ``scanner.auth.batv_keys``, ``batv_max_age_days`` and
+``batv_domains``. ``detail`` of a ``match``: each recipient without a valid tag -> why.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import re
 import time
 from collections.abc import Sequence
 
-import mxgate
-from scanner.engines.base import Finding, Kind, ParsedMessage
+from pydantic import AliasPath, Field
 
-__all__ = ["BackscatterEngine", "batv_sign", "batv_verify"]
+from scanner.engines.common import EngineBase, EngineSettings, EngineSpec, Finding, ParsedMessage
+
+__all__ = ["ENGINE", "BackscatterEngine", "BackscatterSettings", "batv_sign", "batv_verify"]
 
 _PRVS = re.compile(r"^prvs=(\d)(\d{3})([0-9a-f]{6})=(.+@.+)$", re.IGNORECASE)
 
@@ -72,11 +76,11 @@ def _is_bounce(mail_from: str) -> bool:
     return s in ("", "<>")
 
 
-class BackscatterEngine:
+class BackscatterEngine(EngineBase):
     """The ``backscatter`` antispam engine."""
 
-    name: str = "backscatter"
-    kind: Kind = "antispam"
+    name = "backscatter"
+    kind = "antispam"
 
     def __init__(
         self, keys: Sequence[str], max_age_days: int = 7, domains: Sequence[str] = ()
@@ -87,11 +91,6 @@ class BackscatterEngine:
         self._domains = {d.lower().rstrip(".") for d in domains}
 
     @property
-    def version(self) -> str:
-        """In-process: mxgate's version."""
-        return mxgate.__version__
-
-    @property
     def rules_version(self) -> str:
         """How many keys are configured (not the keys)."""
         return f"batv-prvs/{len(self._keys)}keys/{self._max}d"
@@ -99,33 +98,36 @@ class BackscatterEngine:
     async def check(self, message: ParsedMessage) -> Finding:
         """A bounce without a valid tag on each protected recipient is BACKSCATTER."""
         if not self._keys or not _is_bounce(message.mail_from):
-            return self._finding("skipped", ())
+            return self.finding("skipped")
         protected = [
             r
             for r in message.rcpt_to
             if not self._domains or r.rpartition("@")[2].lower() in self._domains
         ]
         if not protected:
-            return self._finding("skipped", ())
-        bad = {}
+            return self.finding("skipped")
+        bad: dict[str, str] = {}
         for r in protected:
             ok, why = batv_verify(r, self._keys, self._max)
             if not ok:
                 bad[r] = why
         if bad:
-            return self._finding("match", ("BACKSCATTER",), bad)
-        return self._finding("clean", ("BATV_VALID",))
+            return self.finding("match", symbols=("BACKSCATTER",), detail=bad)
+        return self.finding("clean", symbols=("BATV_VALID",))
 
-    def _finding(self, outcome, symbols, detail=None) -> Finding:  # type: ignore[no-untyped-def]
-        return Finding(
-            engine=self.name,
-            engine_version=self.version,
-            rules_version=self.rules_version,
-            outcome=outcome,
-            symbols=symbols,
-            kind=self.kind,
-            detail=dict(detail or {}),
-        )
 
-    async def aclose(self) -> None:
-        """Nothing to release."""
+class BackscatterSettings(EngineSettings):
+    """The ``backscatter`` engine's settings (``scanner.auth.batv_*``)."""
+
+    keys: tuple[str, ...] = Field(default=(), validation_alias=AliasPath("auth", "batv_keys"))
+    max_age_days: int = Field(default=7, validation_alias=AliasPath("auth", "batv_max_age_days"))
+    domains: tuple[str, ...] = Field(default=(), validation_alias=AliasPath("auth", "batv_domains"))
+
+
+def build(settings: BackscatterSettings) -> BackscatterEngine:
+    """BATV bounce verification with the configured keys."""
+    return BackscatterEngine(settings.keys, settings.max_age_days, settings.domains)
+
+
+ENGINE = EngineSpec(BackscatterEngine, BackscatterSettings, build)
+"""The registry's entry for ``backscatter``."""

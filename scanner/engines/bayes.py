@@ -10,6 +10,9 @@ Tokens: lower-cased words of the decoded text parts (HTML tags dropped, a few ta
 URL host names, and prefixed header tokens (Subject words, From address and domain, mailer,
 content type, which headers are present). Until ``min_trained`` messages of each class are
 learnt the engine answers ``skipped``.
+
+Settings (:class:`BayesSettings`): ``scanner.spam.bayes_path``, ``scanner.spam.bayes_min_trained``.
+``detail``: ``probability`` and ``clues``, or ``reason`` when skipped.
 """
 
 from __future__ import annotations
@@ -19,11 +22,26 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import mxgate
-from scanner.bayes_store import BayesStore
-from scanner.engines.base import Finding, Kind, ParsedMessage
+from pydantic import AliasPath, Field
 
-__all__ = ["BayesEngine", "message_text", "spam_probability", "tokenize"]
+from scanner.bayes_store import BayesStore
+from scanner.engines.common import (
+    EngineBase,
+    EngineSettings,
+    EngineSpec,
+    Finding,
+    Outcome,
+    ParsedMessage,
+)
+
+__all__ = [
+    "ENGINE",
+    "BayesEngine",
+    "BayesSettings",
+    "message_text",
+    "spam_probability",
+    "tokenize",
+]
 
 S_STRENGTH = 0.45
 X_UNKNOWN = 0.5
@@ -153,11 +171,11 @@ def score_for(prob: float) -> float:
     return round((prob - 0.5) * 14.0, 3)
 
 
-class BayesEngine:
+class BayesEngine(EngineBase):
     """The ``bayes`` antispam engine."""
 
-    name: str = "bayes"
-    kind: Kind = "antispam"
+    name = "bayes"
+    kind = "antispam"
     SPAM_PROBABILITY = 0.86  # where the engine alone calls a message spam (score 5)
 
     def __init__(self, path: Path, min_trained: int = 50, *, readonly: bool = True) -> None:
@@ -169,11 +187,6 @@ class BayesEngine:
     def store(self) -> BayesStore:
         """The token store (``mxgate train`` learns through it)."""
         return self._store
-
-    @property
-    def version(self) -> str:
-        """In-process: mxgate's version."""
-        return mxgate.__version__
 
     @property
     def rules_version(self) -> str:
@@ -193,27 +206,34 @@ class BayesEngine:
         # loop, as a thread hop would cost as much as the work.
         nspam, nham = self._store.totals()
         if nspam < self._min or nham < self._min:
-            return self._finding("skipped", 0.0, (), {"reason": "not trained"})
+            return self.finding("skipped", detail={"reason": "not trained"})
         prob, clues = self.classify(message)
         bucket = min(int(prob * 100), 99)
         symbol = f"BAYES_{bucket // 10 * 10:02d}" if bucket < 99 else "BAYES_99"
-        outcome = "spam" if prob >= self.SPAM_PROBABILITY else "clean"
-        return self._finding(
-            outcome, score_for(prob), (symbol,), {"probability": f"{prob:.4f}", "clues": str(clues)}
-        )
-
-    def _finding(self, outcome, score, symbols, detail) -> Finding:  # type: ignore[no-untyped-def]
-        return Finding(
-            engine=self.name,
-            engine_version=self.version,
-            rules_version=self.rules_version,
-            outcome=outcome,
-            score=score,
-            symbols=symbols,
-            kind=self.kind,
-            detail=detail,
+        outcome: Outcome = "spam" if prob >= self.SPAM_PROBABILITY else "clean"
+        return self.finding(
+            outcome,
+            score=score_for(prob),
+            symbols=(symbol,),
+            detail={"probability": f"{prob:.4f}", "clues": str(clues)},
         )
 
     async def aclose(self) -> None:
         """Close the token store."""
         self._store.close()
+
+
+class BayesSettings(EngineSettings):
+    """The ``bayes`` engine's settings (``scanner.spam.bayes_*``)."""
+
+    path: Path = Field(default=Path("var/bayes"), validation_alias=AliasPath("spam", "bayes_path"))
+    min_trained: int = Field(default=50, validation_alias=AliasPath("spam", "bayes_min_trained"))
+
+
+def build(settings: BayesSettings) -> BayesEngine:
+    """Bayes over the rocksdict token store, read-only (``mxgate train`` writes)."""
+    return BayesEngine(settings.path, settings.min_trained, readonly=True)
+
+
+ENGINE = EngineSpec(BayesEngine, BayesSettings, build)
+"""The registry's entry for ``bayes``."""

@@ -12,6 +12,10 @@ database of unofficial signature files only (as the project builds, see
 :mod:`devstack.clamd`) has none, so when ``db_dir`` is given the version is a digest
 of its signature files instead. The version is refreshed at most every ``version_ttl`` seconds,
 so a database reload shows up in verdicts (and keys the verdict cache) without a restart.
+
+Settings (:class:`ClamavSettings`): ``scanner.clamav_socket`` (required) and
+``scanner.clamav_db_dir``. ``detail`` of an ``infected`` finding: ``signature`` (the name clamd
+reported, also the one symbol).
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ import struct
 import time
 from pathlib import Path
 
-from scanner.engines.base import Finding, Kind, ParsedMessage
+from pydantic import Field
 
-__all__ = ["ClamAVEngine", "ClamdError", "db_digest", "parse_address"]
+from mxgate.errors import ConfigError
+from scanner.engines.common import EngineBase, EngineSettings, EngineSpec, Finding, ParsedMessage
+
+__all__ = ["ENGINE", "ClamAVEngine", "ClamavSettings", "ClamdError", "db_digest", "parse_address"]
 
 _CHUNK = 256 * 1024
 _SIG_SUFFIXES = (
@@ -78,12 +85,12 @@ def db_digest(db_dir: Path) -> str:
     return "sigs-" + h.hexdigest()[:16]
 
 
-class ClamAVEngine:
+class ClamAVEngine(EngineBase):
     """The ``clamav`` antivirus engine: a clamd client. Safe to call concurrently."""
 
-    name: str = "clamav"
-    kind: Kind = "antivirus"
-    cacheable: bool = True
+    name = "clamav"
+    kind = "antivirus"
+    cacheable = True
 
     def __init__(
         self, address: str, *, db_dir: Path | None = None, version_ttl: float = 30.0
@@ -150,17 +157,10 @@ class ClamAVEngine:
             raise ClamdError(f"clamd: {text[:200]}")
         body = text.removeprefix("stream:").strip()
         if body == "OK":
-            return Finding(self.name, self._version, self._rules, "clean", kind=self.kind)
+            return self.finding("clean")
         if body.endswith("FOUND"):
             sig = body.removesuffix("FOUND").strip() or "unknown"
-            return Finding(
-                self.name,
-                self._version,
-                self._rules,
-                "infected",
-                symbols=(sig,),
-                kind=self.kind,
-            )
+            return self.finding("infected", symbols=(sig,), detail={"signature": sig})
         raise ClamdError(f"clamd: unexpected reply {text[:200]!r}")
 
     async def _instream(self, data: bytes) -> str:
@@ -185,9 +185,6 @@ class ClamAVEngine:
         finally:
             writer.close()
 
-    async def aclose(self) -> None:
-        """Nothing held between scans: every command uses its own connection."""
-
 
 async def _reply(reader: asyncio.StreamReader) -> str:
     try:
@@ -197,3 +194,27 @@ async def _reply(reader: asyncio.StreamReader) -> str:
             raise ClamdError("clamd closed the connection without answering") from None
         raw = e.partial
     return raw.rstrip(b"\0").decode("utf-8", "replace").strip()
+
+
+class ClamavSettings(EngineSettings):
+    """The ``clamav`` engine's settings (``scanner.clamav_socket``, ``scanner.clamav_db_dir``)."""
+
+    socket: str = Field(default="", validation_alias="clamav_socket")
+    db_dir: Path | None = Field(default=None, validation_alias="clamav_db_dir")
+
+
+_SOCKET_ENV = "MXGATE_SCANNER__CLAMAV_SOCKET"
+
+
+def build(settings: ClamavSettings) -> ClamAVEngine:
+    """The engine for clamd at ``settings.socket``; a missing or bad address is a ConfigError."""
+    if not settings.socket:
+        raise ConfigError(_SOCKET_ENV, "scanner.clamav_socket", "clamav needs clamd's socket")
+    try:
+        return ClamAVEngine(settings.socket, db_dir=settings.db_dir)
+    except ValueError as e:
+        raise ConfigError(_SOCKET_ENV, "scanner.clamav_socket", str(e)) from None
+
+
+ENGINE = EngineSpec(ClamAVEngine, ClamavSettings, build)
+"""The registry's entry for ``clamav``."""

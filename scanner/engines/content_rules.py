@@ -5,6 +5,8 @@ and a score. Rules look at the raw message and at every decoded ``text/*`` part,
 hidden behind base64 or quoted-printable is found too. The shipped table holds GTUBE, the
 SpamAssassin "Generic Test for Unsolicited Bulk Email", which lets anyone check end to end that
 spam handling works, as EICAR does for antivirus.
+
+No settings. ``detail``: each rule symbol that hit -> the part path it was found in.
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import mxgate
-from scanner.engines.base import Finding, Kind, ParsedMessage, Part
+from scanner.engines.common import (
+    EngineBase,
+    EngineSpec,
+    Finding,
+    NoSettings,
+    ParsedMessage,
+    Part,
+)
 from scanner.mime import RAW_PATH
 
-__all__ = ["DEFAULT_RULES", "ContentRule", "ContentRulesEngine"]
+__all__ = ["DEFAULT_RULES", "ENGINE", "ContentRule", "ContentRulesEngine"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +50,11 @@ DEFAULT_RULES: tuple[ContentRule, ...] = (
 """The shipped rule table."""
 
 
-class ContentRulesEngine:
+class ContentRulesEngine(EngineBase):
     """The ``content`` antispam engine: literal needles over the raw message and text parts."""
 
-    name: str = "content"
-    kind: Kind = "antispam"
+    name = "content"
+    kind = "antispam"
 
     def __init__(self, rules: Sequence[ContentRule] = DEFAULT_RULES) -> None:
         """Use ``rules`` (default: :data:`DEFAULT_RULES`)."""
@@ -55,11 +63,6 @@ class ContentRulesEngine:
         for r in self._rules:
             digest.update(f"{r.symbol}\0{r.score!r}\0".encode() + r.needle + b"\0")
         self._rules_version = digest.hexdigest()[:12]
-
-    @property
-    def version(self) -> str:
-        """In-process engine: its version is mxgate's."""
-        return mxgate.__version__
 
     @property
     def rules_version(self) -> str:
@@ -83,19 +86,9 @@ class ContentRulesEngine:
                     hits[rule.symbol] = part.path
                     break
         score = math.fsum(r.score for r in self._rules if r.symbol in hits)
-        return Finding(
-            engine=self.name,
-            engine_version=self.version,
-            rules_version=self._rules_version,
-            outcome="spam" if hits else "clean",
-            score=score,
-            symbols=tuple(hits),
-            kind=self.kind,
-            detail=hits,
+        return self.finding(
+            "spam" if hits else "clean", score=score, symbols=tuple(hits), detail=hits
         )
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
 
 
 def _texts(message: ParsedMessage) -> Iterable[Part]:
@@ -105,3 +98,12 @@ def _texts(message: ParsedMessage) -> Iterable[Part]:
     for p in message.parts:
         if p.depth == 0 and p.path != RAW_PATH and p.content_type.startswith("text/"):
             yield p
+
+
+def build(settings: NoSettings) -> ContentRulesEngine:
+    """The engine with the shipped rule table."""
+    return ContentRulesEngine()
+
+
+ENGINE = EngineSpec(ContentRulesEngine, NoSettings, build)
+"""The registry's entry for ``content``."""

@@ -1,199 +1,39 @@
-"""DKIM verification (RFC 6376, RSA and Ed25519 per RFC 8463) of every signature, with dkimpy.
+"""The ``dkim`` auth engine: every DKIM signature (RFC 6376, RFC 8463) verified by
+:mod:`scanner.mailauth.dkim`, once per message (shared with DMARC).
 
-dkimpy asks a synchronous ``dnsfunc`` for keys, so the keys are fetched first through the
-scanner's shared async resolver (one TXT lookup per ``s=._domainkey.d=``), then dkimpy checks
-each signature against that prefetched answer in a worker thread (body hashing and RSA are
-CPU work that must not hold the event loop).
-
-Each signature gets one RFC 8601 result: ``pass``, ``fail`` (signature or body hash does not
-verify), ``neutral`` (a signature dkimpy cannot parse), ``permerror`` (no key, bad key, key too
-short), ``temperror`` (DNS failure). Symbols: ``DKIM_<BEST>`` then per signature
-``dkim=<result>``, ``header.d=<domain>``, ``header.s=<selector>``, ``header.a=<alg>``.
+Symbols (stable, read by Authentication-Results): ``DKIM_<BEST>`` then per signature
+``dkim=<result>``, ``header.d=<domain>``, ``header.s=<selector>``, ``header.a=<alg>``; a message
+without signatures adds ``dkim=none``. ``detail``: ``result`` (the best), and ``header.d``,
+``header.s``, ``header.a`` and ``reason`` of the first signature with that result (absent
+without signatures); ``signatures``, their count; and ``<d>/<s>`` -> ``<result> <reason>`` for
+each signature. Outcome: ``error`` when the best is ``temperror``, otherwise ``clean``.
+Settings (:class:`DkimSettings`): the scanner's DNS and ``scanner.auth.dkim_min_key_bits``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import re
-from collections import OrderedDict
-from dataclasses import dataclass
+from pydantic import AliasPath, Field
 
-import dkim
+from mxgate.resolver import Resolver
+from scanner.engines.common import (
+    DnsSettings,
+    EngineBase,
+    EngineSettings,
+    EngineSpec,
+    Finding,
+    ParsedMessage,
+)
+from scanner.mailauth.context import AuthContext
+from scanner.mailauth.dkim import best_result, dkimpy_version
 
-from mxgate.resolver import DnsTempError, Resolver
-from scanner.engines.base import Finding, Kind, ParsedMessage
-
-__all__ = ["DkimEngine", "DkimResult", "dkim_for_message", "prefetch_keys", "signature_tags"]
-
-_RANK = {"pass": 0, "fail": 1, "temperror": 2, "permerror": 3, "neutral": 4, "none": 5}
-_MAX_SIGS = 10  # more signatures than this on one message are ignored (CPU bound per message)
-
-
-@dataclass(frozen=True, slots=True)
-class DkimResult:
-    """One signature's result."""
-
-    result: str
-    domain: str
-    selector: str
-    algorithm: str = ""
-    reason: str = ""
+__all__ = ["ENGINE", "DkimEngine", "DkimSettings"]
 
 
-def signature_tags(value: bytes | str) -> dict[str, str]:
-    """The tag=value pairs of a DKIM-Signature/ARC header value (whitespace removed)."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    out: dict[str, str] = {}
-    for item in value.split(";"):
-        k, eq, v = item.partition("=")
-        if eq:
-            out[re.sub(r"\s+", "", k).lower()] = re.sub(r"\s+", "", v)
-    return out
+class DkimEngine(EngineBase):
+    """The ``dkim`` auth engine."""
 
-
-def to_crlf(raw: bytes) -> bytes:
-    # Mail stored from SMTP has CRLF; files from a corpus often have bare LF. dkimpy accepts
-    # both for parsing, and the canonical form uses CRLF either way.
-    return raw if b"\r\n" in raw[:2048] else raw.replace(b"\n", b"\r\n")
-
-
-def header_values(raw: bytes, name: bytes) -> list[bytes]:
-    """Values of every header called ``name`` (lower case), in order, unfolded."""
-    headers, _ = dkim.rfc822_parse(to_crlf(raw))
-    return [v for k, v in headers if k.lower() == name]
-
-
-async def prefetch_keys(
-    resolver: Resolver, names: list[str]
-) -> dict[str, bytes | DnsTempError | None]:
-    """TXT of each key name: the record, None when there is none, or the DNS error."""
-
-    async def one(n: str) -> bytes | DnsTempError | None:
-        try:
-            ans = await resolver.txt(n)
-        except DnsTempError as e:
-            return e
-        # Several TXT records at a key name: take the one that looks like a key.
-        keys = [r for r in ans.records if "p=" in r] or list(ans.records)
-        return keys[0].encode() if keys else None
-
-    uniq = list(dict.fromkeys(n.lower() for n in names))
-    values = await asyncio.gather(*(one(n) for n in uniq))
-    return dict(zip(uniq, values, strict=True))
-
-
-def dnsfunc_for(keys: dict[str, bytes | DnsTempError | None]):  # type: ignore[no-untyped-def]
-    """A dkimpy ``dnsfunc`` answering from prefetched ``keys``."""
-
-    def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:
-        n = (name.decode() if isinstance(name, bytes) else name).lower().rstrip(".")
-        v = keys.get(n)
-        return v if isinstance(v, bytes) else None
-
-    return dnsfunc
-
-
-def _key_name(tags: dict[str, str]) -> str | None:
-    s, d = tags.get("s", ""), tags.get("d", "")
-    if not s or not d:
-        return None
-    return f"{s}._domainkey.{d}".lower()
-
-
-def _key_problem(record: bytes) -> str:
-    """Why a key record is unusable (RFC 6376 3.6.1), or "" -- dkimpy only says "fail"."""
-    p = signature_tags(record).get("p")
-    if p is None:
-        return "key record has no p="
-    if not p:
-        return "key revoked (empty p=)"
-    try:
-        base64.b64decode(p, validate=True)
-    except (binascii.Error, ValueError):
-        return "key is not base64"
-    return ""
-
-
-def _verify_all(
-    raw: bytes,
-    tags: list[dict[str, str]],
-    keys: dict[str, bytes | DnsTempError | None],
-    min_key_bits: int,
-) -> list[DkimResult]:
-    out: list[DkimResult] = []
-    dnsfunc = dnsfunc_for(keys)
-    for i, t in enumerate(tags):
-        d, s, a = t.get("d", "").lower(), t.get("s", ""), t.get("a", "")
-        name = _key_name(t)
-        if name is None:
-            out.append(DkimResult("neutral", d, s, a, "no d= or s="))
-            continue
-        key = keys.get(name)
-        if isinstance(key, DnsTempError):
-            out.append(DkimResult("temperror", d, s, a, str(key)))
-            continue
-        if key is None:
-            out.append(DkimResult("permerror", d, s, a, "no key"))
-            continue
-        problem = _key_problem(key)
-        if problem:
-            out.append(DkimResult("permerror", d, s, a, problem))
-            continue
-        try:
-            ok = dkim.DKIM(raw, minkey=min_key_bits).verify(idx=i, dnsfunc=dnsfunc)
-        except dkim.KeyFormatError as e:
-            out.append(DkimResult("permerror", d, s, a, f"key: {e}"[:200]))
-            continue
-        except dkim.DKIMException as e:
-            # dkimpy raises for a body hash mismatch: that is a failed signature, not a
-            # signature it could not process.
-            verdict = "fail" if "body hash mismatch" in str(e) else "neutral"
-            out.append(DkimResult(verdict, d, s, a, str(e)[:200]))
-            continue
-        except Exception as e:  # dkimpy on hostile input: a result, not a crash
-            out.append(DkimResult("neutral", d, s, a, f"{type(e).__name__}: {e}"[:200]))
-            continue
-        out.append(DkimResult("pass" if ok else "fail", d, s, a, "" if ok else "bad signature"))
-    return out
-
-
-async def verify_dkim(resolver: Resolver, raw: bytes, min_key_bits: int = 1024) -> list[DkimResult]:
-    """One result per DKIM-Signature (at most 10), in header order. Never raises."""
-    raw = to_crlf(raw)
-    try:
-        values = header_values(raw, b"dkim-signature")[:_MAX_SIGS]
-    except Exception:
-        return []
-    tags = [signature_tags(v) for v in values]
-    names = [n for n in (_key_name(t) for t in tags) if n]
-    keys = await prefetch_keys(resolver, names)
-    return await asyncio.to_thread(_verify_all, raw, tags, keys, min_key_bits)
-
-
-_memo: OrderedDict[tuple[int, int, str], asyncio.Future[list[DkimResult]]] = OrderedDict()
-
-
-async def dkim_for_message(
-    resolver: Resolver, message: ParsedMessage, min_key_bits: int = 1024
-) -> list[DkimResult]:
-    """DKIM results of one message, computed once for the DKIM and DMARC engines."""
-    key = (id(asyncio.get_running_loop()), id(resolver), message.message_id)
-    fut = _memo.get(key)
-    if fut is None:
-        fut = asyncio.ensure_future(verify_dkim(resolver, message.raw, min_key_bits))
-        _memo[key] = fut
-        while len(_memo) > 1024:
-            _memo.popitem(last=False)
-    return await asyncio.shield(fut)
-
-
-class DkimpyEngine:
-    """What the engines built on dkimpy share: the resolver, the key floor, the version."""
-
-    kind: Kind = "auth"
+    name = "dkim"
+    kind = "auth"
 
     def __init__(self, resolver: Resolver, min_key_bits: int = 1024) -> None:
         """Keys come from the shared ``resolver``; RSA keys under ``min_key_bits`` fail."""
@@ -203,13 +43,7 @@ class DkimpyEngine:
     @property
     def version(self) -> str:
         """dkimpy's version."""
-        return f"dkimpy-{getattr(dkim, '__version__', 'unknown')}"
-
-
-class DkimEngine(DkimpyEngine):
-    """The ``dkim`` auth engine."""
-
-    name: str = "dkim"
+        return dkimpy_version()
 
     @property
     def rules_version(self) -> str:
@@ -218,8 +52,8 @@ class DkimEngine(DkimpyEngine):
 
     async def check(self, message: ParsedMessage) -> Finding:
         """Every signature's result; the best one names the finding."""
-        results = await dkim_for_message(self._resolver, message, self._min)
-        best = min((r.result for r in results), key=_RANK.__getitem__, default="none")
+        results = await AuthContext.of(message, self._resolver).dkim(self._min)
+        best = best_result(results)
         symbols: list[str] = [f"DKIM_{best.upper()}"]
         for r in results:
             symbols += [f"dkim={r.result}", f"header.d={r.domain or 'unknown'}"]
@@ -229,19 +63,38 @@ class DkimEngine(DkimpyEngine):
                 symbols.append(f"header.a={r.algorithm}")
         if not results:
             symbols.append("dkim=none")
+        detail = {f"{r.domain}/{r.selector}": f"{r.result} {r.reason}".strip() for r in results}
+        detail |= {"result": best, "signatures": str(len(results))}
+        named = next((r for r in results if r.result == best), None)
+        if named is not None:
+            detail |= {
+                "header.d": named.domain,
+                "header.s": named.selector,
+                "header.a": named.algorithm,
+                "reason": named.reason[:200],
+            }
         temp = best == "temperror"
-        return Finding(
-            engine=self.name,
-            engine_version=self.version,
-            rules_version=self.rules_version,
-            outcome="error" if temp else "clean",
+        return self.finding(
+            "error" if temp else "clean",
             symbols=tuple(symbols),
-            kind=self.kind,
             error="temperror: " + "; ".join(r.reason for r in results if r.result == "temperror")
             if temp
             else None,
-            detail={f"{r.domain}/{r.selector}": f"{r.result} {r.reason}".strip() for r in results},
+            detail=detail,
         )
 
-    async def aclose(self) -> None:
-        """Nothing to release."""
+
+class DkimSettings(EngineSettings):
+    """The ``dkim`` engine's settings: DNS and ``scanner.auth.dkim_min_key_bits``."""
+
+    dns: DnsSettings = Field(default_factory=DnsSettings, validation_alias="auth")
+    min_key_bits: int = Field(default=1024, validation_alias=AliasPath("auth", "dkim_min_key_bits"))
+
+
+def build(settings: DkimSettings) -> DkimEngine:
+    """DKIM through the shared resolver."""
+    return DkimEngine(settings.dns.resolver(), settings.min_key_bits)
+
+
+ENGINE = EngineSpec(DkimEngine, DkimSettings, build)
+"""The registry's entry for ``dkim``."""

@@ -1,183 +1,37 @@
-"""DMARC (RFC 7489): does an aligned SPF or DKIM pass vouch for the From: domain?
-
-The organizational domain comes from the Public Suffix List shipped inside the
-``publicsuffixlist`` package (no download at run time). SPF and DKIM results are shared with
-the ``spf`` and ``dkim`` engines (computed once per message).
+"""The ``dmarc`` auth engine: DMARC (RFC 7489) evaluated by :mod:`scanner.mailauth.dmarc`, from
+the SPF and DKIM results the message's :class:`~scanner.mailauth.context.AuthContext` shares.
 
 Outcomes, kept apart from actions (the tenant's policy decides):
 
-- ``pass`` / ``none`` / a failure under ``p=none`` -> ``clean``;
+- ``pass`` / ``none`` / ``permerror`` -> ``clean``;
 - a failure whose applied policy is ``quarantine`` or ``reject`` -> ``match`` with symbol
   ``DMARC_POLICY_QUARANTINE`` / ``DMARC_POLICY_REJECT`` (the policy's content-match action
   applies until policy.py grows a DMARC rule);
+- a failure under ``p=none`` (or sampled out by ``pct``) -> ``spam``;
 - DNS failure -> ``error`` (temperror).
 
-``pct`` sampling is deterministic per message ID, so replaying a message gives the same answer.
+Symbols (stable): ``dmarc=<result>``, ``header.from=<domain>``, ``policy.dmarc=<published>``.
+``detail``: ``result``, ``policy`` (the one applied), ``header.from``, ``published`` (the
+record's policy, "" when none) and ``reason``.
+Settings (:class:`DmarcSettings`): the scanner's DNS and ``scanner.auth.dkim_min_key_bits``.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from email.utils import getaddresses
-from functools import lru_cache
-from typing import Literal
+from mxgate.resolver import Resolver
+from scanner.engines.common import EngineBase, EngineSpec, Finding, Outcome, ParsedMessage
+from scanner.engines.dkim import DkimSettings
+from scanner.mailauth.context import AuthContext
+from scanner.mailauth.dmarc import psl_version
 
-from publicsuffixlist import PublicSuffixList
-
-import mxgate
-from mxgate.resolver import DnsTempError, Resolver
-from scanner.engines.base import Finding, Kind, ParsedMessage
-from scanner.engines.dkim import DkimResult, dkim_for_message
-from scanner.engines.spf import SpfResult, spf_for_message
-
-__all__ = ["DmarcEngine", "DmarcRecord", "DmarcResult", "evaluate", "org_domain", "parse_record"]
-
-Disposition = Literal["none", "quarantine", "reject"]
+__all__ = ["ENGINE", "DmarcEngine", "DmarcSettings"]
 
 
-@lru_cache(maxsize=1)
-def _psl() -> PublicSuffixList:
-    return PublicSuffixList()
-
-
-def org_domain(domain: str) -> str:
-    """The organizational domain (RFC 7489 3.2): public suffix plus one label."""
-    d = domain.lower().rstrip(".")
-    return _psl().privatesuffix(d) or d
-
-
-def aligned(a: str, b: str, mode: str) -> bool:
-    """Identifier alignment: strict = same domain, relaxed = same organizational domain."""
-    a, b = a.lower().rstrip("."), b.lower().rstrip(".")
-    if not a or not b:
-        return False
-    return a == b if mode == "s" else org_domain(a) == org_domain(b)
-
-
-@dataclass(frozen=True, slots=True)
-class DmarcRecord:
-    """The tags of a DMARC record that decide."""
-
-    p: Disposition
-    sp: Disposition | None = None
-    pct: int = 100
-    adkim: str = "r"
-    aspf: str = "r"
-
-
-def parse_record(text: str) -> DmarcRecord | None:
-    """A ``v=DMARC1`` record, or None when it is not one or ``p`` is missing/invalid."""
-    tags: dict[str, str] = {}
-    for i, item in enumerate(text.split(";")):
-        k, eq, v = item.partition("=")
-        k, v = k.strip().lower(), v.strip()
-        if i == 0 and (k != "v" or v != "DMARC1"):
-            return None
-        if eq and k not in tags:
-            tags[k] = v
-    p = tags.get("p", "").lower()
-    if p not in ("none", "quarantine", "reject"):
-        return None
-    sp = tags.get("sp", "").lower()
-    try:
-        pct = max(0, min(100, int(tags.get("pct", "100"))))
-    except ValueError:
-        pct = 100
-    return DmarcRecord(
-        p=p,  # type: ignore[arg-type]
-        sp=sp if sp in ("none", "quarantine", "reject") else None,  # type: ignore[arg-type]
-        pct=pct,
-        adkim="s" if tags.get("adkim", "r").lower() == "s" else "r",
-        aspf="s" if tags.get("aspf", "r").lower() == "s" else "r",
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class DmarcResult:
-    """``result`` pass/fail/none/permerror/temperror, the policy applied and why."""
-
-    result: str
-    from_domain: str
-    policy: Disposition = "none"
-    published: Disposition | None = None
-    reason: str = ""
-
-
-def from_domain(headers: tuple[tuple[str, str], ...]) -> str | None:
-    """The one RFC5322.From domain; None when there are zero or several (RFC 7489 6.6.1)."""
-    values = [v for k, v in headers if k.lower() == "from"]
-    if len(values) != 1:
-        return None
-    addrs = [a for _, a in getaddresses(values) if a]
-    domains = {a.rpartition("@")[2].lower().rstrip(".") for a in addrs if "@" in a}
-    if len(domains) != 1:
-        return None
-    d = domains.pop()
-    return d or None
-
-
-async def _lookup(resolver: Resolver, domain: str) -> list[str]:
-    ans = await resolver.txt(f"_dmarc.{domain}")
-    return [r for r in ans.records if r.replace(" ", "").startswith("v=DMARC1")]
-
-
-def _sampled(message_id: str, pct: int) -> bool:
-    if pct >= 100:
-        return True
-    h = int.from_bytes(hashlib.sha256(message_id.encode()).digest()[:4], "big") % 100
-    return h < pct
-
-
-_WEAKER: dict[Disposition, Disposition] = {
-    "reject": "quarantine",
-    "quarantine": "none",
-    "none": "none",
-}
-
-
-async def evaluate(
-    resolver: Resolver,
-    headers: tuple[tuple[str, str], ...],
-    spf: SpfResult,
-    dkim_results: list[DkimResult],
-    message_id: str,
-) -> DmarcResult:
-    """RFC 7489 section 6.6 for one message. Never raises."""
-    fd = from_domain(headers)
-    if fd is None:
-        return DmarcResult("permerror", "", reason="not exactly one From domain")
-    try:
-        recs = await _lookup(resolver, fd)
-        org = org_domain(fd)
-        at_org = False
-        if not recs and org != fd:
-            recs, at_org = await _lookup(resolver, org), True
-    except DnsTempError as e:
-        return DmarcResult("temperror", fd, reason=str(e))
-    if len(recs) != 1:
-        return DmarcResult("none", fd, reason="no record" if not recs else "several records")
-    rec = parse_record(recs[0])
-    if rec is None:
-        return DmarcResult("none", fd, reason="invalid record")
-    spf_ok = (
-        spf.result == "pass" and spf.identity == "mailfrom" and aligned(spf.domain, fd, rec.aspf)
-    )
-    dkim_ok = any(r.result == "pass" and aligned(r.domain, fd, rec.adkim) for r in dkim_results)
-    published: Disposition = rec.sp if (at_org and rec.sp is not None) else rec.p
-    if spf_ok or dkim_ok:
-        return DmarcResult(
-            "pass", fd, "none", published, "aligned " + ("spf" if spf_ok else "dkim")
-        )
-    applied = published if _sampled(message_id, rec.pct) else _WEAKER[published]
-    return DmarcResult("fail", fd, applied, published, "no aligned pass")
-
-
-class DmarcEngine:
+class DmarcEngine(EngineBase):
     """The ``dmarc`` auth engine."""
 
-    name: str = "dmarc"
-    kind: Kind = "auth"
+    name = "dmarc"
+    kind = "auth"
 
     def __init__(self, resolver: Resolver, min_key_bits: int = 1024) -> None:
         """Shares ``resolver`` (and the per-message SPF/DKIM results) with the other engines."""
@@ -185,26 +39,19 @@ class DmarcEngine:
         self._min = min_key_bits
 
     @property
-    def version(self) -> str:
-        """In-process: mxgate's version."""
-        return mxgate.__version__
-
-    @property
     def rules_version(self) -> str:
         """The RFC and the public suffix list in use."""
-        return f"rfc7489/psl-{_psl_version()}"
+        return f"rfc7489/psl-{psl_version()}"
 
     async def check(self, message: ParsedMessage) -> Finding:
         """The DMARC result; an enforced failure is a ``match`` finding."""
-        spf = await spf_for_message(self._resolver, message)
-        dk = await dkim_for_message(self._resolver, message, self._min)
-        r = await evaluate(self._resolver, message.headers, spf, dk, message.message_id)
+        r = await AuthContext.of(message, self._resolver).dmarc(self._min)
         symbols = [f"dmarc={r.result}"]
         if r.from_domain:
             symbols.append(f"header.from={r.from_domain}")
         if r.published:
             symbols.append(f"policy.dmarc={r.published}")
-        outcome = "clean"
+        outcome: Outcome = "clean"
         if r.result == "temperror":
             outcome = "error"
         elif r.result == "fail" and r.policy != "none":
@@ -212,26 +59,28 @@ class DmarcEngine:
             symbols.insert(0, f"DMARC_POLICY_{r.policy.upper()}")
         elif r.result == "fail":
             outcome = "spam"  # failed, but the owner asked for no action (p=none or pct)
-        return Finding(
-            engine=self.name,
-            engine_version=self.version,
-            rules_version=self.rules_version,
-            outcome=outcome,  # type: ignore[arg-type]
+        return self.finding(
+            outcome,
             symbols=tuple(symbols),
-            kind=self.kind,
             error=f"temperror: {r.reason}" if r.result == "temperror" else None,
-            detail={"result": r.result, "policy": r.policy, "reason": r.reason[:200]},
+            detail={
+                "result": r.result,
+                "policy": r.policy,
+                "header.from": r.from_domain,
+                "published": r.published or "",
+                "reason": r.reason[:200],
+            },
         )
 
-    async def aclose(self) -> None:
-        """Nothing to release."""
+
+class DmarcSettings(DkimSettings):
+    """The ``dmarc`` engine's settings: those of ``dkim``, whose results it uses."""
 
 
-@lru_cache(maxsize=1)
-def _psl_version() -> str:
-    import importlib.metadata
+def build(settings: DmarcSettings) -> DmarcEngine:
+    """DMARC through the shared resolver."""
+    return DmarcEngine(settings.dns.resolver(), settings.min_key_bits)
 
-    try:
-        return importlib.metadata.version("publicsuffixlist")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+
+ENGINE = EngineSpec(DmarcEngine, DmarcSettings, build)
+"""The registry's entry for ``dmarc``."""

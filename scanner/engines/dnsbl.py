@@ -5,6 +5,10 @@ record in 127.0.0.0/8 (RFC 5782); a link's registered domain (public suffix + 1)
 ``<domain>.zone`` has one. Each listing adds ``score`` under ``DNSBL_<zone>`` or
 ``URIBL_<zone>``. Lookups go through the shared resolver (cached); when every lookup failed the
 finding is ``error`` (temperror), otherwise failed zones are only noted in ``detail``.
+
+Settings (:class:`DnsblSettings`): ``scanner.spam.dnsbl_zones``, ``uribl_zones``, ``dnsbl_score``
+and the scanner's DNS (``scanner.auth.dns_*``). ``detail``: each symbol that hit -> the name
+that was listed, and ``failed``: the names whose lookup failed.
 """
 
 from __future__ import annotations
@@ -14,13 +18,21 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
-import mxgate
-from mxgate.resolver import DnsTempError, Resolver
-from scanner.engines.base import Finding, Kind, ParsedMessage
-from scanner.engines.bayes import message_text
-from scanner.engines.dmarc import org_domain
+from pydantic import AliasPath, Field
 
-__all__ = ["DnsblEngine", "link_domains"]
+from mxgate.resolver import DnsTempError, Resolver
+from scanner.engines.bayes import message_text
+from scanner.engines.common import (
+    DnsSettings,
+    EngineBase,
+    EngineSettings,
+    EngineSpec,
+    Finding,
+    ParsedMessage,
+)
+from scanner.mailauth.dmarc import org_domain
+
+__all__ = ["ENGINE", "DnsblEngine", "DnsblSettings", "link_domains"]
 
 _URL = re.compile(
     r"(?:https?|ftp)://([A-Za-z0-9.-]{1,253})|\bwww\.([A-Za-z0-9.-]{1,253})", re.IGNORECASE
@@ -56,11 +68,11 @@ def _listed(records: Sequence[str]) -> bool:
     return False
 
 
-class DnsblEngine:
+class DnsblEngine(EngineBase):
     """The ``dnsbl`` antispam engine (IP and URI lists)."""
 
-    name: str = "dnsbl"
-    kind: Kind = "antispam"
+    name = "dnsbl"
+    kind = "antispam"
 
     def __init__(
         self,
@@ -74,11 +86,6 @@ class DnsblEngine:
         self._ip = tuple(z.strip(".").lower() for z in ip_zones)
         self._uri = tuple(z.strip(".").lower() for z in uri_zones)
         self._score = score
-
-    @property
-    def version(self) -> str:
-        """In-process: mxgate's version."""
-        return mxgate.__version__
 
     @property
     def rules_version(self) -> str:
@@ -103,7 +110,7 @@ class DnsblEngine:
             domains = link_domains(message_text(message)[0])
             queries += [(f"URIBL_{z}", f"{d}.{z}") for z in self._uri for d in domains]
         if not queries:
-            return self._finding("skipped", 0.0, (), {})
+            return self.finding("skipped")
 
         async def one(name: str) -> bool | None:
             try:
@@ -115,31 +122,33 @@ class DnsblEngine:
         hits = {sym: name for (sym, name), r in zip(queries, results, strict=True) if r}
         failed = [name for (_, name), r in zip(queries, results, strict=True) if r is None]
         if len(failed) == len(queries):
-            return Finding(
-                engine=self.name,
-                engine_version=self.version,
-                rules_version=self.rules_version,
-                outcome="error",
-                kind=self.kind,
-                error="temperror: every lookup failed",
-            )
+            return self.finding("error", error="temperror: every lookup failed")
         detail = dict(hits)
         if failed:
             detail["failed"] = ",".join(failed)[:500]
         score = self._score * len(hits)
-        return self._finding("spam" if hits else "clean", score, tuple(hits), detail)
-
-    def _finding(self, outcome, score, symbols, detail) -> Finding:  # type: ignore[no-untyped-def]
-        return Finding(
-            engine=self.name,
-            engine_version=self.version,
-            rules_version=self.rules_version,
-            outcome=outcome,
-            score=score,
-            symbols=symbols,
-            kind=self.kind,
-            detail=detail,
+        return self.finding(
+            "spam" if hits else "clean", score=score, symbols=tuple(hits), detail=detail
         )
 
-    async def aclose(self) -> None:
-        """Nothing to release (the resolver is shared)."""
+
+class DnsblSettings(EngineSettings):
+    """The ``dnsbl`` engine's settings (``scanner.spam.dnsbl_*``/``uribl_zones``, DNS)."""
+
+    ip_zones: tuple[str, ...] = Field(default=(), validation_alias=AliasPath("spam", "dnsbl_zones"))
+    uri_zones: tuple[str, ...] = Field(
+        default=(), validation_alias=AliasPath("spam", "uribl_zones")
+    )
+    score: float = Field(default=3.0, validation_alias=AliasPath("spam", "dnsbl_score"))
+    dns: DnsSettings = Field(default_factory=DnsSettings, validation_alias="auth")
+
+
+def build(settings: DnsblSettings) -> DnsblEngine:
+    """The engine over the configured zones, through the shared resolver."""
+    return DnsblEngine(
+        settings.dns.resolver(), settings.ip_zones, settings.uri_zones, settings.score
+    )
+
+
+ENGINE = EngineSpec(DnsblEngine, DnsblSettings, build)
+"""The registry's entry for ``dnsbl``."""

@@ -5,6 +5,9 @@ points at another. A rule looks at one header, the absence of a header, the deco
 or the raw header block, and adds its score on a hit (negative scores are ham signs). The
 engine alone calls a message spam at :data:`SPAM_THRESHOLD`; the policy sums its score with
 the other antispam engines' by weight. A bad table is a :class:`~mxgate.errors.ConfigError`.
+
+Settings (:class:`HeuristicsSettings`): ``scanner.spam.heuristics_file``. No ``detail``: the
+symbols are the rules that hit.
 """
 
 from __future__ import annotations
@@ -16,11 +19,20 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mxgate.errors import ConfigError
-from scanner.engines.base import Finding, Kind, ParsedMessage
-from scanner.engines.bayes import message_text
+from pydantic import AliasPath, Field
 
-__all__ = ["DEFAULT_RULES_FILE", "HeuristicRule", "HeuristicsEngine", "load_rules"]
+from mxgate.errors import ConfigError
+from scanner.engines.bayes import message_text
+from scanner.engines.common import EngineBase, EngineSettings, EngineSpec, Finding, ParsedMessage
+
+__all__ = [
+    "DEFAULT_RULES_FILE",
+    "ENGINE",
+    "HeuristicRule",
+    "HeuristicsEngine",
+    "HeuristicsSettings",
+    "load_rules",
+]
 
 DEFAULT_RULES_FILE = Path(__file__).resolve().parents[1] / "rules" / "heuristics.toml"
 SPAM_THRESHOLD = 5.0
@@ -70,22 +82,15 @@ def load_rules(path: Path | None = None) -> tuple[str, tuple[HeuristicRule, ...]
     return version, tuple(rules)
 
 
-class HeuristicsEngine:
+class HeuristicsEngine(EngineBase):
     """The ``heuristics`` antispam engine."""
 
-    name: str = "heuristics"
-    kind: Kind = "antispam"
+    name = "heuristics"
+    kind = "antispam"
 
     def __init__(self, rules_file: Path | None = None) -> None:
         """Rules from ``rules_file`` (default: packaged)."""
         self._version, self._rules = load_rules(rules_file)
-
-    @property
-    def version(self) -> str:
-        """In-process: mxgate's version."""
-        import mxgate
-
-        return mxgate.__version__
 
     @property
     def rules_version(self) -> str:
@@ -121,15 +126,25 @@ class HeuristicsEngine:
             if hit:
                 hits.append(r)
         score = round(math.fsum(r.score for r in hits), 3)
-        return Finding(
-            engine=self.name,
-            engine_version=self.version,
-            rules_version=self._version,
-            outcome="spam" if score >= SPAM_THRESHOLD else "clean",
+        return self.finding(
+            "spam" if score >= SPAM_THRESHOLD else "clean",
             score=score,
             symbols=tuple(r.symbol for r in hits),
-            kind=self.kind,
         )
 
-    async def aclose(self) -> None:
-        """Nothing to release."""
+
+class HeuristicsSettings(EngineSettings):
+    """The ``heuristics`` engine's settings (``scanner.spam.heuristics_file``)."""
+
+    rules_file: Path | None = Field(
+        default=None, validation_alias=AliasPath("spam", "heuristics_file")
+    )
+
+
+def build(settings: HeuristicsSettings) -> HeuristicsEngine:
+    """The engine over ``settings.rules_file`` (default: packaged); a bad table is ConfigError."""
+    return HeuristicsEngine(settings.rules_file)
+
+
+ENGINE = EngineSpec(HeuristicsEngine, HeuristicsSettings, build)
+"""The registry's entry for ``heuristics``."""

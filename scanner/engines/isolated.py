@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanner.engines.base import Engine, Finding, Kind, ParsedMessage
+from scanner.engines.common import Engine, EngineBase, Finding, Kind, ParsedMessage
 
 __all__ = ["EngineCrashed", "IsolatedEngine"]
 
@@ -109,7 +109,7 @@ def _worker_main(
         loop.run_until_complete(engine.aclose())
 
 
-class IsolatedEngine:
+class IsolatedEngine(EngineBase):
     """An engine run in worker processes. Same interface as the engine it wraps."""
 
     def __init__(

@@ -16,6 +16,8 @@ Only parts whose bytes are OLE or OOXML/zip are opened (the true type, not the n
 parses hostile files in pure Python and can take long or use much memory on a crafted one, so
 this engine is meant to run isolated (``scanner.isolated`` default), where a timeout kills it.
 oletools works on file names, so each candidate is written to a private temporary file.
+
+No settings. ``detail``: each symbol -> the first part path that raised it.
 """
 
 from __future__ import annotations
@@ -29,10 +31,17 @@ import warnings
 import zipfile
 from io import BytesIO
 
-from scanner.engines.base import Finding, Kind, ParsedMessage, Part
+from scanner.engines.common import (
+    EngineBase,
+    EngineSpec,
+    Finding,
+    NoSettings,
+    ParsedMessage,
+    Part,
+)
 from scanner.mime import RAW_PATH
 
-__all__ = ["OfficeEngine"]
+__all__ = ["ENGINE", "OfficeEngine"]
 
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _ZIP = b"PK\x03\x04"
@@ -49,12 +58,12 @@ def _is_ooxml(data: bytes) -> bool:
         return False
 
 
-class OfficeEngine:
+class OfficeEngine(EngineBase):
     """The ``office`` policy engine (oletools). Safe to call concurrently."""
 
-    name: str = "office"
-    kind: Kind = "policy"
-    cacheable: bool = True
+    name = "office"
+    kind = "policy"
+    cacheable = True
 
     def __init__(self) -> None:
         # oletools logs (and msodde may print) about every odd file; findings carry what matters.
@@ -93,18 +102,7 @@ class OfficeEngine:
             for symbol in _analyse(part):
                 found.setdefault(f"office:{symbol}", part.path)
         symbols = tuple(found)
-        return Finding(
-            self.name,
-            self.version,
-            self.rules_version,
-            "match" if symbols else "clean",
-            symbols=symbols,
-            kind=self.kind,
-            detail=found,
-        )
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
+        return self.finding("match" if symbols else "clean", symbols=symbols, detail=found)
 
 
 def _import_oletools():  # type: ignore[no-untyped-def]
@@ -157,3 +155,12 @@ def _analyse(part: Part) -> list[str]:
         with contextlib.suppress(OSError):
             os.unlink(path)
     return out
+
+
+def build(settings: NoSettings) -> OfficeEngine:
+    """The engine (it reads no settings: the tenant's policy says which symbols act)."""
+    return OfficeEngine()
+
+
+ENGINE = EngineSpec(OfficeEngine, NoSettings, build)
+"""The registry's entry for ``office``."""

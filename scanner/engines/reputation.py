@@ -14,6 +14,10 @@ from the beginning to its end before it scans anything (:class:`TopicList`), the
 a background thread, so a hash listed by a feed, an analyst or the sandbox takes effect in every
 scanner within a second, with no restart. File and topic may be used together: a hash listed
 by either is known-bad.
+
+Settings (:class:`ReputationSettings`): ``scanner.reputation_file``, ``scanner.reputation_kafka``
+and ``scanner.reputation_topic``. ``detail``: each part path whose hash is listed -> the name it
+is listed under.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from pydantic import Field
 
 import schemas
 from mxgate import catalog
@@ -35,10 +40,17 @@ from mxgate.errors import ConfigError
 from mxgate.kafka import KafkaUnavailable, base_config, producer_config
 from mxgate.settings import KafkaSettings
 from mxgate.timeutil import utcnow
-from scanner.engines.base import Finding, Kind, ParsedMessage
+from scanner.engines.common import EngineBase, EngineSettings, EngineSpec, Finding, ParsedMessage
 from scanner.mime import RAW_PATH
 
-__all__ = ["ReputationEngine", "TopicList", "load_list", "publish_listing"]
+__all__ = [
+    "ENGINE",
+    "ReputationEngine",
+    "ReputationSettings",
+    "TopicList",
+    "load_list",
+    "publish_listing",
+]
 
 _log = logging.getLogger(__name__)
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -58,12 +70,12 @@ def load_list(path: Path) -> dict[str, str]:
     return out
 
 
-class ReputationEngine:
+class ReputationEngine(EngineBase):
     """The ``reputation`` antivirus engine. Safe to call concurrently."""
 
-    name: str = "reputation"
-    kind: Kind = "antivirus"
-    cacheable: bool = True
+    name = "reputation"
+    kind = "antivirus"
+    cacheable = True
 
     def __init__(
         self,
@@ -155,13 +167,9 @@ class ReputationEngine:
                 name = self.topic.get(digest)
             if name is not None:
                 hits.setdefault(path, name)
-        return Finding(
-            self.name,
-            self.version,
-            self.rules_version,
+        return self.finding(
             "infected" if hits else "clean",
             symbols=tuple(dict.fromkeys(f"sha256:{n}" for n in hits.values())),
-            kind=self.kind,
             detail=hits,
         )
 
@@ -354,3 +362,20 @@ def publish_listing(
     if p.flush(timeout) != 0 or errors:
         raise KafkaUnavailable(f"reputation record not written: {errors[:1] or 'timeout'}")
     return rec
+
+
+class ReputationSettings(EngineSettings):
+    """The ``reputation`` engine's settings (``scanner.reputation_*``)."""
+
+    file: Path | None = Field(default=None, validation_alias="reputation_file")
+    kafka: str = Field(default="", validation_alias="reputation_kafka")
+    topic: str = Field(default=catalog.REPUTATION.name, validation_alias="reputation_topic")
+
+
+def build(settings: ReputationSettings) -> ReputationEngine:
+    """The engine over the file, the topic, or both (neither is a ConfigError)."""
+    return ReputationEngine(settings.file, kafka=settings.kafka or None, topic=settings.topic)
+
+
+ENGINE = EngineSpec(ReputationEngine, ReputationSettings, build)
+"""The registry's entry for ``reputation``."""

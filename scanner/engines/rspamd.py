@@ -9,7 +9,7 @@ content) are ``clean``. The policy weights the score against the other antispam 
 (``spam.weights.rspamd``).
 
 Failures raise: a refused connection, an HTTP error status or an answer that is not rspamd's
-JSON becomes the scanner's ``error`` finding (:func:`scanner.engines.base.failure`), and a
+JSON becomes the scanner's ``error`` finding (:func:`scanner.engines.common.failure`), and a
 daemon that does not answer in time its ``timeout`` finding; mail is never held up here.
 
 The HTTP client is a few lines written here rather than aiohttp: rspamd serves one request per
@@ -17,6 +17,10 @@ connection and closes it, and Debian's rspamd 3.4 answers a learn it skipped wit
 body* (rspamd issue 5736, fixed upstream later), which strict clients such as aiohttp reject as
 a protocol error. Reading the answer up to the close accepts it. Tested against Debian's rspamd
 3.4 (``tests/integration/test_rspamd.py``).
+
+Settings (:class:`RspamdSettings`): ``scanner.spam.rspamd_url``, ``rspamd_controller_url``,
+``rspamd_password`` and ``max_size``. ``detail``: ``action``, and ``required_score`` and
+``smtp_message`` when rspamd gave them.
 """
 
 from __future__ import annotations
@@ -27,9 +31,19 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from scanner.engines.base import Finding, Kind, Outcome, ParsedMessage
+from pydantic import AliasPath, Field
 
-__all__ = ["RspamdEngine", "RspamdError"]
+from mxgate.errors import ConfigError
+from scanner.engines.common import (
+    EngineBase,
+    EngineSettings,
+    EngineSpec,
+    Finding,
+    Outcome,
+    ParsedMessage,
+)
+
+__all__ = ["ENGINE", "RspamdEngine", "RspamdError", "RspamdSettings"]
 
 _NOT_SPAM = frozenset({"no action", "greylist", "soft reject"})
 _MAX_RCPT_HEADERS = 50  # rspamd only needs a few to score its recipient-count rules
@@ -101,11 +115,11 @@ async def _post(
     return int(m.group(1)), reason, hdrs, payload
 
 
-class RspamdEngine:
+class RspamdEngine(EngineBase):
     """The ``rspamd`` antispam engine."""
 
-    name: str = "rspamd"
-    kind: Kind = "antispam"
+    name = "rspamd"
+    kind = "antispam"
 
     def __init__(
         self,
@@ -150,7 +164,7 @@ class RspamdEngine:
     async def check(self, message: ParsedMessage) -> Finding:
         """rspamd's score, symbol names and action for ``message``."""
         if len(message.raw) > self.max_size:
-            return self._finding("skipped", 0.0, ("TOO_BIG",), {})
+            return self.finding("skipped", symbols=("TOO_BIG",))
         # The envelope as rspamd's HTTP protocol takes it; without IP rspamd would judge the
         # scanner's own address. Rcpt repeats, hence pairs rather than a dict.
         headers: list[tuple[str, str]] = [("Queue-Id", message.message_id)]
@@ -183,7 +197,7 @@ class RspamdEngine:
         if smtp_message:
             detail["smtp_message"] = str(smtp_message)[:200]
         outcome: Outcome = "clean" if action in _NOT_SPAM else "spam"
-        return self._finding(outcome, score, symbols, detail)
+        return self.finding(outcome, score=score, symbols=symbols, detail=detail)
 
     async def learn(self, message: ParsedMessage, is_spam: bool, *, bulk: bool = False) -> bool:
         """Teach rspamd's Bayes through the controller; True if it learnt the message.
@@ -206,23 +220,6 @@ class RspamdEngine:
             raise RspamdError(f"{path}: HTTP {status} {reason} {text}"[:300])
         return True
 
-    def _finding(
-        self, outcome: Outcome, score: float, symbols: tuple[str, ...], detail: dict[str, str]
-    ) -> Finding:
-        return Finding(
-            engine=self.name,
-            engine_version=self._version,
-            rules_version=self.rules_version,
-            outcome=outcome,
-            score=score,
-            symbols=symbols,
-            kind=self.kind,
-            detail=detail,
-        )
-
-    async def aclose(self) -> None:
-        """Nothing held between requests (rspamd closes each connection after its answer)."""
-
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
@@ -232,3 +229,33 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RspamdError(f"{what}: not a JSON object: {text[:200]!r}")
     return body
+
+
+class RspamdSettings(EngineSettings):
+    """The ``rspamd`` engine's settings (``scanner.spam.rspamd_*``, ``max_size``)."""
+
+    url: str = Field(
+        default="http://127.0.0.1:11333", validation_alias=AliasPath("spam", "rspamd_url")
+    )
+    controller_url: str = Field(
+        default="http://127.0.0.1:11334",
+        validation_alias=AliasPath("spam", "rspamd_controller_url"),
+    )
+    password: str = Field(default="", validation_alias=AliasPath("spam", "rspamd_password"))
+    max_size: int = Field(default=2 << 20, validation_alias=AliasPath("spam", "max_size"))
+
+
+def build(settings: RspamdSettings) -> RspamdEngine:
+    """An rspamd client; a URL rspamd cannot be reached at fails at start, by name."""
+    try:
+        return RspamdEngine(
+            settings.url, settings.controller_url, settings.password, settings.max_size
+        )
+    except ValueError as e:
+        raise ConfigError(
+            "MXGATE_SCANNER__SPAM__RSPAMD_URL", "scanner.spam.rspamd_url", str(e)
+        ) from None
+
+
+ENGINE = EngineSpec(RspamdEngine, RspamdSettings, build)
+"""The registry's entry for ``rspamd``."""

@@ -23,6 +23,10 @@ the same classification the attachments engine reports), never the name or decla
 ``"office"`` also covers macro-enabled Office files. Reports are cached by the attachment's
 SHA-256, and a file already submitted is not submitted again while its analysis runs: a
 campaign that sends one attachment to thousands of recipients costs one detonation.
+
+Settings (:class:`SandboxSettings`): ``scanner.sandbox_*`` and ``scanner.cache_entries``.
+``detail``: each part path -> ``task N malscore S``, ``pending (task N)`` or
+``too large to submit``.
 """
 
 from __future__ import annotations
@@ -38,13 +42,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from pydantic import Field
 
 from mxgate.errors import ConfigError
 from scanner.engines.attachments import category, true_type
-from scanner.engines.base import Finding, Kind, ParsedMessage, Part
+from scanner.engines.common import (
+    EngineBase,
+    EngineSettings,
+    EngineSpec,
+    Finding,
+    Outcome,
+    ParsedMessage,
+    Part,
+)
 from scanner.mime import RAW_PATH
 
-__all__ = ["DEFAULT_TYPES", "SandboxEngine", "SandboxError"]
+__all__ = ["DEFAULT_TYPES", "ENGINE", "SandboxEngine", "SandboxError", "SandboxSettings"]
 
 DEFAULT_TYPES: tuple[str, ...] = ("executable", "office", "pdf", "script")
 """Attachment categories submitted unless configured otherwise."""
@@ -79,12 +92,12 @@ class _Target:
     part: Part
 
 
-class SandboxEngine:
+class SandboxEngine(EngineBase):
     """The ``sandbox`` policy engine. Safe to call concurrently from one event loop."""
 
-    name: str = "sandbox"
-    kind: Kind = "policy"
-    cacheable: bool = True
+    name = "sandbox"
+    kind = "policy"
+    cacheable = True
 
     def __init__(
         self,
@@ -198,18 +211,9 @@ class SandboxEngine:
     # -- internals ----------------------------------------------------------------------------
 
     def _finding(
-        self, outcome: Any, score: float, symbols: tuple[str, ...], detail: dict[str, str]
+        self, outcome: Outcome, score: float, symbols: tuple[str, ...], detail: dict[str, str]
     ) -> Finding:
-        return Finding(
-            self.name,
-            self.version,
-            self.rules_version,
-            outcome,
-            score=score,
-            symbols=symbols,
-            kind=self.kind,
-            detail=detail,
-        )
+        return self.finding(outcome, score=score, symbols=symbols, detail=detail)
 
     def _targets(self, message: ParsedMessage) -> tuple[list[_Target], list[str]]:
         """The parts whose true type is listed, one per distinct content (libmagic: a thread)."""
@@ -366,3 +370,32 @@ def _upload_name(part: Part, sha256: str) -> str:
 
 def _short(value: Any) -> str:
     return repr(value)[:200]
+
+
+class SandboxSettings(EngineSettings):
+    """The ``sandbox`` engine's settings (``scanner.sandbox_*``, ``scanner.cache_entries``)."""
+
+    url: str = Field(default="", validation_alias="sandbox_url")
+    token: str = Field(default="", validation_alias="sandbox_token")
+    types: tuple[str, ...] = Field(default=DEFAULT_TYPES, validation_alias="sandbox_types")
+    timeout: float = Field(default=45.0, validation_alias="sandbox_timeout")
+    poll_interval: float = Field(default=5.0, validation_alias="sandbox_poll_interval")
+    cache_entries: int = 10_000
+
+
+def build(settings: SandboxSettings) -> SandboxEngine:
+    """The engine for the sandbox at ``settings.url`` (no URL is a ConfigError)."""
+    # Its runner timeout is scanner.engine_timeouts["sandbox"], which ScannerSettings makes
+    # longer than sandbox_timeout, so the engine's own "timeout" finding comes first.
+    return SandboxEngine(
+        settings.url,
+        types=settings.types,
+        timeout=settings.timeout,
+        poll_interval=settings.poll_interval,
+        token=settings.token,
+        cache_entries=settings.cache_entries,
+    )
+
+
+ENGINE = EngineSpec(SandboxEngine, SandboxSettings, build)
+"""The registry's entry for ``sandbox``."""

@@ -10,6 +10,9 @@ their own socket handling we would have to wrap in threads anyway. Requests:
 
 spamd's score is reported as is (its threshold is 5.0 by default, as the policy's tag
 threshold); a message bigger than ``max_size`` is ``skipped`` as spamc would.
+
+Settings (:class:`SpamassassinSettings`): ``scanner.spam.spamd_host``, ``spamd_port``,
+``spamd_user`` and ``max_size``. No ``detail``: the symbols are spamd's rule names.
 """
 
 from __future__ import annotations
@@ -17,9 +20,18 @@ from __future__ import annotations
 import asyncio
 import re
 
-from scanner.engines.base import Finding, Kind, ParsedMessage
+from pydantic import AliasPath, Field
 
-__all__ = ["SpamassassinEngine", "SpamdError", "SpamdResult", "spamc"]
+from scanner.engines.common import EngineBase, EngineSettings, EngineSpec, Finding, ParsedMessage
+
+__all__ = [
+    "ENGINE",
+    "SpamassassinEngine",
+    "SpamassassinSettings",
+    "SpamdError",
+    "SpamdResult",
+    "spamc",
+]
 
 _STATUS = re.compile(rb"^SPAMD/(\d+\.\d+) (\d+) (.*)$")
 _SPAM = re.compile(rb"^Spam: (True|False|Yes|No) ; (-?[\d.]+) / (-?[\d.]+)", re.IGNORECASE)
@@ -83,11 +95,11 @@ async def spamc(
     return SpamdResult(hdrs, body, spam, score, threshold)
 
 
-class SpamassassinEngine:
+class SpamassassinEngine(EngineBase):
     """The ``spamassassin`` antispam engine (an external spamd)."""
 
-    name: str = "spamassassin"
-    kind: Kind = "antispam"
+    name = "spamassassin"
+    kind = "antispam"
 
     def __init__(self, host: str, port: int, user: str = "mxgate", max_size: int = 2 << 20) -> None:
         """spamd at ``host:port``, scanning as ``user``."""
@@ -107,9 +119,9 @@ class SpamassassinEngine:
     async def check(self, message: ParsedMessage) -> Finding:
         """spamd's score and rule names."""
         if len(message.raw) > self.max_size:
-            return self._finding("skipped", 0.0, ("TOO_BIG",))
+            return self.finding("skipped", symbols=("TOO_BIG",))
         r = await spamc(self.host, self.port, "SYMBOLS", message.raw, {"User": self.user})
-        return self._finding("spam" if r.spam else "clean", r.score, r.symbols)
+        return self.finding("spam" if r.spam else "clean", score=r.score, symbols=r.symbols[:100])
 
     async def learn(self, message: ParsedMessage, is_spam: bool) -> None:
         """Teach spamd's Bayes (TELL, local database)."""
@@ -125,16 +137,20 @@ class SpamassassinEngine:
             },
         )
 
-    def _finding(self, outcome, score, symbols) -> Finding:  # type: ignore[no-untyped-def]
-        return Finding(
-            engine=self.name,
-            engine_version=self._version,
-            rules_version=self.rules_version,
-            outcome=outcome,
-            score=score,
-            symbols=tuple(symbols)[:100],
-            kind=self.kind,
-        )
 
-    async def aclose(self) -> None:
-        """Nothing held between requests (one connection per request, as spamc does)."""
+class SpamassassinSettings(EngineSettings):
+    """The ``spamassassin`` engine's settings (``scanner.spam.spamd_*``, ``max_size``)."""
+
+    host: str = Field(default="127.0.0.1", validation_alias=AliasPath("spam", "spamd_host"))
+    port: int = Field(default=783, validation_alias=AliasPath("spam", "spamd_port"))
+    user: str = Field(default="mxgate", validation_alias=AliasPath("spam", "spamd_user"))
+    max_size: int = Field(default=2 << 20, validation_alias=AliasPath("spam", "max_size"))
+
+
+def build(settings: SpamassassinSettings) -> SpamassassinEngine:
+    """A spamc client of spamd at ``host:port``."""
+    return SpamassassinEngine(settings.host, settings.port, settings.user, settings.max_size)
+
+
+ENGINE = EngineSpec(SpamassassinEngine, SpamassassinSettings, build)
+"""The registry's entry for ``spamassassin``."""

@@ -8,6 +8,10 @@ thread (libyara releases the GIL). A rule reports ``infected`` unless its ``meta
 
 Rule files are re-checked at most every ``reload_interval`` seconds (one ``stat`` per file) and
 recompiled when they change; a broken edit is logged and the previous rules stay in force.
+
+Settings (:class:`YaraSettings`): ``scanner.yara_rules`` and ``scanner.engine_timeout``.
+``detail``: each matched rule -> the part paths it matched (at most 5 listed), and ``errors``
+when some parts could not be scanned.
 """
 
 from __future__ import annotations
@@ -15,18 +19,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yara
+from pydantic import Field
 
 from mxgate.errors import ConfigError
-from scanner.engines.base import Finding, Kind, ParsedMessage, Part
+from scanner.engines.common import (
+    EngineBase,
+    EngineSettings,
+    EngineSpec,
+    Finding,
+    Outcome,
+    ParsedMessage,
+    Part,
+)
 from scanner.mime import RAW_PATH
 
-__all__ = ["PACKAGED_RULES", "YaraEngine"]
+__all__ = ["ENGINE", "PACKAGED_RULES", "YaraEngine", "YaraSettings"]
 
 PACKAGED_RULES = Path(__file__).resolve().parent.parent / "rules"
 """The rules shipped with mxgate."""
@@ -47,11 +61,11 @@ class _Compiled:
     stamp: tuple[tuple[str, int, int], ...]
 
 
-class YaraEngine:
+class YaraEngine(EngineBase):
     """The ``yara`` antivirus engine. Safe to call concurrently."""
 
-    name: str = "yara"
-    kind: Kind = "antivirus"
+    name = "yara"
+    kind = "antivirus"
 
     def __init__(
         self,
@@ -91,9 +105,6 @@ class YaraEngine:
     async def check(self, message: ParsedMessage) -> Finding:
         """Match every part (and the raw message); ``infected``/``match`` or ``clean``."""
         return await asyncio.to_thread(self._scan, message)
-
-    async def aclose(self) -> None:
-        """Nothing to release: compiled rules are plain memory."""
 
     def reload(self) -> bool:
         """Recompile now if the rule files changed; True if new rules are in force."""
@@ -143,21 +154,14 @@ class YaraEngine:
         detail = {rule: _paths(paths) for rule, paths in sorted(hits.items())}
         if errors:
             detail["errors"] = "; ".join(errors[:_MAX_PATHS])
+        outcome: Outcome
         if not hits:
             outcome = "clean"
         elif "infected" in outcomes.values():
             outcome = "infected"
         else:
             outcome = "match"
-        return Finding(
-            engine=self.name,
-            engine_version=self.version,
-            rules_version=compiled.version,
-            outcome=outcome,
-            symbols=symbols,
-            kind=self.kind,
-            detail=detail,
-        )
+        return self.finding(outcome, symbols=symbols, detail=detail, rules_version=compiled.version)
 
 
 def _targets(message: ParsedMessage) -> tuple[Part, ...]:
@@ -209,3 +213,21 @@ def _compile(rules_dir: Path) -> _Compiled:
     except yara.Error as e:
         raise ConfigError(_ENV, _KEY, f"invalid YARA rules in {rules_dir}: {e}") from None
     return _Compiled(rules=rules, version=digest.hexdigest()[:12], stamp=stamp)
+
+
+class YaraSettings(EngineSettings):
+    """The ``yara`` engine's settings (``scanner.yara_rules``, ``scanner.engine_timeout``)."""
+
+    rules: Path | None = Field(default=None, validation_alias="yara_rules")
+    engine_timeout: float = Field(default=20.0, gt=0)
+
+
+def build(settings: YaraSettings) -> YaraEngine:
+    """The engine over ``settings.rules`` (default: packaged)."""
+    # libyara's own per-part timeout is whole seconds; match the scanner's per-engine budget so
+    # a thread the scanner gave up on does not keep working long after.
+    return YaraEngine(settings.rules, match_timeout=math.ceil(settings.engine_timeout))
+
+
+ENGINE = EngineSpec(YaraEngine, YaraSettings, build)
+"""The registry's entry for ``yara``."""

@@ -15,7 +15,7 @@ from support.sink import SinkThread
 
 from mxgate.resolver import Resolver
 from scanner.engines.arc import ArcEngine
-from scanner.engines.base import ParsedMessage
+from scanner.engines.common import ParsedMessage
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,13 @@ from mxgate import catalog
 from mxgate.enginecontrol import ControlWatcher, publish_status, read_control
 from mxgate.kafka import create_topics, producer_config
 from mxgate.settings import KafkaSettings
-from scanner.engines.base import Finding, Kind, ParsedMessage
+from scanner.engines.common import Finding, Kind, ParsedMessage
 from scanner.runner import EngineRunner
 
 
 class Clean:
     kind: Kind = "antivirus"
+    cacheable = False
 
     def __init__(self, name: str) -> None:
         self.name = name

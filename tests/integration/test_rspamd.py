@@ -15,7 +15,7 @@ import pytest
 from support.cli import MXGATE
 
 from devstack.rspamd import RspamdServer
-from scanner.engines.base import ParsedMessage
+from scanner.engines.common import ParsedMessage
 from scanner.engines.rspamd import RspamdEngine, RspamdError
 from scanner.runner import run_engines
 

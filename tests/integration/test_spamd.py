@@ -13,7 +13,7 @@ import pytest
 from support.cli import MXGATE
 
 from devstack.spamd import SpamdServer
-from scanner.engines.base import ParsedMessage
+from scanner.engines.common import ParsedMessage
 from scanner.engines.spamassassin import SpamassassinEngine, SpamdError, spamc
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"

@@ -11,7 +11,7 @@ import ctypes
 import os
 import time
 
-from scanner.engines.base import Finding, Kind, ParsedMessage
+from scanner.engines.common import Finding, Kind, ParsedMessage
 
 
 class CrashyEngine:

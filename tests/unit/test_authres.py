@@ -11,7 +11,7 @@ from support.dnsserver import DnsServer
 from deliverer.authres import arc_seal, authentication_results
 from mxgate.resolver import Resolver
 from scanner.engines.arc import ArcEngine
-from scanner.engines.base import ParsedMessage
+from scanner.engines.common import ParsedMessage
 
 SEAL = rsa_key()
 VERDICTS = [

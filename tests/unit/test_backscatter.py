@@ -7,7 +7,7 @@ import hmac
 
 from mxgate.tenants import Policy
 from scanner.engines.backscatter import BackscatterEngine, batv_sign, batv_verify
-from scanner.engines.base import ParsedMessage
+from scanner.engines.common import ParsedMessage
 from scanner.policy import decide
 
 KEYS = ("secret-new", "secret-old")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support import samples
 
-from scanner.engines.base import Engine, ParsedMessage
+from scanner.engines.common import Engine, ParsedMessage
 from scanner.engines.content_rules import DEFAULT_RULES, ContentRule, ContentRulesEngine
 from scanner.mime import parse
 

@@ -13,8 +13,9 @@ from support.dnsserver import DnsServer
 
 from mxgate.resolver import Resolver
 from scanner.engines.arc import ArcEngine
-from scanner.engines.base import ParsedMessage
-from scanner.engines.dkim import DkimEngine, verify_dkim
+from scanner.engines.common import ParsedMessage
+from scanner.engines.dkim import DkimEngine
+from scanner.mailauth.dkim import verify_dkim
 
 RSA = rsa_key()
 RSA_SHORT = rsa_key(1024)

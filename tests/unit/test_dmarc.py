@@ -10,10 +10,11 @@ from support.authkeys import rsa_key, served
 from support.dnsserver import DnsServer
 
 from mxgate.resolver import Resolver
-from scanner.engines.base import ParsedMessage
-from scanner.engines.dkim import DkimResult
-from scanner.engines.dmarc import DmarcEngine, evaluate, org_domain, parse_record
-from scanner.engines.spf import SpfResult
+from scanner.engines.common import ParsedMessage
+from scanner.engines.dmarc import DmarcEngine
+from scanner.mailauth.dkim import DkimResult
+from scanner.mailauth.dmarc import evaluate, org_domain, parse_record
+from scanner.mailauth.spf import SpfResult
 from scanner.mime import parse
 
 KEY = rsa_key()

@@ -6,7 +6,7 @@ import asyncio
 
 from support.crashy import crashy_factory
 
-from scanner.engines.base import ParsedMessage
+from scanner.engines.common import ParsedMessage
 from scanner.engines.isolated import EngineCrashed, IsolatedEngine
 from scanner.runner import EngineRunner
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import samples
 
-from scanner.engines.base import ParsedMessage
+from scanner.engines.common import ParsedMessage
 from scanner.mime import RAW_PATH, UnpackLimits, parse
 
 CORPUS = Path("/work/shared/corpus/spamassassin-2002")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mxgate.tenants import Policy
-from scanner.engines.base import Finding
+from scanner.engines.common import Finding
 from scanner.policy import SEVERITY, Decision, decide
 
 POLICY = Policy(

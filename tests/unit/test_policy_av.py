@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mxgate.tenants import Policy
-from scanner.engines.base import Finding
+from scanner.engines.common import Finding
 from scanner.policy import decide
 
 

@@ -10,7 +10,7 @@ from support import samples
 
 from mxgate.errors import ConfigError
 from mxgate.settings import ScannerSettings
-from scanner.engines.base import Finding, Kind, ParsedMessage
+from scanner.engines.common import Finding, Kind, ParsedMessage
 from scanner.engines.content_rules import ContentRulesEngine
 from scanner.engines.isolated import IsolatedEngine
 from scanner.engines.registry import ENGINES, build_engines
@@ -29,6 +29,7 @@ class Fake:
     behaviour: str = "clean"
     kind: Kind = "antivirus"
     started: asyncio.Event | None = None
+    cacheable: bool = False
 
     @property
     def version(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from scanner.engines.base import Finding, Kind, ParsedMessage
+from scanner.engines.common import Finding, Kind, ParsedMessage
 from scanner.runner import EngineRunner
 
 

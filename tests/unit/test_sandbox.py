@@ -17,7 +17,7 @@ from support.sandbox_server import MALICIOUS_SIGNATURES, SandboxServer, sandbox_
 from mxgate.errors import ConfigError
 from mxgate.settings import ScannerSettings
 from mxgate.tenants import Policy
-from scanner.engines.base import Engine, Finding
+from scanner.engines.common import Engine, Finding
 from scanner.engines.registry import build_engines
 from scanner.engines.sandbox import SandboxEngine
 from scanner.mime import parse

@@ -11,8 +11,9 @@ from support.authkeys import served
 from support.dnsserver import DnsServer
 
 from mxgate.resolver import Resolver
-from scanner.engines.base import ParsedMessage
-from scanner.engines.spf import SpfEngine, check_host
+from scanner.engines.common import ParsedMessage
+from scanner.engines.spf import SpfEngine
+from scanner.mailauth.spf import check_host
 
 ZONES: dict[str, list[tuple[str, str]]] = {
     "pass.test": [("TXT", "v=spf1 ip4:192.0.2.0/24 -all")],

@@ -10,7 +10,7 @@ import pytest
 from support import samples
 
 from mxgate.errors import ConfigError
-from scanner.engines.base import Engine, ParsedMessage, Part
+from scanner.engines.common import Engine, ParsedMessage, Part
 from scanner.engines.yara_engine import PACKAGED_RULES, YaraEngine
 from scanner.mime import parse
 

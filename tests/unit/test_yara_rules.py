@@ -14,7 +14,7 @@ import pytest
 from support import samples
 
 from mxgate.tenants import Policy
-from scanner.engines.base import ParsedMessage, Part
+from scanner.engines.common import ParsedMessage, Part
 from scanner.engines.yara_engine import PACKAGED_RULES, YaraEngine
 from scanner.mime import parse
 from scanner.policy import decide
