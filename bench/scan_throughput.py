@@ -88,8 +88,7 @@ async def run_mxgate(msgs: list[bytes], clamd: Clamd, work: Path) -> dict:
     )
     engines = build_engines(s)
     for e in engines:
-        if hasattr(e, "start"):
-            await e.start()
+        await e.start()
     runner = EngineRunner(engines, timeout=60, cache_entries=0)
     times: dict[str, list[float]] = {e.name: [] for e in engines}
     detected = 0
