@@ -132,14 +132,14 @@ def rebuild_from_topic(
                 if m.offset() >= ends[m.partition()] - 1:
                     pending.discard(m.partition())
                 try:
-                    name, rec = schemas.decode(m.value() or b"")
+                    event = schemas.decode_event(m.value() or b"")
                 except schemas.SchemaError:
                     continue
-                if name != schemas.DELIVERY_ATTEMPTED:
+                if not isinstance(event, schemas.DeliveryAttempted):
                     continue
-                for r in rec["recipients"]:
-                    if r["status"] == "delivered":
-                        delivered.mark(rec["message_id"], r["recipient"], r["reply"])
+                for r in event.recipients:
+                    if r.status == "delivered":
+                        delivered.mark(event.message_id, r.recipient, r.reply)
                         marked += 1
     finally:
         consumer.close()

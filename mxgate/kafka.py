@@ -1,5 +1,8 @@
 """Kafka helpers shared by the roles: client configs, topic creation, an asyncio producer,
 and the consume-transform-produce loop that gives every stage exactly-once decisions.
+
+This is the Kafka boundary: the loop and :func:`read_events` decode records into typed events
+(:mod:`schemas.events`) and the loop encodes its outputs; roles never see Avro dicts.
 """
 
 from __future__ import annotations
@@ -166,12 +169,23 @@ class AsyncProducer:
 
 
 @dataclass(frozen=True, slots=True)
+class Incoming:
+    """One consumed record, decoded: where it came from and its event."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    event: schemas.Event
+
+
+@dataclass(frozen=True, slots=True)
 class Output:
-    """A record to produce inside the current transaction."""
+    """An event to produce inside the current transaction (encoded by the loop)."""
 
     topic: str
     key: str
-    value: bytes
+    event: schemas.Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,14 +195,16 @@ class Hold:
     seconds: float
 
 
-Handler = Callable[[Sequence[Message]], Awaitable[Sequence[Output]]]
-HoldCheck = Callable[[Message], Hold | None]
+Handler = Callable[[Sequence[Incoming]], Awaitable[Sequence[Output]]]
+HoldCheck = Callable[[Incoming], Hold | None]
 
 
 class TransactionalLoop:
     """Consume a batch, handle it, produce the outputs and commit the input offsets in one
     Kafka transaction (rule 4): a crash or rebalance never loses or duplicates a decision.
 
+    The handler gets the batch's records decoded; a record that is not a known event is
+    logged and skipped (its offset is committed with the batch: retrying cannot fix it).
     ``hold`` lets a stage leave records that are not yet due (retry tiers) in place: the
     partition is rewound to the held record and paused until it is due.
     """
@@ -226,9 +242,9 @@ class TransactionalLoop:
             while not stop.is_set():
                 self._resume_due()
                 msgs = await asyncio.to_thread(self._next_batch)
-                batch = self._filter(msgs)
+                batch, events = self._filter(msgs)
                 if batch:
-                    await self._process(batch)
+                    await self._process(batch, events)
         finally:
             await asyncio.to_thread(self._consumer.close)
             await asyncio.to_thread(self._producer.flush, 10)
@@ -242,8 +258,10 @@ class TransactionalLoop:
             return first
         return first + self._consumer.consume(self._batch - 1, 0.002)
 
-    def _filter(self, msgs: list[Message]) -> list[Message]:
+    def _filter(self, msgs: list[Message]) -> tuple[list[Message], list[Incoming]]:
+        """The records to commit with this batch, and the decoded events among them."""
         out: list[Message] = []
+        events: list[Incoming] = []
         held: set[tuple[str, int]] = set()
         for m in msgs:
             err = m.error()
@@ -254,13 +272,22 @@ class TransactionalLoop:
             tp = (m.topic(), m.partition())
             if tp in held:
                 continue
-            h = self._hold(m) if self._hold else None
+            try:
+                event = schemas.decode_event(m.value() or b"")
+            except schemas.SchemaError as e:
+                self.log.error("undecodable input skipped", topic=m.topic(),
+                               offset=m.offset(), error=str(e))  # fmt: skip
+                out.append(m)
+                continue
+            incoming = Incoming(m.topic(), m.partition(), m.offset(), _key(m), event)
+            h = self._hold(incoming) if self._hold else None
             if h is not None:
                 held.add(tp)
                 self._pause(m, h.seconds)
                 continue
             out.append(m)
-        return out
+            events.append(incoming)
+        return out, events
 
     def _pause(self, m: Message, seconds: float) -> None:
         tp = TopicPartition(m.topic(), m.partition(), m.offset())
@@ -276,15 +303,16 @@ class TransactionalLoop:
             for k in due:
                 del self._paused[k]
 
-    async def _process(self, batch: list[Message]) -> None:
+    async def _process(self, batch: list[Message], events: list[Incoming]) -> None:
         p = self._producer
         await asyncio.to_thread(p.begin_transaction)
         try:
-            outputs = await self._handler(batch)
+            outputs = await self._handler(events) if events else []
             for o in outputs:
+                value = schemas.encode_event(o.event)
                 while True:
                     try:
-                        p.produce(o.topic, key=o.key.encode(), value=o.value)
+                        p.produce(o.topic, key=o.key.encode(), value=value)
                         break
                     except BufferError:
                         await asyncio.to_thread(p.poll, 0.1)
@@ -318,6 +346,10 @@ class TransactionalLoop:
                 self._consumer.seek(TopicPartition(t, part, off))
 
 
+def _key(m: Message) -> str:
+    return (m.key() or b"").decode("utf-8", "replace")
+
+
 def _topics(settings: Settings) -> list[str]:
     tiers = len(settings.deliverer.retry_schedule)
     return [catalog.name(t, settings.kafka.topic_prefix) for t in catalog.all_topics(tiers)]
@@ -325,7 +357,7 @@ def _topics(settings: Settings) -> list[str]:
 
 def read_events(
     settings: Settings, keys: set[str] | None = None, topics: Iterable[str] | None = None
-) -> Iterator[tuple[str, dict]]:
+) -> Iterator[schemas.Event]:
     """Every committed event on mxgate's topics (optionally only those keyed by ``keys``, or
     only on the full topic names ``topics``), read from the beginning up to the end as it was
     when the call started."""
@@ -367,9 +399,9 @@ def read_events(
                     pending.discard(k)
                 if m.offset() >= ends[k]:
                     continue
-                if keys is None or (m.key() or b"").decode() in keys:
+                if keys is None or _key(m) in keys:
                     try:
-                        yield schemas.decode(m.value() or b"")
+                        yield schemas.decode_event(m.value() or b"")
                     except schemas.SchemaError:
                         continue
     finally:
