@@ -21,7 +21,7 @@ from rocksdict import Options, Rdict, WriteOptions
 
 import schemas
 from deliverer.text import safe_address, safe_reply
-from mxgate.kafka import base_config
+from mxgate.kafka import base_config, position
 from mxgate.settings import KafkaSettings
 
 
@@ -127,10 +127,11 @@ def rebuild_from_topic(
                 break  # only transaction markers (or nothing) left
             for m in batch:
                 if m.error():
-                    pending.discard(m.partition())  # partition EOF
+                    pending.discard(m.partition() or 0)  # partition EOF (it has one)
                     continue
-                if m.offset() >= ends[m.partition()] - 1:
-                    pending.discard(m.partition())
+                _, part, offset = position(m)
+                if offset >= ends[part] - 1:
+                    pending.discard(part)
                 try:
                     event = schemas.decode_event(m.value() or b"")
                 except schemas.SchemaError:

@@ -118,7 +118,8 @@ def build_dsn(
         status.set_payload(_PLACEHOLDER)
     else:
         status["Content-Type"] = "message/delivery-status"
-        status.set_payload(blocks)
+        payload: list[Message | str] = [*blocks]  # set_payload's list type is invariant
+        status.set_payload(payload)
     report.attach(status)
 
     headers = Message()

@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 import schemas
 from mxgate import catalog
-from mxgate.kafka import KafkaUnavailable, base_config, producer_config
+from mxgate.kafka import KafkaUnavailable, base_config, position, producer_config
 from mxgate.settings import KafkaSettings
 from mxgate.timeutil import utcnow
 
@@ -170,12 +170,13 @@ def read_control(settings: KafkaSettings, timeout: float = 15.0) -> ControlView:
             m = c.poll(0.5)
             if m is None:
                 continue
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     break
-                raise KafkaUnavailable(str(m.error()))
+                raise KafkaUnavailable(str(err))
             view.apply(m.value(), m.key())
-            pos = m.offset() + 1
+            pos = position(m)[2] + 1
     finally:
         c.close()
     return view

@@ -269,17 +269,18 @@ class TransactionalLoop:
                 if err.code() != KafkaError._PARTITION_EOF:
                     self.log.warning("consume error", error=str(err))
                 continue
-            tp = (m.topic(), m.partition())
+            topic, partition, offset = position(m)
+            tp = (topic, partition)
             if tp in held:
                 continue
             try:
                 event = schemas.decode_event(m.value() or b"")
             except schemas.SchemaError as e:
-                self.log.error("undecodable input skipped", topic=m.topic(),
-                               offset=m.offset(), error=str(e))  # fmt: skip
+                self.log.error("undecodable input skipped", topic=topic, offset=offset,
+                               error=str(e))  # fmt: skip
                 out.append(m)
                 continue
-            incoming = Incoming(m.topic(), m.partition(), m.offset(), _key(m), event)
+            incoming = Incoming(topic, partition, offset, _key(m), event)
             h = self._hold(incoming) if self._hold else None
             if h is not None:
                 held.add(tp)
@@ -290,10 +291,11 @@ class TransactionalLoop:
         return out, events
 
     def _pause(self, m: Message, seconds: float) -> None:
-        tp = TopicPartition(m.topic(), m.partition(), m.offset())
+        topic, partition, offset = position(m)
+        tp = TopicPartition(topic, partition, offset)
         self._consumer.pause([tp])
         self._consumer.seek(tp)
-        self._paused[(m.topic(), m.partition())] = time.monotonic() + seconds
+        self._paused[(topic, partition)] = time.monotonic() + seconds
 
     def _resume_due(self) -> None:
         now = time.monotonic()
@@ -318,8 +320,9 @@ class TransactionalLoop:
                         await asyncio.to_thread(p.poll, 0.1)
             offsets: dict[tuple[str, int], int] = {}
             for m in batch:
-                k = (m.topic(), m.partition())
-                offsets[k] = max(offsets.get(k, -1), m.offset() + 1)
+                topic, partition, offset = position(m)
+                k = (topic, partition)
+                offsets[k] = max(offsets.get(k, -1), offset + 1)
             tps = [TopicPartition(t, part, off) for (t, part), off in offsets.items()]
             meta = self._consumer.consumer_group_metadata()
             await asyncio.to_thread(p.send_offsets_to_transaction, tps, meta, 60)
@@ -339,11 +342,20 @@ class TransactionalLoop:
         """Seek back to the first record of the batch in each partition, to process it again."""
         first: dict[tuple[str, int], int] = {}
         for m in batch:
-            k = (m.topic(), m.partition())
-            first[k] = min(first.get(k, m.offset()), m.offset())
+            topic, partition, offset = position(m)
+            k = (topic, partition)
+            first[k] = min(first.get(k, offset), offset)
         for (t, part), off in first.items():
             with contextlib.suppress(KafkaException):
                 self._consumer.seek(TopicPartition(t, part, off))
+
+
+def position(m: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed record (the client's types allow None; a
+    record from ``consume`` always has them, an EOF event its partition's end)."""
+    topic, partition, offset = m.topic(), m.partition(), m.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
 
 
 def _key(m: Message) -> str:
@@ -391,13 +403,14 @@ def read_events(
             if not batch:
                 break  # five quiet seconds: the rest is transaction markers, or nothing
             for m in batch:
-                k = (m.topic(), m.partition())
                 if m.error():
-                    pending.discard(k)  # partition EOF
+                    pending.discard((m.topic() or "", m.partition() or 0))  # partition EOF
                     continue
-                if m.offset() >= ends[k] - 1:
+                topic, partition, offset = position(m)
+                k = (topic, partition)
+                if offset >= ends[k] - 1:
                     pending.discard(k)
-                if m.offset() >= ends[k]:
+                if offset >= ends[k]:
                     continue
                 if keys is None or _key(m) in keys:
                     try:

@@ -36,7 +36,7 @@ from rocksdict import Rdict, WriteBatch
 
 import schemas
 from mxgate import catalog
-from mxgate.kafka import base_config
+from mxgate.kafka import base_config, position
 from mxgate.settings import Settings
 
 __all__ = ["MessageIndex", "Query"]
@@ -114,7 +114,7 @@ class MessageIndex:
                     continue
                 for p in meta.topics[topic].partitions:
                     lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                    start = max(lo, int(self.db.get(f"o/{topic}/{p}", "0")))
+                    start = max(lo, int(self.db.get(f"o/{topic}/{p}") or "0"))
                     if hi > start:
                         ends[(topic, p)] = hi
                         assign.append(TopicPartition(topic, p, start))
@@ -131,8 +131,9 @@ class MessageIndex:
                 for m in batch:
                     if m.error():
                         continue
-                    k = (m.topic(), m.partition())
-                    if m.offset() >= ends[k] - 1:
+                    topic, part, offset = position(m)
+                    k = (topic, part)
+                    if offset >= ends[k] - 1:
                         pending.discard(k)
                     try:
                         event = schemas.decode_event(m.value() or b"")
@@ -141,7 +142,7 @@ class MessageIndex:
                     else:
                         done += self._add(wb, summaries, event)
                     finally:
-                        wb.put(f"o/{m.topic()}/{m.partition()}", str(m.offset() + 1))
+                        wb.put(f"o/{topic}/{part}", str(offset + 1))
                 for mid, summary in summaries.items():
                     wb.put(f"m/{mid}", json.dumps(summary))
                 self.db.write(wb)  # entries and offsets together: resume exactly here

@@ -193,7 +193,7 @@ def table_keys(
     keeps each partition's keys in that partition's store and changelog, and reads a key from
     whichever store has it, so a shared key would be read from one partition and written to
     another."""
-    keys = []
+    keys: list[str] = []
     for size in sizes:
         for f in facts(scanned, size):
             keys.extend(f"{size:g}|{k}|{partition}" for k in counter_keys(f))
@@ -210,9 +210,9 @@ def board(items: Iterable[tuple[str, int]], sizes: Sequence[float]) -> dict[str,
     """
     by_size: dict[str, Counter[str]] = defaultdict(Counter)
     for key, n in items:
-        size, rest = key.split("|", 1)
-        by_size[size][rest.rsplit("|", 1)[0]] += int(n)
-    out = {}
+        size_key, rest = key.split("|", 1)
+        by_size[size_key][rest.rsplit("|", 1)[0]] += int(n)
+    out: dict[str, Any] = {}
     for size in sizes:
         counters = by_size.get(f"{size:g}", Counter())
         out[window_label(size)] = {"seconds": size, **summarize(counters.items())}
@@ -289,7 +289,7 @@ def make_app(settings: Settings) -> faust.App:
     )
 
     @app.agent(scanned)
-    async def count(stream: faust.StreamT) -> None:
+    async def count(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             try:
                 decided = schemas.decode_event(event.value)

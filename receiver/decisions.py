@@ -56,9 +56,10 @@ class DecisionWatcher:
             m = self._consumer.poll(0.2)
             if m is None:
                 continue
-            if m.error():
-                if m.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("decision stream error", error=str(m.error()))
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("decision stream error", error=str(err))
                 continue
             key = (m.key() or b"").decode()
             with self._lock:

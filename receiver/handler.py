@@ -84,7 +84,12 @@ class ReceiverHandler:
         return reply
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
     ) -> str:
         """Accept only existing recipients at a tenant's domain; one tenant per transaction."""
         problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8))
@@ -116,7 +121,12 @@ class ReceiverHandler:
         return "250 2.1.5 Recipient ok"
 
     async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
     ) -> str:
         """Record the envelope sender ("<>" for the null sender), within the message rate."""
         problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8), null_ok=True)
