@@ -46,6 +46,7 @@ def verdict_record(f: Finding, shadow: bool = False) -> schemas.EngineVerdict:
         duration_ms=float(f.duration_ms),
         error=f.error,
         shadow=shadow,
+        # An Avro map of strings: a stray non-string value must not fail the whole batch.
         detail={str(k): str(v) for k, v in f.detail.items()},
     )
 

@@ -184,7 +184,7 @@ def test_replay_shadow_retroscan_and_search(kafka, tmp_path: Path) -> None:
     assert sorted(search("--sender", "alice@sender.test")) == sorted(ids.values())
     assert search("--recipient", "EICAR@example.test") == [ids["eicar"]]
     assert search("--since", (end.isoformat()), "--sender", "alice@sender.test") == [
-        m for m in ids.values() if by_id[m]["received_at"] >= end
+        m for m in ids.values() if by_id[m].received_at >= end
     ]
     assert search("--until", "2000-01-01T00:00:00") == []
     header = json.loads(cli(p, "trace", ids["clean2"], "--json").stdout)["received"][

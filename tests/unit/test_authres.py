@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from support.authkeys import rsa_key, served
@@ -119,3 +120,28 @@ async def test_arc_seal_verifies_and_survives_no_change(dns: DnsServer) -> None:
         )
         == b""
     )
+
+
+def test_the_first_attempt_carries_the_header_built_from_the_verdicts() -> None:
+    import datetime as dt
+
+    from deliverer.service import first_attempt
+    from schemas import MessageScanned, WorkKind
+
+    now = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+    scanned = MessageScanned(
+        message_id="m", tenant="t", scanned_at=now, scanner="s", action="deliver", reasons=(),
+        policy_version="1", verdicts=(VERDICTS[0], VERDICTS[-1]), mail_from="alice@sender.test",
+        rcpt_to=("bob@example.test",), object_key="k", sha256="h", size=1, received_at=now,
+    )  # fmt: skip
+    item = first_attempt(scanned, now, "mx")
+    assert (item.kind, item.action, item.attempt, item.due_at) == (
+        WorkKind.DECISION, "deliver", 1, now,
+    )  # fmt: skip
+    assert (
+        item.auth_results
+        == "Authentication-Results: mx;\r\n\tspf=pass smtp.mailfrom=sender.test\r\n"
+    )
+    assert first_attempt(scanned, now).auth_results == ""  # no authserv-id: no header
+    no_auth = first_attempt(replace(scanned, verdicts=(VERDICTS[-1],)), now, "mx")
+    assert no_auth.auth_results == ""  # no auth engine ran

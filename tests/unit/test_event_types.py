@@ -216,3 +216,17 @@ def test_decode_event_rejects_what_is_not_an_event() -> None:
         schemas.decode_event(b"\xc3\x01" + b"\x00" * 8)
     with pytest.raises(schemas.SchemaError, match="marker"):
         schemas.decode_event(b"{}")
+
+
+def test_the_scanner_copies_each_findings_detail_into_its_verdict() -> None:
+    from scanner.engines.base import Finding
+    from scanner.service import verdict_record
+
+    f = Finding("dkim", "1", "r", "clean", symbols=("DKIM_PASS",), kind="auth",
+                detail={"result": "pass", "header.d": "sender.test", "header.s": "k"})  # fmt: skip
+    v = verdict_record(f, shadow=True)
+    assert (v.engine, v.kind, v.outcome, v.symbols, v.shadow) == (
+        "dkim", "auth", "clean", ("DKIM_PASS",), True,
+    )  # fmt: skip
+    assert v.detail == {"result": "pass", "header.d": "sender.test", "header.s": "k"}
+    assert verdict_record(Finding("yara", "1", "r", "clean")).detail == {}
