@@ -143,7 +143,8 @@ class DeliveryAttempted(Record):
     remote_host: str
     """host:port tried."""
     action: str
-    """The scanner action this delivery carries out (deliver | tag)."""
+    """The scanner action this delivery carries out (deliver | tag), or the kind of mail the
+    gateway sends itself (release | dsn | digest)."""
     recipients: tuple[RecipientOutcome, ...]
     next_attempt_at: dt.datetime | None = None
     """Set when some recipient was deferred."""
