@@ -19,7 +19,7 @@ import typer
 
 from cli.common import JsonOpt, load_settings
 from cli.scoreboard import stats
-from mxgate.enginecontrol import publish_control, read_control
+from mxgate.enginecontrol import ControlView, publish_control, read_control
 from mxgate.kafka import KafkaUnavailable
 from mxgate.settings import Settings
 
@@ -35,30 +35,30 @@ def _settings() -> Settings:
     return load_settings()
 
 
-def rows(view: Any, configured: tuple[str, ...]) -> list[dict[str, Any]]:
+def rows(view: ControlView, configured: tuple[str, ...]) -> list[dict[str, Any]]:
     """One row per (engine, scanner) reported, plus configured engines nobody reported."""
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for (scanner, engine), st in sorted(view.statuses.items()):
         seen.add(engine)
         switch = view.switches.get(engine)
-        state = st["state"]
-        if switch is not None and not switch["enabled"]:
+        state = st.state
+        if switch is not None and not switch.enabled:
             state = "disabled"  # the switch is newer than a status report may be
         out.append(
             {
                 "engine": engine,
                 "scanner": scanner,
-                "kind": st["kind"],
-                "version": st["version"],
-                "rules_version": st["rules_version"],
+                "kind": st.kind,
+                "version": st.version,
+                "rules_version": st.rules_version,
                 "state": state,
-                "reason": (switch or {}).get("reason", ""),
-                "scans": st["scans"],
-                "error_rate": round(st["error_rate"], 4),
-                "p50_ms": round(st["p50_ms"], 2),
-                "p99_ms": round(st["p99_ms"], 2),
-                "last_error": st["last_error"],
+                "reason": switch.reason if switch else "",
+                "scans": st.scans,
+                "error_rate": round(st.error_rate, 4),
+                "p50_ms": round(st.p50_ms, 2),
+                "p99_ms": round(st.p99_ms, 2),
+                "last_error": st.last_error,
             }
         )
     for engine in list(configured) + sorted(view.switches):
@@ -73,8 +73,8 @@ def rows(view: Any, configured: tuple[str, ...]) -> list[dict[str, Any]]:
                 "kind": None,
                 "version": None,
                 "rules_version": None,
-                "state": "disabled" if switch and not switch["enabled"] else "enabled",
-                "reason": (switch or {}).get("reason", ""),
+                "state": "disabled" if switch and not switch.enabled else "enabled",
+                "reason": switch.reason if switch else "",
                 "scans": 0,
                 "error_rate": None,
                 "p50_ms": None,
@@ -118,12 +118,13 @@ def engines_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def _switch(name: str, enabled: bool, reason: str, as_json: bool) -> None:
     s = _settings()
     try:
-        rec = publish_control(s.kafka, name, enabled, reason)
+        switch = publish_control(s.kafka, name, enabled, reason)
     except KafkaUnavailable as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in rec.items() if k != "at"}))
+        typer.echo(json.dumps({"engine": switch.engine, "enabled": switch.enabled,
+                               "reason": switch.reason, "actor": switch.actor}))  # fmt: skip
     else:
         typer.echo(f"{name}: {'enabled' if enabled else 'disabled'} cluster-wide")
 

@@ -16,7 +16,7 @@ import json
 import uuid
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from confluent_kafka import Producer
@@ -24,7 +24,7 @@ from confluent_kafka import Producer
 import schemas
 from cli.common import JsonOpt, echo_json, load_settings
 from mxgate import catalog
-from mxgate.kafka import producer_config
+from mxgate.kafka import producer_config, read_events
 from mxgate.settings import Settings
 from mxgate.timeutil import utcnow
 from ops.quarantine import Entry, build_digest, group_for_digest, index, matches, parse_when
@@ -54,15 +54,15 @@ def _get(settings: Settings, tenant: str | None, message_id: str) -> Entry:
     return e
 
 
-def _produce(settings: Settings, records: list[tuple[str, str, str, dict[str, Any]]]) -> None:
-    """Produce (topic, key, event name, record) in one transaction: all or nothing."""
+def _produce(settings: Settings, records: list[tuple[str, str, schemas.Event]]) -> None:
+    """Produce (topic, key, event) in one transaction: all or nothing."""
     p = Producer(
         producer_config(settings.kafka, transactional_id=f"mxgate.quarantine-cli.{uuid.uuid4()}")
     )
     p.init_transactions(30)
     p.begin_transaction()
-    for topic, key, name, rec in records:
-        p.produce(topic, key=key.encode(), value=schemas.encode(name, rec))
+    for topic, key, event in records:
+        p.produce(topic, key=key.encode(), value=schemas.encode_event(event))
     p.commit_transaction(30)
 
 
@@ -159,27 +159,27 @@ def release(
     who = by or getpass.getuser()
     now = utcnow()
     prefix = s.kafka.topic_prefix
-    released = {"message_id": message_id, "tenant": tenant, "released_at": now,
-                "released_by": who, "reason": reason, "rcpt_to": rcpts}  # fmt: skip
-    label = {"message_id": message_id, "tenant": tenant, "labelled_at": now, "label": "ham",
-             "source": "release", "labelled_by": who, "reason": reason,
-             "object_key": e.object_key, "action": e.action}  # fmt: skip
-    work = {
-        "message_id": message_id, "tenant": tenant, "action": "release",
-        "reasons": [*e.reasons, f"released by {who}"], "spam_score": 0.0,
-        "mail_from": e.mail_from, "rcpt_to": rcpts, "object_key": e.object_key,
-        "received_at": e.quarantined_at, "client_ip": "", "helo": "", "attempt": 1,
-        "due_at": now, "first_attempt_at": now,
-    }  # fmt: skip
+    released = schemas.QuarantineReleased(
+        message_id=message_id, tenant=tenant, released_at=now, released_by=who, reason=reason,
+        rcpt_to=tuple(rcpts),
+    )  # fmt: skip
+    label = schemas.TrainingLabelled(
+        message_id=message_id, tenant=tenant, labelled_at=now, label="ham", source="release",
+        labelled_by=who, reason=reason, object_key=e.object_key, action=e.action,
+    )  # fmt: skip
+    work = schemas.DeliveryRetry.first(
+        schemas.WorkKind.RELEASE, message_id=message_id, tenant=tenant,
+        reasons=[*e.reasons, f"released by {who}"], mail_from=e.mail_from, rcpt_to=rcpts,
+        object_key=e.object_key, received_at=e.quarantined_at, now=now,
+    )  # fmt: skip
     _produce(
         s,
         [
-            (catalog.name(catalog.QUARANTINE, prefix), message_id, schemas.QUARANTINE_RELEASED,
-             released),
-            (catalog.name(catalog.TRAINING, prefix), message_id, schemas.TRAINING_LABELLED, label),
-            (catalog.name(catalog.SUBMIT, prefix), message_id, schemas.DELIVERY_RETRY, work),
+            (catalog.name(catalog.QUARANTINE, prefix), message_id, released),
+            (catalog.name(catalog.TRAINING, prefix), message_id, label),
+            (catalog.name(catalog.SUBMIT, prefix), message_id, work),
         ],
-    )  # fmt: skip
+    )
     if as_json:
         typer.echo(json.dumps({"message_id": message_id, "released_to": rcpts, "by": who}))
     else:
@@ -206,13 +206,10 @@ def delete(
         typer.echo(f"error: {message_id} is already {e.state}", err=True)
         raise typer.Exit(1)
     who = by or getpass.getuser()
-    rec = {"message_id": message_id, "tenant": tenant, "deleted_at": utcnow(),
-           "deleted_by": who, "reason": reason}  # fmt: skip
-    _produce(
-        s,
-        [(catalog.name(catalog.QUARANTINE, s.kafka.topic_prefix), message_id,
-          schemas.QUARANTINE_DELETED, rec)],
-    )  # fmt: skip
+    deleted = schemas.QuarantineDeleted(
+        message_id=message_id, tenant=tenant, deleted_at=utcnow(), deleted_by=who, reason=reason
+    )
+    _produce(s, [(catalog.name(catalog.QUARANTINE, s.kafka.topic_prefix), message_id, deleted)])
     if as_json:
         echo_json({"message_id": message_id, "tenant": tenant, "state": "deleted", "by": who})
     else:
@@ -228,23 +225,19 @@ def report_spam(
     as_json: JsonOpt = False,
 ) -> None:
     """Label a delivered message spam: a training event for learning engines."""
-    from ops.trace import history
-
     s = _settings()
-    h = history(s, message_id)
-    scanned = h["scanned"]
-    if scanned is None or scanned["tenant"] != tenant:
+    decided = [e for e in read_events(s, {message_id}) if isinstance(e, schemas.MessageScanned)]
+    scanned = decided[-1] if decided else None
+    if scanned is None or scanned.tenant != tenant:
         typer.echo(f"error: no decided message {message_id} for {tenant}", err=True)
         raise typer.Exit(1)
     who = by or getpass.getuser()
-    label = {"message_id": message_id, "tenant": tenant, "labelled_at": utcnow(),
-             "label": "spam", "source": "report", "labelled_by": who, "reason": reason,
-             "object_key": scanned["object_key"], "action": scanned["action"]}  # fmt: skip
-    _produce(
-        s,
-        [(catalog.name(catalog.TRAINING, s.kafka.topic_prefix), message_id,
-          schemas.TRAINING_LABELLED, label)],
+    label = schemas.TrainingLabelled(
+        message_id=message_id, tenant=tenant, labelled_at=utcnow(), label="spam",
+        source="report", labelled_by=who, reason=reason, object_key=scanned.object_key,
+        action=scanned.action,
     )  # fmt: skip
+    _produce(s, [(catalog.name(catalog.TRAINING, s.kafka.topic_prefix), message_id, label)])
     if as_json:
         echo_json({"message_id": message_id, "tenant": tenant, "label": "spam", "by": who})
     else:
@@ -287,21 +280,16 @@ def digest(
                 await store.aclose()
 
         keys = asyncio.run(store_all())
-        records = []
+        records: list[tuple[str, str, schemas.Event]] = []
         for r, key in keys.items():
             did = new_message_id()
             sent[r] = did
-            work = {
-                "message_id": did, "tenant": tenant, "action": "digest",
-                "reasons": ["quarantine digest"], "spam_score": 0.0, "mail_from": "",
-                "rcpt_to": [r], "object_key": key, "received_at": now, "client_ip": "",
-                "helo": s.deliverer.hostname, "attempt": 1, "due_at": now,
-                "first_attempt_at": now,
-            }  # fmt: skip
-            records.append(
-                (catalog.name(catalog.SUBMIT, s.kafka.topic_prefix), did,
-                 schemas.DELIVERY_RETRY, work)
+            work = schemas.DeliveryRetry.first(
+                schemas.WorkKind.DIGEST, message_id=did, tenant=tenant,
+                reasons=["quarantine digest"], mail_from="", rcpt_to=[r], object_key=key,
+                received_at=now, now=now, helo=s.deliverer.hostname,
             )  # fmt: skip
+            records.append((catalog.name(catalog.SUBMIT, s.kafka.topic_prefix), did, work))
         _produce(s, records)
     if as_json:
         typer.echo(json.dumps({

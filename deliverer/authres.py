@@ -1,27 +1,36 @@
-"""Authentication-Results (RFC 8601) from a MessageScanned record, and ARC sealing (RFC 8617).
+"""Authentication-Results (RFC 8601) from a MessageScanned's verdicts, and ARC sealing (RFC 8617).
 
 Pure functions for the deliverer: :func:`authentication_results` turns the auth engines'
-verdicts (their symbols carry ``method=result`` followed by ``ptype.property=value`` tokens,
-see scanner/engines/spf.py, dkim.py, dmarc.py, arc.py) into one header;
-:func:`arc_seal` adds an ARC set with dkimpy, given the gateway's key. Neither touches the
-stored object: both return header bytes to prepend on the way out.
+verdicts into one header, from their fields only: ``outcome`` and the structured ``detail``
+(``result``, or ``cv`` for ARC, and the RFC 8601 properties the engine fills under their own
+names, e.g. ``header.d``, ``header.from``); :func:`arc_seal` adds an ARC set with dkimpy, given
+the gateway's key. Neither touches the stored object: both return header bytes to prepend on the
+way out.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import dkim
+
+from schemas import EngineVerdict
 
 __all__ = ["AUTH_METHODS", "arc_seal", "authentication_results"]
 
 AUTH_METHODS = ("spf", "dkim", "dmarc", "arc")
 """Engines whose verdicts become Authentication-Results resinfo."""
-_METHODS = AUTH_METHODS
-_RESULT = re.compile(r"^(spf|dkim|dmarc|arc)=([a-z]+)$")
-_PROP = re.compile(r"^(smtp|header|policy)\.([a-z-]+)=(.+)$")
+# The detail key holding each method's result, and the properties (RFC 8601 section 2.3,
+# named as in the header) taken from the detail when present, in header order.
+_RESULT_KEY = {"spf": "result", "dkim": "result", "dmarc": "result", "arc": "cv"}
+_PROPERTIES: Mapping[str, tuple[str, ...]] = {
+    "spf": ("smtp.mailfrom", "smtp.helo"),
+    "dkim": ("header.d", "header.s", "header.a"),
+    "dmarc": ("header.from", "policy.dmarc"),
+    "arc": (),
+}
+_RESULT = re.compile(r"^[a-z]+$")
 # Values end up in a header: anything outside this set is dropped (no CR/LF, no ';' that
 # would start a new resinfo, no quotes or comments).
 _SAFE = re.compile(r"[^A-Za-z0-9.@_+=/-]")
@@ -31,35 +40,35 @@ def _clean(value: str, limit: int = 200) -> str:
     return _SAFE.sub("", value)[:limit]
 
 
-def authentication_results(authserv_id: str, verdicts: Sequence[Mapping[str, Any]]) -> bytes:
+def _properties(v: EngineVerdict, mail_from: str) -> list[str]:
+    props = {k: v.detail[k] for k in _PROPERTIES[v.engine] if v.detail.get(k)}
+    if v.engine == "spf" and not props and v.detail.get("domain"):
+        # The SPF engine names the checked domain without the identity: it is MAIL FROM's
+        # domain, or the HELO name for a null sender (RFC 7208 section 2.4), as it checked.
+        identity = "smtp.mailfrom" if "@" in mail_from else "smtp.helo"
+        props[identity] = v.detail["domain"]
+    return [f"{k}={c}" for k, value in props.items() if (c := _clean(value))]
+
+
+def authentication_results(
+    authserv_id: str, verdicts: Sequence[EngineVerdict], mail_from: str = ""
+) -> bytes:
     """One ``Authentication-Results:`` header line (CRLF-terminated) for the auth verdicts.
 
-    Engines that failed (error/timeout) without a method result give ``<method>=temperror``;
-    when no auth engine ran the header says ``none`` (RFC 8601 2.2).
+    ``mail_from`` is the envelope sender the verdicts were found for. Engines that failed
+    (error/timeout) without a result give ``<method>=temperror``; a verdict with neither a
+    result nor a failure adds nothing, and when nothing is left the header says ``none``
+    (RFC 8601 2.2).
     """
     resinfo: list[str] = []
     for v in verdicts:
-        engine = str(v.get("engine", ""))
-        if engine not in _METHODS:
+        if v.engine not in AUTH_METHODS:
             continue
-        current: list[str] | None = None
-        found = False
-        for sym in v.get("symbols") or ():
-            sym = str(sym)
-            m = _RESULT.match(sym)
-            if m:
-                if current:
-                    resinfo.append(" ".join(current))
-                current = [f"{m.group(1)}={m.group(2)}"]
-                found = True
-                continue
-            p = _PROP.match(sym)
-            if p and current is not None:
-                current.append(f"{p.group(1)}.{p.group(2)}={_clean(p.group(3))}")
-        if current:
-            resinfo.append(" ".join(current))
-        if not found and v.get("outcome") in ("error", "timeout"):
-            resinfo.append(f"{engine}=temperror")
+        result = v.detail.get(_RESULT_KEY[v.engine], "").strip().lower()
+        if _RESULT.match(result):
+            resinfo.append(" ".join([f"{v.engine}={result}", *_properties(v, mail_from)]))
+        elif v.outcome in ("error", "timeout"):
+            resinfo.append(f"{v.engine}=temperror")
     body = ";\r\n\t".join(resinfo) if resinfo else "none"
     return f"Authentication-Results: {_clean(authserv_id)};\r\n\t{body}\r\n".encode("ascii")
 

@@ -21,7 +21,7 @@ from rocksdict import Options, Rdict, WriteOptions
 
 import schemas
 from deliverer.text import safe_address, safe_reply
-from mxgate.kafka import base_config
+from mxgate.kafka import base_config, position
 from mxgate.settings import KafkaSettings
 
 
@@ -127,19 +127,20 @@ def rebuild_from_topic(
                 break  # only transaction markers (or nothing) left
             for m in batch:
                 if m.error():
-                    pending.discard(m.partition())  # partition EOF
+                    pending.discard(m.partition() or 0)  # partition EOF (it has one)
                     continue
-                if m.offset() >= ends[m.partition()] - 1:
-                    pending.discard(m.partition())
+                _, part, offset = position(m)
+                if offset >= ends[part] - 1:
+                    pending.discard(part)
                 try:
-                    name, rec = schemas.decode(m.value() or b"")
+                    event = schemas.decode_event(m.value() or b"")
                 except schemas.SchemaError:
                     continue
-                if name != schemas.DELIVERY_ATTEMPTED:
+                if not isinstance(event, schemas.DeliveryAttempted):
                     continue
-                for r in rec["recipients"]:
-                    if r["status"] == "delivered":
-                        delivered.mark(rec["message_id"], r["recipient"], r["reply"])
+                for r in event.recipients:
+                    if r.status == "delivered":
+                        delivered.mark(event.message_id, r.recipient, r.reply)
                         marked += 1
     finally:
         consumer.close()

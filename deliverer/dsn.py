@@ -20,20 +20,23 @@ from email.utils import format_datetime, make_msgid
 
 from deliverer.smtp import RecipientResult
 from deliverer.text import safe_address, safe_reply
-
-# Actions whose mail may be bounced back to its sender. Never for a spam (tag) or virus
-# verdict: the sender of such mail is usually forged, and a DSN would be backscatter.
-DSN_ACTIONS = frozenset({"deliver", "release"})
+from schemas import WorkKind
 
 # Stands in for the UTF-8 delivery-status blocks while the generator runs (see build_dsn).
 _PLACEHOLDER = "x-mxgate-global-delivery-status-placeholder"
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
-def wants_dsn(action: str, mail_from: str) -> bool:
-    """True when a failure of this message should be reported to its envelope sender."""
+def wants_dsn(kind: WorkKind, action: str, mail_from: str) -> bool:
+    """True when a failure of this work item should be reported to its envelope sender.
+
+    Only for mail decided ``deliver`` and for quarantine releases. Never for a spam (tag) or
+    virus verdict: the sender of such mail is usually forged, and a DSN would be backscatter;
+    never for mail the gateway wrote itself (DSNs, digests, from the null sender anyway).
+    """
     sender = mail_from.strip().strip("<>")
-    return action in DSN_ACTIONS and "@" in sender
+    wanted = kind is WorkKind.RELEASE or (kind is WorkKind.DECISION and action == "deliver")
+    return wanted and "@" in sender
 
 
 def status_code(result: RecipientResult) -> str:
@@ -115,7 +118,8 @@ def build_dsn(
         status.set_payload(_PLACEHOLDER)
     else:
         status["Content-Type"] = "message/delivery-status"
-        status.set_payload(blocks)
+        payload: list[Message | str] = [*blocks]  # set_payload's list type is invariant
+        status.set_payload(payload)
     report.attach(status)
 
     headers = Message()

@@ -20,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import structlog
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import KafkaException
 
 import schemas
 from deliverer import smtp
@@ -38,84 +36,33 @@ from deliverer.text import safe_address
 from mxgate import catalog
 from mxgate.blobstore import BlobCorrupt, BlobMissing, BlobStore, open_store
 from mxgate.ids import new_message_id
-from mxgate.kafka import Hold, Output, TransactionalLoop
+from mxgate.kafka import Hold, Incoming, Output, TransactionalLoop
 from mxgate.process import run_until_signalled
 from mxgate.settings import DelivererSettings, Settings
 from mxgate.tenants import Tenants
 from mxgate.timeutil import utcnow
+from schemas import DeliveryRetry, WorkKind
 
 log = structlog.get_logger("mxgate.deliverer")
 
 DELIVERABLE = frozenset({"deliver", "tag"})
-DSN_SENDER_RETRY = "dsn"  # action of a DSN work item (mail_from is always the null sender)
 # Mail the gateway writes itself; the only mail that may go to domains no tenant owns.
-OUTBOUND = frozenset({DSN_SENDER_RETRY, "digest"})
+OUTBOUND = frozenset({WorkKind.DSN, WorkKind.DIGEST})
 
 
-@dataclass(frozen=True, slots=True)
-class Work:
-    """Recipients of one message to attempt now."""
-
-    message_id: str
-    tenant: str
-    action: str
-    reasons: tuple[str, ...]
-    spam_score: float
-    mail_from: str
-    rcpt_to: tuple[str, ...]
-    object_key: str
-    received_at: dt.datetime
-    client_ip: str
-    helo: str
-    attempt: int
-    first_attempt_at: dt.datetime
-    auth_results: str = ""
-
-    @classmethod
-    def from_scanned(cls, r: dict[str, Any], now: dt.datetime, authserv_id: str = "") -> Work:
-        """First attempt for a MessageScanned record; the Authentication-Results header is
-        computed here, once, from the verdicts (retries carry it along)."""
-        ran_auth = any(v["engine"] in AUTH_METHODS for v in r["verdicts"])
-        auth = (
-            authentication_results(authserv_id, r["verdicts"]).decode("ascii")
-            if authserv_id and ran_auth
-            else ""
-        )
-        return cls(
-            r["message_id"], r["tenant"], r["action"], tuple(r["reasons"]), r["spam_score"],
-            r["mail_from"], tuple(r["rcpt_to"]), r["object_key"], r["received_at"],
-            r["client_ip"], r["helo"], 1, now, auth,
-        )  # fmt: skip
-
-    @classmethod
-    def from_retry(cls, r: dict[str, Any]) -> Work:
-        """A later attempt for a DeliveryRetry record."""
-        return cls(
-            r["message_id"], r["tenant"], r["action"], tuple(r["reasons"]), r["spam_score"],
-            r["mail_from"], tuple(r["rcpt_to"]), r["object_key"], r["received_at"],
-            r["client_ip"], r["helo"], r["attempt"], r["first_attempt_at"],
-            r.get("auth_results", ""),
-        )  # fmt: skip
-
-    def retry_record(self, rcpts: Sequence[str], due_at: dt.datetime) -> dict[str, Any]:
-        """The DeliveryRetry record for the next attempt of ``rcpts``."""
-        return {
-            "message_id": self.message_id,
-            "tenant": self.tenant,
-            "action": self.action,
-            "reasons": list(self.reasons),
-            "spam_score": self.spam_score,
-            "mail_from": self.mail_from,
-            "rcpt_to": list(rcpts),
-            "object_key": self.object_key,
-            "received_at": self.received_at,
-            "client_ip": self.client_ip,
-            "helo": self.helo,
-            "attempt": self.attempt + 1,
-            "due_at": due_at,
-            "first_attempt_at": self.first_attempt_at,
-            "auth_results": self.auth_results,
-        }
+def first_attempt(
+    scanned: schemas.MessageScanned, now: dt.datetime, authserv_id: str = ""
+) -> DeliveryRetry:
+    """The work item of the first attempt for a deliver or tag decision. Its
+    Authentication-Results header is computed here, once, from the verdicts (retries carry
+    it along); none when ``authserv_id`` is empty or no auth engine ran."""
+    ran_auth = any(v.engine in AUTH_METHODS for v in scanned.verdicts)
+    auth = (
+        authentication_results(authserv_id, scanned.verdicts, scanned.mail_from).decode("ascii")
+        if authserv_id and ran_auth
+        else ""
+    )
+    return DeliveryRetry.for_decision(scanned, now, auth_results=auth)
 
 
 def retry_tier_for(attempt: int, schedule: Sequence[float]) -> int:
@@ -163,36 +110,28 @@ class Deliverer:
         """The scanned topic, the submit topic and every retry tier."""
         return [catalog.name(catalog.SCANNED, self.prefix), self.submit_topic, *self.tier_topics]
 
-    def hold(self, m: Message) -> Hold | None:
-        """Retry items wait in their tier until due."""
-        if m.topic() == catalog.name(catalog.SCANNED, self.prefix):
+    def hold(self, i: Incoming) -> Hold | None:
+        """Work items wait in their tier until due."""
+        if not isinstance(i.event, DeliveryRetry):
             return None
-        try:
-            _, rec = schemas.decode(m.value() or b"")
-        except schemas.SchemaError:
-            return None
-        wait = (rec["due_at"] - utcnow()).total_seconds()
+        wait = (i.event.due_at - utcnow()).total_seconds()
         return Hold(wait) if wait > 0 else None
 
-    async def handle(self, batch: Sequence[Message]) -> list[Output]:
+    async def handle(self, batch: Sequence[Incoming]) -> list[Output]:
         """Carry out a batch concurrently; returns the events to commit with it."""
         now = utcnow()
-        works: list[Work] = []
+        works: list[DeliveryRetry] = []
         outputs: list[Output] = []
         await self.pool.prune()
-        for m in batch:
-            try:
-                name, rec = schemas.decode(m.value() or b"")
-            except schemas.SchemaError as e:
-                log.error("undecodable input skipped", topic=m.topic(), error=str(e))
-                continue
-            if name == schemas.MESSAGE_SCANNED:
-                if rec["action"] in DELIVERABLE:
-                    works.append(Work.from_scanned(rec, now, self.authserv_id))
+        for i in batch:
+            ev = i.event
+            if isinstance(ev, schemas.MessageScanned):
+                if ev.action in DELIVERABLE:
+                    works.append(first_attempt(ev, now, self.authserv_id))
                 else:
-                    outputs.append(self.quarantined(rec, now))
-            elif name == schemas.DELIVERY_RETRY:
-                works.append(Work.from_retry(rec))
+                    outputs.append(self.quarantined(ev, now))
+            elif isinstance(ev, DeliveryRetry):
+                works.append(ev)
         if not works:
             return outputs
         tasks = [asyncio.ensure_future(self.attempt(w)) for w in works]
@@ -204,7 +143,7 @@ class Deliverer:
                 outputs.extend(self._outlived(w, t))
         return outputs
 
-    def _outlived(self, w: Work, task: asyncio.Task[list[Output]]) -> list[Output]:
+    def _outlived(self, w: DeliveryRetry, task: asyncio.Task[list[Output]]) -> list[Output]:
         """Record an attempt that outlived its batch as deferred; let it finish in the
         background with its recipients marked in flight."""
         keys = {(w.message_id, r.lower()) for r in w.rcpt_to}
@@ -223,25 +162,23 @@ class Deliverer:
         results = [smtp.RecipientResult(r, "deferred", 0, reply) for r in w.rcpt_to]
         return self._record(w, "-", results)[0]
 
-    def quarantined(self, r: dict[str, Any], now: dt.datetime) -> Output:
+    def quarantined(self, r: schemas.MessageScanned, now: dt.datetime) -> Output:
         """Record a held-back (or discarded) message; nothing is delivered."""
-        log.info("quarantined", message_id=r["message_id"], action=r["action"])
-        rec = {
-            "message_id": r["message_id"],
-            "tenant": r["tenant"],
-            "quarantined_at": now,
-            "action": r["action"],
-            "reasons": r["reasons"],
-            "mail_from": r["mail_from"],
-            "rcpt_to": r["rcpt_to"],
-            "object_key": r["object_key"],
-            "size": r["size"],
-        }
-        return Output(
-            self.quarantine_topic, r["message_id"], schemas.encode(schemas.MESSAGE_QUARANTINED, rec)
+        log.info("quarantined", message_id=r.message_id, action=r.action)
+        event = schemas.MessageQuarantined(
+            message_id=r.message_id,
+            tenant=r.tenant,
+            quarantined_at=now,
+            action=r.action,
+            reasons=r.reasons,
+            mail_from=r.mail_from,
+            rcpt_to=r.rcpt_to,
+            object_key=r.object_key,
+            size=r.size,
         )
+        return Output(self.quarantine_topic, r.message_id, event)
 
-    async def attempt(self, w: Work) -> list[Output]:
+    async def attempt(self, w: DeliveryRetry) -> list[Output]:
         """One attempt for the recipients in ``w``: SMTP, dedupe record, events, retries."""
         results: list[smtp.RecipientResult] = []
         todo: list[str] = []
@@ -263,7 +200,7 @@ class Deliverer:
                     smtp.RecipientResult(r, "bounced", 0, f"body unreadable: {e}") for r in todo
                 ]
             else:
-                groups, failed = await self._route(todo, outbound=w.action in OUTBOUND)
+                groups, failed = await self._route(todo, outbound=w.kind in OUTBOUND)
                 results += failed
                 sent = await asyncio.gather(
                     *(self._send_group(w, dests, rcpts, raw) for dests, rcpts in groups)
@@ -307,7 +244,7 @@ class Deliverer:
         return list(groups.values()), failed
 
     async def _send_group(
-        self, w: Work, dests: Sequence[Destination], rcpts: list[str], raw: bytes
+        self, w: DeliveryRetry, dests: Sequence[Destination], rcpts: list[str], raw: bytes
     ) -> tuple[str, list[smtp.RecipientResult]]:
         """Send to the first destination that takes a session (failover in route order)."""
         s = self.settings
@@ -315,7 +252,7 @@ class Deliverer:
         tenant = self.tenants.by_name(w.tenant)
         # The tenant's own tag wins; the deliverer's setting is the default for all.
         subject_tag = (tenant.policy.subject_tag if tenant else "") or s.subject_tag
-        if w.action == "tag" and subject_tag:
+        if w.kind is WorkKind.DECISION and w.action == "tag" and subject_tag:
             body = tag_subject(body, subject_tag)
         data = (
             trace_headers(
@@ -383,11 +320,12 @@ class Deliverer:
         )
 
     async def _dsn(
-        self, w: Work, remote: str, results: Sequence[smtp.RecipientResult]
+        self, w: DeliveryRetry, remote: str, results: Sequence[smtp.RecipientResult]
     ) -> list[Output]:
         """The DSN work item for this attempt's failed recipients, if any is due."""
         failed = [r for r in results if r.status in ("bounced", "expired")]
-        if not failed or not self.settings.dsn_enabled or not wants_dsn(w.action, w.mail_from):
+        wanted = wants_dsn(w.kind, w.action, w.mail_from)
+        if not failed or not self.settings.dsn_enabled or not wanted:
             return []
         try:
             original = await self.store.get(w.object_key)
@@ -414,28 +352,24 @@ class Deliverer:
             return []
         ref = await self.store.put(dsn)
         dsn_id = new_message_id()
-        item = {
-            "message_id": dsn_id,
-            "tenant": w.tenant,
-            "action": DSN_SENDER_RETRY,
-            "reasons": [f"dsn-for:{w.message_id}"],
-            "spam_score": 0.0,
-            "mail_from": "",
-            "rcpt_to": [sender],
-            "object_key": ref.key,
-            "received_at": now,
-            "client_ip": "",
-            "helo": self.settings.hostname,
-            "attempt": 1,
-            "due_at": now,
-            "first_attempt_at": now,
-        }
+        item = DeliveryRetry.first(
+            WorkKind.DSN,
+            message_id=dsn_id,
+            tenant=w.tenant,
+            reasons=[f"dsn-for:{w.message_id}"],
+            mail_from="",  # the null sender: a DSN never causes another
+            rcpt_to=[sender],
+            object_key=ref.key,
+            received_at=now,
+            now=now,
+            helo=self.settings.hostname,
+        )
         log.info("dsn queued", message_id=w.message_id, dsn_id=dsn_id, to=sender,
                  failed=[r.recipient for r in failed])  # fmt: skip
-        return [Output(self.submit_topic, dsn_id, schemas.encode(schemas.DELIVERY_RETRY, item))]
+        return [Output(self.submit_topic, dsn_id, item)]
 
     def _record(
-        self, w: Work, remote: str, results: list[smtp.RecipientResult]
+        self, w: DeliveryRetry, remote: str, results: list[smtp.RecipientResult]
     ) -> tuple[list[Output], list[smtp.RecipientResult]]:
         """The DeliveryAttempted event and retry item for an attempt, and the final results
         (deferrals past ``expire_after`` become expired)."""
@@ -457,30 +391,23 @@ class Deliverer:
             else:
                 next_at = due
                 outputs.append(
-                    Output(
-                        self.tier_topics[tier],
-                        w.message_id,
-                        schemas.encode(schemas.DELIVERY_RETRY, w.retry_record(deferred, due)),
-                    )
+                    Output(self.tier_topics[tier], w.message_id, w.next_attempt(deferred, due))
                 )
-        event = {
-            "message_id": w.message_id,
-            "tenant": w.tenant,
-            "attempted_at": now,
-            "attempt": w.attempt,
-            "remote_host": remote,
-            "action": w.action,
-            "recipients": [
-                {
-                    "recipient": r.recipient,
-                    "status": r.status,
-                    "reply_code": r.code,
-                    "reply": r.reply,
-                }
+        event = schemas.DeliveryAttempted(
+            message_id=w.message_id,
+            tenant=w.tenant,
+            attempted_at=now,
+            attempt=w.attempt,
+            remote_host=remote,
+            action=w.action,  # deliver | tag, or the kind of the gateway's own mail
+            recipients=tuple(
+                schemas.RecipientOutcome(
+                    recipient=r.recipient, status=r.status, reply_code=r.code, reply=r.reply
+                )
                 for r in results
-            ],
-            "next_attempt_at": next_at,
-        }
+            ),
+            next_attempt_at=next_at,
+        )
         log.info(
             "delivery attempted",
             message_id=w.message_id,
@@ -488,12 +415,7 @@ class Deliverer:
             remote=remote,
             outcomes={r.recipient: f"{r.status} {r.code}" for r in results},
         )
-        outputs.insert(
-            0,
-            Output(
-                self.delivery_topic, w.message_id, schemas.encode(schemas.DELIVERY_ATTEMPTED, event)
-            ),
-        )
+        outputs.insert(0, Output(self.delivery_topic, w.message_id, event))
         return outputs, results
 
     async def aclose(self) -> None:

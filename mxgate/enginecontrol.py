@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 import schemas
 from mxgate import catalog
-from mxgate.kafka import KafkaUnavailable, base_config, producer_config
+from mxgate.kafka import KafkaUnavailable, base_config, position, producer_config
 from mxgate.settings import KafkaSettings
 from mxgate.timeutil import utcnow
 
@@ -49,8 +49,8 @@ def topic_name(settings: KafkaSettings) -> str:
 class ControlView:
     """What the control topic says: switches per engine and the latest status reports."""
 
-    switches: dict[str, dict[str, Any]] = field(default_factory=dict)
-    statuses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    switches: dict[str, schemas.EngineControlled] = field(default_factory=dict)
+    statuses: dict[tuple[str, str], schemas.EngineStatus] = field(default_factory=dict)
 
     def apply(self, value: bytes | None, key: bytes | None) -> None:
         """Fold one record in; undecodable records and tombstones of unknown keys are ignored."""
@@ -60,20 +60,20 @@ class ControlView:
                 self.switches.pop(k[7:], None)
             return
         try:
-            name, rec = schemas.decode(value)
+            event = schemas.decode_event(value)
         except schemas.SchemaError:
             return
-        if name == schemas.ENGINE_CONTROLLED:
-            self.switches[rec["engine"]] = rec
-        elif name == schemas.ENGINE_STATUS:
-            self.statuses[(rec["scanner"], rec["engine"])] = rec
+        if isinstance(event, schemas.EngineControlled):
+            self.switches[event.engine] = event
+        elif isinstance(event, schemas.EngineStatus):
+            self.statuses[(event.scanner, event.engine)] = event
 
     def disabled_reason(self, engine: str) -> str | None:
         """The reason ``engine`` is switched off, or None when it is on."""
-        rec = self.switches.get(engine)
-        if rec is None or rec["enabled"]:
+        switch = self.switches.get(engine)
+        if switch is None or switch.enabled:
             return None
-        return rec["reason"] or "disabled"
+        return switch.reason or "disabled"
 
 
 def _producer(settings: KafkaSettings) -> Producer:
@@ -87,27 +87,27 @@ def _flush(p: Producer, timeout: float) -> None:
 
 def publish_control(
     settings: KafkaSettings, engine: str, enabled: bool, reason: str = "", actor: str = ""
-) -> dict[str, Any]:
-    """Switch ``engine`` on or off cluster-wide; returns the record written."""
-    rec = {
-        "engine": engine,
-        "enabled": enabled,
-        "reason": reason,
-        "actor": actor or f"{getpass.getuser()}@{socket.gethostname()}",
-        "at": utcnow(),
-    }
+) -> schemas.EngineControlled:
+    """Switch ``engine`` on or off cluster-wide; returns the event written."""
+    switch = schemas.EngineControlled(
+        engine=engine,
+        enabled=enabled,
+        reason=reason,
+        actor=actor or f"{getpass.getuser()}@{socket.gethostname()}",
+        at=utcnow(),
+    )
     p = _producer(settings)
     errors: list[str] = []
     p.produce(
         topic_name(settings),
         key=f"engine/{engine}",
-        value=schemas.encode(schemas.ENGINE_CONTROLLED, rec),
+        value=schemas.encode_event(switch),
         on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
     )
     _flush(p, 20.0)
     if errors:
         raise KafkaUnavailable(f"control record not written: {errors[0]}")
-    return rec
+    return switch
 
 
 def publish_status(
@@ -116,25 +116,25 @@ def publish_status(
     """Queue one EngineStatus per engine (fire and forget: status is advisory)."""
     now = utcnow()
     for s in status:
-        rec = {
-            "scanner": scanner,
-            "engine": s["engine"],
-            "kind": s["kind"],
-            "version": s["version"],
-            "rules_version": s["rules_version"],
-            "state": s["state"],
-            "scans": int(s["scans"]),
-            "errors": int(s["errors"]),
-            "error_rate": float(s["error_rate"]),
-            "p50_ms": float(s["p50_ms"]),
-            "p99_ms": float(s["p99_ms"]),
-            "last_error": (s["last_error"] or None) and str(s["last_error"])[:500],
-            "at": now,
-        }
+        event = schemas.EngineStatus(
+            scanner=scanner,
+            engine=s["engine"],
+            kind=s["kind"],
+            version=s["version"],
+            rules_version=s["rules_version"],
+            state=s["state"],
+            scans=int(s["scans"]),
+            errors=int(s["errors"]),
+            error_rate=float(s["error_rate"]),
+            p50_ms=float(s["p50_ms"]),
+            p99_ms=float(s["p99_ms"]),
+            last_error=(s["last_error"] or None) and str(s["last_error"])[:500],
+            at=now,
+        )
         producer.produce(
             topic_name(settings),
             key=f"status/{scanner}/{s['engine']}",
-            value=schemas.encode(schemas.ENGINE_STATUS, rec),
+            value=schemas.encode_event(event),
         )
     producer.poll(0)
 
@@ -176,7 +176,7 @@ def read_control(settings: KafkaSettings, timeout: float = 15.0) -> ControlView:
                     break
                 raise KafkaUnavailable(str(err))
             view.apply(m.value(), m.key())
-            pos = (m.offset() or 0) + 1
+            pos = position(m)[2] + 1
     finally:
         c.close()
     return view

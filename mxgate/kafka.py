@@ -1,5 +1,8 @@
 """Kafka helpers shared by the roles: client configs, topic creation, an asyncio producer,
 and the consume-transform-produce loop that gives every stage exactly-once decisions.
+
+This is the Kafka boundary: the loop and :func:`read_events` decode records into typed events
+(:mod:`schemas.events`) and the loop encodes its outputs; roles never see Avro dicts.
 """
 
 from __future__ import annotations
@@ -166,12 +169,23 @@ class AsyncProducer:
 
 
 @dataclass(frozen=True, slots=True)
+class Incoming:
+    """One consumed record, decoded: where it came from and its event."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    event: schemas.Event
+
+
+@dataclass(frozen=True, slots=True)
 class Output:
-    """A record to produce inside the current transaction."""
+    """An event to produce inside the current transaction (encoded by the loop)."""
 
     topic: str
     key: str
-    value: bytes
+    event: schemas.Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,14 +195,16 @@ class Hold:
     seconds: float
 
 
-Handler = Callable[[Sequence[Message]], Awaitable[Sequence[Output]]]
-HoldCheck = Callable[[Message], Hold | None]
+Handler = Callable[[Sequence[Incoming]], Awaitable[Sequence[Output]]]
+HoldCheck = Callable[[Incoming], Hold | None]
 
 
 class TransactionalLoop:
     """Consume a batch, handle it, produce the outputs and commit the input offsets in one
     Kafka transaction (rule 4): a crash or rebalance never loses or duplicates a decision.
 
+    The handler gets the batch's records decoded; a record that is not a known event is
+    logged and skipped (its offset is committed with the batch: retrying cannot fix it).
     ``hold`` lets a stage leave records that are not yet due (retry tiers) in place: the
     partition is rewound to the held record and paused until it is due.
     """
@@ -226,9 +242,9 @@ class TransactionalLoop:
             while not stop.is_set():
                 self._resume_due()
                 msgs = await asyncio.to_thread(self._next_batch)
-                batch = self._filter(msgs)
+                batch, events = self._filter(msgs)
                 if batch:
-                    await self._process(batch)
+                    await self._process(batch, events)
         finally:
             await asyncio.to_thread(self._consumer.close)
             await asyncio.to_thread(self._producer.flush, 10)
@@ -242,8 +258,10 @@ class TransactionalLoop:
             return first
         return first + self._consumer.consume(self._batch - 1, 0.002)
 
-    def _filter(self, msgs: list[Message]) -> list[Message]:
+    def _filter(self, msgs: list[Message]) -> tuple[list[Message], list[Incoming]]:
+        """The records to commit with this batch, and the decoded events among them."""
         out: list[Message] = []
+        events: list[Incoming] = []
         held: set[tuple[str, int]] = set()
         for m in msgs:
             err = m.error()
@@ -251,22 +269,33 @@ class TransactionalLoop:
                 if err.code() != KafkaError._PARTITION_EOF:
                     self.log.warning("consume error", error=str(err))
                 continue
-            tp = (m.topic(), m.partition())
+            topic, partition, offset = position(m)
+            tp = (topic, partition)
             if tp in held:
                 continue
-            h = self._hold(m) if self._hold else None
+            try:
+                event = schemas.decode_event(m.value() or b"")
+            except schemas.SchemaError as e:
+                self.log.error("undecodable input skipped", topic=topic, offset=offset,
+                               error=str(e))  # fmt: skip
+                out.append(m)
+                continue
+            incoming = Incoming(topic, partition, offset, _key(m), event)
+            h = self._hold(incoming) if self._hold else None
             if h is not None:
                 held.add(tp)
                 self._pause(m, h.seconds)
                 continue
             out.append(m)
-        return out
+            events.append(incoming)
+        return out, events
 
     def _pause(self, m: Message, seconds: float) -> None:
-        tp = TopicPartition(m.topic(), m.partition(), m.offset())
+        topic, partition, offset = position(m)
+        tp = TopicPartition(topic, partition, offset)
         self._consumer.pause([tp])
         self._consumer.seek(tp)
-        self._paused[(m.topic(), m.partition())] = time.monotonic() + seconds
+        self._paused[(topic, partition)] = time.monotonic() + seconds
 
     def _resume_due(self) -> None:
         now = time.monotonic()
@@ -276,22 +305,24 @@ class TransactionalLoop:
             for k in due:
                 del self._paused[k]
 
-    async def _process(self, batch: list[Message]) -> None:
+    async def _process(self, batch: list[Message], events: list[Incoming]) -> None:
         p = self._producer
         await asyncio.to_thread(p.begin_transaction)
         try:
-            outputs = await self._handler(batch)
+            outputs = await self._handler(events) if events else []
             for o in outputs:
+                value = schemas.encode_event(o.event)
                 while True:
                     try:
-                        p.produce(o.topic, key=o.key.encode(), value=o.value)
+                        p.produce(o.topic, key=o.key.encode(), value=value)
                         break
                     except BufferError:
                         await asyncio.to_thread(p.poll, 0.1)
             offsets: dict[tuple[str, int], int] = {}
             for m in batch:
-                k = (m.topic(), m.partition())
-                offsets[k] = max(offsets.get(k, -1), m.offset() + 1)
+                topic, partition, offset = position(m)
+                k = (topic, partition)
+                offsets[k] = max(offsets.get(k, -1), offset + 1)
             tps = [TopicPartition(t, part, off) for (t, part), off in offsets.items()]
             meta = self._consumer.consumer_group_metadata()
             await asyncio.to_thread(p.send_offsets_to_transaction, tps, meta, 60)
@@ -311,11 +342,24 @@ class TransactionalLoop:
         """Seek back to the first record of the batch in each partition, to process it again."""
         first: dict[tuple[str, int], int] = {}
         for m in batch:
-            k = (m.topic(), m.partition())
-            first[k] = min(first.get(k, m.offset()), m.offset())
+            topic, partition, offset = position(m)
+            k = (topic, partition)
+            first[k] = min(first.get(k, offset), offset)
         for (t, part), off in first.items():
             with contextlib.suppress(KafkaException):
                 self._consumer.seek(TopicPartition(t, part, off))
+
+
+def position(m: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed record (the client's types allow None; a
+    record from ``consume`` always has them, an EOF event its partition's end)."""
+    topic, partition, offset = m.topic(), m.partition(), m.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
+def _key(m: Message) -> str:
+    return (m.key() or b"").decode("utf-8", "replace")
 
 
 def _topics(settings: Settings) -> list[str]:
@@ -325,7 +369,7 @@ def _topics(settings: Settings) -> list[str]:
 
 def read_events(
     settings: Settings, keys: set[str] | None = None, topics: Iterable[str] | None = None
-) -> Iterator[tuple[str, dict]]:
+) -> Iterator[schemas.Event]:
     """Every committed event on mxgate's topics (optionally only those keyed by ``keys``, or
     only on the full topic names ``topics``), read from the beginning up to the end as it was
     when the call started."""
@@ -359,17 +403,18 @@ def read_events(
             if not batch:
                 break  # five quiet seconds: the rest is transaction markers, or nothing
             for m in batch:
-                k = (m.topic(), m.partition())
                 if m.error():
-                    pending.discard(k)  # partition EOF
+                    pending.discard((m.topic() or "", m.partition() or 0))  # partition EOF
                     continue
-                if m.offset() >= ends[k] - 1:
+                topic, partition, offset = position(m)
+                k = (topic, partition)
+                if offset >= ends[k] - 1:
                     pending.discard(k)
-                if m.offset() >= ends[k]:
+                if offset >= ends[k]:
                     continue
-                if keys is None or (m.key() or b"").decode() in keys:
+                if keys is None or _key(m) in keys:
                     try:
-                        yield schemas.decode(m.value() or b"")
+                        yield schemas.decode_event(m.value() or b"")
                     except schemas.SchemaError:
                         continue
     finally:

@@ -67,14 +67,15 @@ def references(settings: Settings) -> tuple[set[str], set[str]]:
     """(keys any retained event names, keys of bodies held in quarantine)."""
     referenced: set[str] = set()
     held: dict[str, str] = {}  # message_id -> object_key, while in quarantine
-    for name, rec in read_events(settings, topics=_topics(settings)):
-        key = rec.get("object_key")
-        if key:
+    for event in read_events(settings, topics=_topics(settings)):
+        # Every event that names a body says so in its object_key field.
+        key = getattr(event, "object_key", None)
+        if isinstance(key, str) and key:
             referenced.add(key)
-        if name == schemas.MESSAGE_QUARANTINED and rec["action"] == "quarantine":
-            held[rec["message_id"]] = rec["object_key"]
-        elif name == schemas.QUARANTINE_DELETED:
-            held.pop(rec["message_id"], None)
+        if isinstance(event, schemas.MessageQuarantined) and event.action == "quarantine":
+            held[event.message_id] = event.object_key
+        elif isinstance(event, schemas.QuarantineDeleted):
+            held.pop(event.message_id, None)
     return referenced, set(held.values())
 
 

@@ -36,7 +36,7 @@ from rocksdict import Rdict, WriteBatch
 
 import schemas
 from mxgate import catalog
-from mxgate.kafka import base_config
+from mxgate.kafka import base_config, position
 from mxgate.settings import Settings
 
 __all__ = ["MessageIndex", "Query"]
@@ -114,7 +114,7 @@ class MessageIndex:
                     continue
                 for p in meta.topics[topic].partitions:
                     lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                    start = max(lo, int(self.db.get(f"o/{topic}/{p}", "0")))
+                    start = max(lo, int(self.db.get(f"o/{topic}/{p}") or "0"))
                     if hi > start:
                         ends[(topic, p)] = hi
                         assign.append(TopicPartition(topic, p, start))
@@ -131,17 +131,18 @@ class MessageIndex:
                 for m in batch:
                     if m.error():
                         continue
-                    k = (m.topic(), m.partition())
-                    if m.offset() >= ends[k] - 1:
+                    topic, part, offset = position(m)
+                    k = (topic, part)
+                    if offset >= ends[k] - 1:
                         pending.discard(k)
                     try:
-                        name, rec = schemas.decode(m.value() or b"")
+                        event = schemas.decode_event(m.value() or b"")
                     except schemas.SchemaError:
                         continue
                     else:
-                        done += self._add(wb, summaries, name, rec)
+                        done += self._add(wb, summaries, event)
                     finally:
-                        wb.put(f"o/{m.topic()}/{m.partition()}", str(m.offset() + 1))
+                        wb.put(f"o/{topic}/{part}", str(offset + 1))
                 for mid, summary in summaries.items():
                     wb.put(f"m/{mid}", json.dumps(summary))
                 self.db.write(wb)  # entries and offsets together: resume exactly here
@@ -150,33 +151,34 @@ class MessageIndex:
         return done
 
     def _add(
-        self, wb: WriteBatch, summaries: dict[str, dict[str, Any]], name: str, rec: dict[str, Any]
+        self, wb: WriteBatch, summaries: dict[str, dict[str, Any]], event: schemas.Event
     ) -> int:
-        mid = rec.get("message_id")
+        """Fold one event into its message's summary (JSON, as stored); 1 if it counted."""
+        if not isinstance(event, schemas.MessageReceived | schemas.MessageScanned):
+            return 0
+        mid = event.message_id
         if not mid:
             return 0
         cur = summaries.get(mid) or self.get(mid) or {"message_id": mid}
-        if name == schemas.MESSAGE_RECEIVED:
-            ts = _ts(rec["received_at"])
+        if isinstance(event, schemas.MessageReceived):
+            ts = _ts(event.received_at)
             cur.update(
-                tenant=rec["tenant"],
-                received_at=rec["received_at"].isoformat(),
-                mail_from=rec["mail_from"],
-                rcpt_to=list(rec["rcpt_to"]),
-                header_message_id=rec.get("header_message_id"),
-                object_key=rec["object_key"],
-                size=rec["size"],
+                tenant=event.tenant,
+                received_at=event.received_at.isoformat(),
+                mail_from=event.mail_from,
+                rcpt_to=list(event.rcpt_to),
+                header_message_id=event.header_message_id,
+                object_key=event.object_key,
+                size=event.size,
             )
-            if rec.get("header_message_id"):
-                wb.put(f"h/{rec['header_message_id']}/{mid}", ts)
-            wb.put(f"s/{rec['mail_from'].lower()}/{ts}/{mid}", "")
-            for r in rec["rcpt_to"]:
+            if event.header_message_id:
+                wb.put(f"h/{event.header_message_id}/{mid}", ts)
+            wb.put(f"s/{event.mail_from.lower()}/{ts}/{mid}", "")
+            for r in event.rcpt_to:
                 wb.put(f"r/{r.lower()}/{ts}/{mid}", "")
             wb.put(f"t/{ts}/{mid}", "")
-        elif name == schemas.MESSAGE_SCANNED:
-            cur.update(action=rec["action"], reasons=list(rec["reasons"]))
         else:
-            return 0
+            cur.update(action=event.action, reasons=list(event.reasons))
         summaries[mid] = cur
         return 1
 

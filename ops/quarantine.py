@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,34 +41,29 @@ class Entry:
         return d
 
 
-def read_topic(settings: Settings, topic: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def read_topic(settings: Settings, topic: str) -> Iterator[schemas.Event]:
     """Every committed event of one topic, from the beginning to the end at call time."""
     return read_events(settings, topics=[topic])
 
 
-def fold(events: Iterator[tuple[str, dict[str, Any]]]) -> dict[str, Entry]:
+def fold(events: Iterable[schemas.Event]) -> dict[str, Entry]:
     """The quarantine index from the quarantine topic's events."""
     index: dict[str, Entry] = {}
-    for name, r in events:
-        if name == schemas.MESSAGE_QUARANTINED:
-            index[r["message_id"]] = Entry(
-                r["message_id"], r["tenant"], r["quarantined_at"], r["action"],
-                list(r["reasons"]), r["mail_from"], list(r["rcpt_to"]), r["object_key"],
-                r["size"],
+    for r in events:
+        if isinstance(r, schemas.MessageQuarantined):
+            index[r.message_id] = Entry(
+                r.message_id, r.tenant, r.quarantined_at, r.action, list(r.reasons),
+                r.mail_from, list(r.rcpt_to), r.object_key, r.size,
             )  # fmt: skip
-            continue
-        e = index.get(r.get("message_id", ""))
-        if e is None:
-            continue
-        if name == schemas.QUARANTINE_RELEASED:
+        elif isinstance(r, schemas.QuarantineReleased) and (e := index.get(r.message_id)):
             e.state = "released"
-            e.history.append({"event": "released", "at": r["released_at"].isoformat(),
-                              "by": r["released_by"], "reason": r["reason"],
-                              "rcpt_to": list(r["rcpt_to"])})  # fmt: skip
-        elif name == schemas.QUARANTINE_DELETED:
+            e.history.append({"event": "released", "at": r.released_at.isoformat(),
+                              "by": r.released_by, "reason": r.reason,
+                              "rcpt_to": list(r.rcpt_to)})  # fmt: skip
+        elif isinstance(r, schemas.QuarantineDeleted) and (e := index.get(r.message_id)):
             e.state = "deleted"
-            e.history.append({"event": "deleted", "at": r["deleted_at"].isoformat(),
-                              "by": r["deleted_by"], "reason": r["reason"]})  # fmt: skip
+            e.history.append({"event": "deleted", "at": r.deleted_at.isoformat(),
+                              "by": r.deleted_by, "reason": r.reason})  # fmt: skip
     return index
 
 

@@ -56,12 +56,9 @@ class Change:
     new_reasons: tuple[str, ...]
 
     @classmethod
-    def between(cls, old: dict[str, Any], new: dict[str, Any]) -> Change:
-        """The change from the recorded decision ``old`` to the replayed ``new`` (records)."""
-        return cls(
-            new["message_id"], new["tenant"], old["action"], new["action"],
-            tuple(old["reasons"]), tuple(new["reasons"]),
-        )  # fmt: skip
+    def between(cls, old: schemas.MessageScanned, new: schemas.MessageScanned) -> Change:
+        """The change from the recorded decision ``old`` to the replayed ``new``."""
+        return cls(new.message_id, new.tenant, old.action, new.action, old.reasons, new.reasons)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``changed`` entries of ``mxgate replay --json``)."""
@@ -116,8 +113,8 @@ def load_policy(path: Path) -> Policy:
 
 @dataclass(frozen=True, slots=True)
 class _Recorded:
-    received: dict[str, Any]
-    scanned: dict[str, Any] | None
+    received: schemas.MessageReceived
+    scanned: schemas.MessageScanned | None
     released: bool
 
 
@@ -125,17 +122,16 @@ def _recorded(settings: Settings) -> dict[str, _Recorded]:
     """Every received message still on the topics, with its decision and quarantine fate."""
     p = settings.kafka.topic_prefix
     topics = [catalog.name(t, p) for t in (catalog.RECEIVED, catalog.SCANNED, catalog.QUARANTINE)]
-    received: dict[str, dict[str, Any]] = {}
-    scanned: dict[str, dict[str, Any]] = {}
+    received: dict[str, schemas.MessageReceived] = {}
+    scanned: dict[str, schemas.MessageScanned] = {}
     settled: set[str] = set()  # released or deleted from quarantine already
-    for name, rec in read_events(settings, topics=topics):
-        mid = rec.get("message_id")
-        if name == schemas.MESSAGE_RECEIVED:
-            received[mid] = rec
-        elif name == schemas.MESSAGE_SCANNED:
-            scanned[mid] = rec
-        elif name in (schemas.QUARANTINE_RELEASED, schemas.QUARANTINE_DELETED):
-            settled.add(mid)
+    for event in read_events(settings, topics=topics):
+        if isinstance(event, schemas.MessageReceived):
+            received[event.message_id] = event
+        elif isinstance(event, schemas.MessageScanned):
+            scanned[event.message_id] = event
+        elif isinstance(event, schemas.QuarantineReleased | schemas.QuarantineDeleted):
+            settled.add(event.message_id)
     return {m: _Recorded(r, scanned.get(m), m in settled) for m, r in received.items()}
 
 
@@ -168,9 +164,17 @@ class _Run:
             policy=self.policy,
         )
 
-    def emit(self, topic: str, name: str, rec: dict[str, Any]) -> None:
-        value = schemas.encode(name, rec)
-        self.producer.produce(topic, key=rec["message_id"].encode(), value=value)
+    def emit(
+        self,
+        topic: str,
+        event: schemas.MessageScanned
+        | schemas.DeliveryRetry
+        | schemas.ReplayRedelivered
+        | schemas.RetroscanAlert,
+    ) -> None:
+        """Produce ``event`` keyed by its message ID (acknowledged by :meth:`close`)."""
+        value = schemas.encode_event(event)
+        self.producer.produce(topic, key=event.message_id.encode(), value=value)
         self.producer.poll(0)
 
     async def close(self) -> None:
@@ -188,16 +192,16 @@ async def _rescan(
     items: list[_Recorded],
     engines: Sequence[str] | None,
     progress: Progress | None,
-) -> list[tuple[_Recorded, dict[str, Any]]]:
+) -> list[tuple[_Recorded, schemas.MessageScanned]]:
     out = []
     for i, item in enumerate(items):
         names = engines
         if names is None:
             # The engines that decided it at the time (its recorded active_engines).
-            recorded = item.scanned["active_engines"] if item.scanned else []
+            recorded = item.scanned.active_engines if item.scanned else ()
             names = recorded or run.settings.scanner.engines
         new = await run.scanner(names).scan(item.received)
-        run.emit(run.topic_name, schemas.MESSAGE_SCANNED, new)
+        run.emit(run.topic_name, new)
         out.append((item, new))
         if progress:
             progress(i + 1, len(items))
@@ -242,27 +246,27 @@ async def _replay(
     items = [
         r
         for r in _recorded(settings).values()
-        if start <= r.received["received_at"] <= end
-        and (tenant is None or r.received["tenant"] == tenant)
+        if start <= r.received.received_at <= end
+        and (tenant is None or r.received.tenant == tenant)
     ]
-    items.sort(key=lambda r: (r.received["received_at"], r.received["message_id"]))
+    items.sort(key=lambda r: (r.received.received_at, r.received.message_id))
     run = _Run(settings, run_name, policy)
     result = ReplayResult(run_name, run.topic_name)
     try:
         for item, new in await _rescan(run, items, engines, progress):
-            mid = new["message_id"]
+            mid = new.message_id
             result.replayed.append(mid)
             old = item.scanned
             if old is None:
                 result.missing.append(mid)
                 continue
-            if old["action"] == new["action"]:
+            if old.action == new.action:
                 continue
             result.changed.append(Change.between(old, new))
             if (
                 redeliver
-                and new["action"] in DELIVERABLE
-                and old["action"] not in DELIVERABLE
+                and new.action in DELIVERABLE
+                and old.action not in DELIVERABLE
                 and not item.released
             ):
                 _redeliver(run, old, new)
@@ -272,44 +276,27 @@ async def _replay(
     return result
 
 
-def _redeliver(run: _Run, old: dict[str, Any], new: dict[str, Any]) -> None:
+def _redeliver(run: _Run, old: schemas.MessageScanned, new: schemas.MessageScanned) -> None:
     """Queue the message for delivery now and record who did it and why."""
     now = utcnow()
     p = run.settings.kafka.topic_prefix
     run.emit(
         catalog.name(catalog.SUBMIT, p),
-        schemas.DELIVERY_RETRY,
-        {
-            "message_id": new["message_id"],
-            "tenant": new["tenant"],
-            "action": new["action"],
-            "reasons": [*new["reasons"], f"replay:{run.run}"],
-            "spam_score": new["spam_score"],
-            "mail_from": new["mail_from"],
-            "rcpt_to": new["rcpt_to"],
-            "object_key": new["object_key"],
-            "received_at": new["received_at"],
-            "client_ip": new["client_ip"],
-            "helo": new["helo"],
-            "attempt": 1,
-            "due_at": now,
-            "first_attempt_at": now,
-        },
+        schemas.DeliveryRetry.for_decision(new, now, extra_reasons=[f"replay:{run.run}"]),
     )
     run.emit(
         catalog.name(catalog.OPS, p),
-        schemas.REPLAY_REDELIVERED,
-        {
-            "message_id": new["message_id"],
-            "tenant": new["tenant"],
-            "redelivered_at": now,
-            "run": run.run,
-            "redelivered_by": _user(),
-            "old_action": old["action"],
-            "new_action": new["action"],
-            "reasons": list(new["reasons"]),
-            "rcpt_to": list(new["rcpt_to"]),
-        },
+        schemas.ReplayRedelivered(
+            message_id=new.message_id,
+            tenant=new.tenant,
+            redelivered_at=now,
+            run=run.run,
+            redelivered_by=_user(),
+            old_action=old.action,
+            new_action=new.action,
+            reasons=new.reasons,
+            rcpt_to=new.rcpt_to,
+        ),
     )
 
 
@@ -340,39 +327,38 @@ async def _retroscan(
         r
         for r in _recorded(settings).values()
         if r.scanned is not None
-        and r.scanned["action"] in DELIVERABLE
-        and r.received["received_at"] >= since
+        and r.scanned.action in DELIVERABLE
+        and r.received.received_at >= since
     ]
-    items.sort(key=lambda r: (r.received["received_at"], r.received["message_id"]))
+    items.sort(key=lambda r: (r.received.received_at, r.received.message_id))
     run = _Run(settings, run_name, None)
     result = ReplayResult(run_name, run.topic_name)
     ops = catalog.name(catalog.OPS, settings.kafka.topic_prefix)
     try:
         for item, new in await _rescan(run, items, settings.scanner.engines, progress):
-            mid = new["message_id"]
+            mid = new.message_id
             result.replayed.append(mid)
             old = item.scanned
             assert old is not None  # filtered above
-            if new["action"] in DELIVERABLE:
+            if new.action in DELIVERABLE:
                 continue
             result.changed.append(Change.between(old, new))
             run.emit(
                 ops,
-                schemas.RETROSCAN_ALERT,
-                {
-                    "message_id": mid,
-                    "tenant": new["tenant"],
-                    "alerted_at": utcnow(),
-                    "run": run_name,
-                    "old_action": old["action"],
-                    "new_action": new["action"],
-                    "reasons": list(new["reasons"]),
-                    "verdicts": new["verdicts"],
-                    "mail_from": new["mail_from"],
-                    "rcpt_to": list(new["rcpt_to"]),
-                    "received_at": new["received_at"],
-                    "object_key": new["object_key"],
-                },
+                schemas.RetroscanAlert(
+                    message_id=mid,
+                    tenant=new.tenant,
+                    alerted_at=utcnow(),
+                    run=run_name,
+                    old_action=old.action,
+                    new_action=new.action,
+                    reasons=new.reasons,
+                    verdicts=new.verdicts,
+                    mail_from=new.mail_from,
+                    rcpt_to=new.rcpt_to,
+                    received_at=new.received_at,
+                    object_key=new.object_key,
+                ),
             )
             result.alerts.append(mid)
     finally:

@@ -79,34 +79,33 @@ def _bucket_upper(b: int) -> float:
     return 0.1 * _GROWTH**b
 
 
-def facts(scanned: Mapping[str, Any], window: float) -> list[dict[str, Any]]:
-    """One fact per verdict of a MessageScanned record: what to add to the engine's counters."""
-    at: dt.datetime = scanned["scanned_at"]
-    start = int(at.timestamp() // window * window)
-    verdicts = scanned["verdicts"]
+def facts(scanned: schemas.MessageScanned, window: float) -> list[dict[str, Any]]:
+    """One fact per verdict of a MessageScanned: what to add to the engine's counters."""
+    start = int(scanned.scanned_at.timestamp() // window * window)
+    verdicts = scanned.verdicts
     out = []
     for i, v in enumerate(verdicts):
         others = [
             w
             for j, w in enumerate(verdicts)
-            if j != i and not w.get("shadow", False) and w["outcome"] not in FAILED | {"skipped"}
+            if j != i and not w.shadow and w.outcome not in FAILED | {"skipped"}
         ]
-        detected = v["outcome"] in DETECTED
-        answered = v["outcome"] not in FAILED | {"skipped"}
-        yes = sum(w["outcome"] in DETECTED for w in others)
+        detected = v.outcome in DETECTED
+        answered = v.outcome not in FAILED | {"skipped"}
+        yes = sum(w.outcome in DETECTED for w in others)
         majority = yes * 2 > len(others)
         out.append(
             {
-                "engine": v["engine"],
-                "shadow": bool(v.get("shadow", False)),
+                "engine": v.engine,
+                "shadow": v.shadow,
                 "window": start,
                 "detected": detected,
                 "answered": answered,
                 "unique": detected and yes == 0,
                 "disagree": answered and bool(others) and detected != majority,
-                "error": v["outcome"] == "error",
-                "timeout": v["outcome"] == "timeout",
-                "bucket": bucket(float(v["duration_ms"])),
+                "error": v.outcome == "error",
+                "timeout": v.outcome == "timeout",
+                "bucket": bucket(v.duration_ms),
             }
         )
     return out
@@ -185,14 +184,16 @@ def window_label(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def table_keys(scanned: Mapping[str, Any], sizes: Sequence[float], partition: int) -> list[str]:
+def table_keys(
+    scanned: schemas.MessageScanned, sizes: Sequence[float], partition: int
+) -> list[str]:
     """The table keys (``size|engine|window|counter|partition``) one decision adds 1 to.
 
     The input partition ends the key so that no two partitions ever write the same key: faust
     keeps each partition's keys in that partition's store and changelog, and reads a key from
     whichever store has it, so a shared key would be read from one partition and written to
     another."""
-    keys = []
+    keys: list[str] = []
     for size in sizes:
         for f in facts(scanned, size):
             keys.extend(f"{size:g}|{k}|{partition}" for k in counter_keys(f))
@@ -209,9 +210,9 @@ def board(items: Iterable[tuple[str, int]], sizes: Sequence[float]) -> dict[str,
     """
     by_size: dict[str, Counter[str]] = defaultdict(Counter)
     for key, n in items:
-        size, rest = key.split("|", 1)
-        by_size[size][rest.rsplit("|", 1)[0]] += int(n)
-    out = {}
+        size_key, rest = key.split("|", 1)
+        by_size[size_key][rest.rsplit("|", 1)[0]] += int(n)
+    out: dict[str, Any] = {}
     for size in sizes:
         counters = by_size.get(f"{size:g}", Counter())
         out[window_label(size)] = {"seconds": size, **summarize(counters.items())}
@@ -288,15 +289,15 @@ def make_app(settings: Settings) -> faust.App:
     )
 
     @app.agent(scanned)
-    async def count(stream: faust.StreamT) -> None:
+    async def count(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             try:
-                name, rec = schemas.decode(event.value)
+                decided = schemas.decode_event(event.value)
             except schemas.SchemaError:
                 continue  # not ours to judge: the scanner logs undecodable input
-            if name != schemas.MESSAGE_SCANNED:
+            if not isinstance(decided, schemas.MessageScanned):
                 continue
-            for key in table_keys(rec, sizes, event.message.partition):
+            for key in table_keys(decided, sizes, event.message.partition):
                 table[key] += 1
 
     @app.page("/stats")

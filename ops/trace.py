@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import enum
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -13,30 +15,39 @@ from mxgate.settings import Settings
 
 
 def _plain(v: Any) -> Any:
+    """A typed event (or one of its values) as JSON-ready data."""
+    if isinstance(v, schemas.Record):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
     if isinstance(v, dt.datetime):
         return v.isoformat()
+    if isinstance(v, enum.Enum):
+        return v.value
     if isinstance(v, dict):
         return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, list):
+    if isinstance(v, tuple | list):
         return [_plain(x) for x in v]
     return v
 
 
-def _short(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
-
-
-def _when(rec: dict[str, Any]) -> dt.datetime | None:
-    """The event's own time: its first ``*_at`` timestamp field (every schema has one)."""
-    for k, v in rec.items():
-        if k.endswith("_at") and isinstance(v, dt.datetime):
+def _when(event: schemas.Event) -> dt.datetime | None:
+    """The event's own time: its first ``*_at`` (or ``at``) timestamp field; every schema has
+    one."""
+    for f in dataclasses.fields(event):
+        v = getattr(event, f.name)
+        if _is_time(f.name) and isinstance(v, dt.datetime):
             return v
     return None
 
 
-def _is_control(name: str, rec: dict[str, Any]) -> bool:
-    # Control events (engine switched off, rules reloaded …) are not about one message.
-    return "message_id" not in rec and name != schemas.DELIVERY_RETRY
+def _is_time(field_name: str) -> bool:
+    return field_name == "at" or field_name.endswith("_at")
+
+
+def _message_id(event: schemas.Event) -> str | None:
+    """The message an event is about; None for control events (engine switched off, a hash
+    listed …), which are about no one message."""
+    mid = getattr(event, "message_id", None)
+    return mid if isinstance(mid, str) else None
 
 
 def history(settings: Settings, message_id: str) -> dict[str, Any]:
@@ -44,52 +55,50 @@ def history(settings: Settings, message_id: str) -> dict[str, Any]:
     return fold(read_events(settings), message_id)
 
 
-def fold(events: Iterable[tuple[str, dict[str, Any]]], message_id: str) -> dict[str, Any]:
-    """The history of one message, from ``events`` ((full name, record) pairs), as a
-    JSON-ready dict.
+def fold(events: Iterable[schemas.Event], message_id: str) -> dict[str, Any]:
+    """The history of one message, from ``events``, as a JSON-ready dict.
 
     ``outcome`` is one of: delivered, quarantined, discarded, released, deleted, bounced,
     expired, deferred, scanned (decided, not yet carried out), received (not yet decided),
     unknown. ``recipients`` maps each recipient to its latest delivery status.
-    ``events`` lists every event about the message, of every kind (those added later too,
-    found through ``schemas.EVENTS``), plus the control events (records without a message ID,
-    e.g. an engine switched off) from its arrival to its last event, in time order; each is
-    the record with ``event`` (short name) added.
+    ``events`` lists every event about the message, of every kind (those added later too:
+    kinds without a place of their own are listed as they are), plus the control events
+    (events without a message ID, e.g. an engine switched off) from its arrival to its last
+    event, in time order; each is the event's fields with ``event`` (short name) added.
     """
-    received = None
-    scanned = None
-    quarantine = None
-    released: list[dict] = []
-    deleted = None
-    deliveries: list[dict] = []
-    mine: list[tuple[str, dict]] = []
-    control: list[tuple[str, dict]] = []
-    for name, rec in events:
-        if _is_control(name, rec):
-            control.append((name, rec))
+    received: schemas.MessageReceived | None = None
+    scanned: schemas.MessageScanned | None = None
+    quarantine: schemas.MessageQuarantined | None = None
+    released: list[schemas.QuarantineReleased] = []
+    deleted: schemas.QuarantineDeleted | None = None
+    deliveries: list[schemas.DeliveryAttempted] = []
+    mine: list[schemas.Event] = []
+    control: list[schemas.Event] = []
+    for ev in events:
+        mid = _message_id(ev)
+        if mid is None:
+            control.append(ev)
             continue
-        if rec.get("message_id") != message_id:
-            continue
-        if name == schemas.DELIVERY_RETRY:
-            continue  # internal work items; the attempts they lead to are the facts
-        mine.append((name, rec))
-        if name == schemas.MESSAGE_RECEIVED:
-            received = rec
-        elif name == schemas.MESSAGE_SCANNED:
-            scanned = rec
-        elif name == schemas.MESSAGE_QUARANTINED:
-            quarantine = rec
-        elif name == schemas.QUARANTINE_RELEASED:
-            released.append(rec)
-        elif name == schemas.QUARANTINE_DELETED:
-            deleted = rec
-        elif name == schemas.DELIVERY_ATTEMPTED:
-            deliveries.append(rec)
-    deliveries.sort(key=lambda d: (d["attempt"], d["attempted_at"]))
+        if mid != message_id or isinstance(ev, schemas.DeliveryRetry):
+            continue  # work items are internal; the attempts they lead to are the facts
+        mine.append(ev)
+        if isinstance(ev, schemas.MessageReceived):
+            received = ev
+        elif isinstance(ev, schemas.MessageScanned):
+            scanned = ev
+        elif isinstance(ev, schemas.MessageQuarantined):
+            quarantine = ev
+        elif isinstance(ev, schemas.QuarantineReleased):
+            released.append(ev)
+        elif isinstance(ev, schemas.QuarantineDeleted):
+            deleted = ev
+        elif isinstance(ev, schemas.DeliveryAttempted):
+            deliveries.append(ev)
+    deliveries.sort(key=lambda d: (d.attempt, d.attempted_at))
     recipients: dict[str, str] = {}
     for d in deliveries:
-        for r in d["recipients"]:
-            recipients[r["recipient"]] = r["status"]
+        for r in d.recipients:
+            recipients[r.recipient] = r.status
     delivery_outcome = None
     if recipients:
         states = set(recipients.values())
@@ -100,7 +109,7 @@ def fold(events: Iterable[tuple[str, dict[str, Any]]], message_id: str) -> dict[
     elif released:
         outcome = delivery_outcome or "released"
     elif quarantine is not None:
-        outcome = "quarantined" if quarantine["action"] == "quarantine" else "discarded"
+        outcome = "quarantined" if quarantine.action == "quarantine" else "discarded"
     elif delivery_outcome:
         outcome = delivery_outcome
     elif scanned is not None:
@@ -109,32 +118,31 @@ def fold(events: Iterable[tuple[str, dict[str, Any]]], message_id: str) -> dict[
         outcome = "received"
     else:
         outcome = "unknown"
-    times = [t for _, r in mine if (t := _when(r)) is not None]
+    times = [t for e in mine if (t := _when(e)) is not None]
     if times:
         lo, hi = min(times), max(times)
-        mine += [(n, r) for n, r in control if (t := _when(r)) is not None and lo <= t <= hi]
+        mine += [e for e in control if (t := _when(e)) is not None and lo <= t <= hi]
     far = dt.datetime.max.replace(tzinfo=dt.UTC)
-    mine.sort(key=lambda nr: _when(nr[1]) or far)
-    return _plain(
-        {
-            "message_id": message_id,
-            "outcome": outcome,
-            "recipients": recipients,
-            "received": received,
-            "scanned": scanned,
-            "deliveries": deliveries,
-            "quarantine": quarantine,
-            "releases": released,
-            "deletion": deleted,
-            "events": [{"event": _short(n), **r} for n, r in mine],
-        }
-    )
+    mine.sort(key=lambda e: _when(e) or far)
+    return {
+        "message_id": message_id,
+        "outcome": outcome,
+        "recipients": recipients,
+        "received": _plain(received),
+        "scanned": _plain(scanned),
+        "deliveries": _plain(deliveries),
+        "quarantine": _plain(quarantine),
+        "releases": _plain(released),
+        "deletion": _plain(deleted),
+        "events": [{"event": type(e).__name__, **_plain(e)} for e in mine],
+    }
 
 
 def _line(e: dict[str, Any]) -> list[str]:
-    """One event as text lines; kinds without a dedicated form are listed field by field."""
+    """One event of a history (its JSON-ready form) as text lines; kinds without a dedicated
+    form are listed field by field."""
     kind = e["event"]
-    at = next((v for k, v in e.items() if k.endswith("_at") and isinstance(v, str)), "?")
+    at = next((v for k, v in e.items() if _is_time(k) and isinstance(v, str)), "?")
     if kind == "MessageReceived":
         return [
             f"  {at}  received  tenant={e['tenant']} from=<{e['mail_from']}> "
@@ -146,11 +154,13 @@ def _line(e: dict[str, Any]) -> list[str]:
         out = []
         for v in e["verdicts"]:
             extra = f" error={v['error']}" if v["error"] else ""
-            shadow = " (shadow)" if v.get("shadow") else ""
+            shadow = " (shadow)" if v["shadow"] else ""
+            detail = " ".join(f"{k}={x}" for k, x in sorted(v["detail"].items()))
             out.append(
                 f"  {at}  verdict   {v['engine']}{shadow} {v['engine_version']} "
                 f"rules={v['rules_version']} {v['outcome']} score={v['score']:g} "
                 f"symbols={','.join(v['symbols']) or '-'} {v['duration_ms']:.1f}ms{extra}"
+                + (f" detail: {detail}" if detail else "")
             )
         out.append(
             f"  {at}  action    {e['action']} reasons={','.join(e['reasons']) or '-'} "
@@ -175,7 +185,7 @@ def _line(e: dict[str, Any]) -> list[str]:
     fields = " ".join(
         f"{k}={json.dumps(v) if isinstance(v, list | dict) else v}"
         for k, v in e.items()
-        if k not in skip and not (k.endswith("_at") and v == at)
+        if k not in skip and not (_is_time(k) and v == at)
     )
     return [f"  {at}  {kind}  {fields}"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
 
 import structlog
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
@@ -23,12 +22,12 @@ log = structlog.get_logger("mxgate.receiver")
 
 
 class DecisionWatcher:
-    """Delivers MessageScanned records to sessions that registered their message ID."""
+    """Delivers MessageScanned events to sessions that registered their message ID."""
 
     def __init__(self, settings: KafkaSettings, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._topic = catalog.name(catalog.SCANNED, settings.topic_prefix)
-        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[str, asyncio.Future[schemas.MessageScanned]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -57,9 +56,10 @@ class DecisionWatcher:
             m = self._consumer.poll(0.2)
             if m is None:
                 continue
-            if m.error():
-                if m.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("decision stream error", error=str(m.error()))
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("decision stream error", error=str(err))
                 continue
             key = (m.key() or b"").decode()
             with self._lock:
@@ -67,16 +67,17 @@ class DecisionWatcher:
             if fut is None:
                 continue
             try:
-                _, rec = schemas.decode(m.value() or b"")
+                event = schemas.decode_event(m.value() or b"")
             except schemas.SchemaError:
                 continue
-            self._loop.call_soon_threadsafe(_settle, fut, rec)
+            if isinstance(event, schemas.MessageScanned):
+                self._loop.call_soon_threadsafe(_settle, fut, event)
         self._consumer.close()
 
-    def expect(self, message_id: str) -> asyncio.Future[dict[str, Any]]:
+    def expect(self, message_id: str) -> asyncio.Future[schemas.MessageScanned]:
         """Register interest in ``message_id`` *before* its MessageReceived is produced, so a
         fast decision cannot slip past."""
-        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        fut: asyncio.Future[schemas.MessageScanned] = self._loop.create_future()
         with self._lock:
             self._waiting[message_id] = fut
         return fut
@@ -95,6 +96,6 @@ class DecisionWatcher:
             self._thread.join(10)
 
 
-def _settle(fut: asyncio.Future[dict[str, Any]], rec: dict[str, Any]) -> None:
+def _settle(fut: asyncio.Future[schemas.MessageScanned], decision: schemas.MessageScanned) -> None:
     if not fut.done():
-        fut.set_result(rec)
+        fut.set_result(decision)

@@ -84,7 +84,12 @@ class ReceiverHandler:
         return reply
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
     ) -> str:
         """Accept only existing recipients at a tenant's domain; one tenant per transaction."""
         problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8))
@@ -116,7 +121,12 @@ class ReceiverHandler:
         return "250 2.1.5 Recipient ok"
 
     async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
     ) -> str:
         """Record the envelope sender ("<>" for the null sender), within the message rate."""
         problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8), null_ok=True)
@@ -145,7 +155,7 @@ class ReceiverHandler:
             message_id=mid,
             client=client_ip,
             helo=session.host_name,
-            tls=tls["version"] if tls else None,
+            tls=tls.version if tls else None,
             mail_from=envelope.mail_from,
             rcpt=list(envelope.rcpt_tos),
             rejected=list(getattr(server, "rejected_rcpts", [])),
@@ -174,7 +184,7 @@ class ReceiverHandler:
         received_at: Any,
         client_ip: str,
         client_port: int,
-        tls: dict[str, str] | None,
+        tls: schemas.TlsInfo | None,
         hmid: str | None,
     ) -> str:
         """Store, produce, answer: the durable accept of one complete body."""
@@ -190,25 +200,24 @@ class ReceiverHandler:
             # record might still land would let a later stage act on a message the sender
             # retries: a duplicate.
             accepted_at = utcnow()
-            event = schemas.encode(
-                schemas.MESSAGE_RECEIVED,
-                {
-                    "message_id": mid,
-                    "tenant": tenant.name,
-                    "received_at": received_at,
-                    "accepted_at": accepted_at,
-                    "receiver": self.settings.hostname,
-                    "client_ip": client_ip,
-                    "client_port": client_port,
-                    "helo": session.host_name or "",
-                    "tls": tls,
-                    "mail_from": envelope.mail_from or "",
-                    "rcpt_to": list(envelope.rcpt_tos),
-                    "size": ref.size,
-                    "sha256": ref.sha256,
-                    "object_key": ref.key,
-                    "header_message_id": hmid,
-                },
+            event = schemas.encode_event(
+                schemas.MessageReceived(
+                    message_id=mid,
+                    tenant=tenant.name,
+                    received_at=received_at,
+                    accepted_at=accepted_at,
+                    receiver=self.settings.hostname,
+                    client_ip=client_ip,
+                    client_port=client_port,
+                    helo=session.host_name or "",
+                    tls=tls,
+                    mail_from=envelope.mail_from or "",
+                    rcpt_to=tuple(envelope.rcpt_tos),
+                    size=ref.size,
+                    sha256=ref.sha256,
+                    object_key=ref.key,
+                    header_message_id=hmid,
+                )
             )
             waiting = (
                 self.decisions.expect(mid)
@@ -240,7 +249,7 @@ class ReceiverHandler:
         return f"250 2.0.0 Ok: queued as {mid}"
 
     async def _decision_reply(
-        self, bound: Any, tenant: Tenant, mid: str, waiting: asyncio.Future[dict[str, Any]]
+        self, bound: Any, tenant: Tenant, mid: str, waiting: asyncio.Future[schemas.MessageScanned]
     ) -> str | None:
         """Wait (bounded) for the decision; the 550 to give, or None to answer 250.
 
@@ -256,27 +265,26 @@ class ReceiverHandler:
             bound.info("session decision wait expired", wait=tenant.session_reject.wait)
             return None
         waited = (time.perf_counter() - t0) * 1000
-        action = decision["action"]
+        action = decision.action
         if action not in tenant.session_reject.actions:
             bound.info("session decision allows", action=action, waited_ms=round(waited, 1))
             return None
-        why = ", ".join(decision["reasons"]) or action
+        why = ", ".join(decision.reasons) or action
         reply = f"550 5.7.1 Message refused ({why}); id {mid}"
         try:
             await self.publisher.produce(
                 self.rejected_topic,
                 mid,
-                schemas.encode(
-                    schemas.MESSAGE_REJECTED,
-                    {
-                        "message_id": mid,
-                        "tenant": tenant.name,
-                        "rejected_at": utcnow(),
-                        "action": action,
-                        "reasons": list(decision["reasons"]),
-                        "reply": reply,
-                        "waited_ms": waited,
-                    },
+                schemas.encode_event(
+                    schemas.MessageRejected(
+                        message_id=mid,
+                        tenant=tenant.name,
+                        rejected_at=utcnow(),
+                        action=action,
+                        reasons=decision.reasons,
+                        reply=reply,
+                        waited_ms=waited,
+                    )
                 ),
             )
         except KafkaUnavailable as e:
@@ -284,7 +292,7 @@ class ReceiverHandler:
             # record of the 550 itself is missing, and the log line below keeps it.
             bound.error("rejection not recorded", error=str(e))
         bound.info("rejected in session", reply="550", action=action,
-                   reasons=list(decision["reasons"]), waited_ms=round(waited, 1))  # fmt: skip
+                   reasons=list(decision.reasons), waited_ms=round(waited, 1))  # fmt: skip
         self.metrics.rejections.labels("in-session").inc()
         return reply
 
@@ -298,12 +306,12 @@ def _client(server: SMTP, session: Session) -> tuple[str, int]:
     return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
 
 
-def _tls(session: Session) -> dict[str, str] | None:
+def _tls(session: Session) -> schemas.TlsInfo | None:
     info = session.ssl
     if not info:
         return None
     cipher = info.get("cipher") or ("", "", 0)
-    return {"version": str(cipher[1] or ""), "cipher": str(cipher[0] or "")}
+    return schemas.TlsInfo(version=str(cipher[1] or ""), cipher=str(cipher[0] or ""))
 
 
 def received_topic(prefix: str) -> str:

@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
 
 import structlog
-from confluent_kafka import Message, Producer
+from confluent_kafka import Producer
 
 import schemas
 from mxgate import catalog
 from mxgate.blobstore import BlobCorrupt, BlobMissing, BlobStore, open_store
 from mxgate.enginecontrol import ControlWatcher, publish_status
-from mxgate.kafka import Output, TransactionalLoop, producer_config
+from mxgate.kafka import Incoming, Output, TransactionalLoop, producer_config
 from mxgate.process import run_until_signalled
 from mxgate.settings import Settings
 from mxgate.tenants import Policy, Tenants
@@ -33,20 +32,23 @@ from scanner.runner import Controls, EngineRunner, run_engines
 log = structlog.get_logger("mxgate.scanner")
 
 
-def verdict_record(f: Finding, shadow: bool = False) -> dict[str, Any]:
-    """A finding as an EngineVerdict record (``shadow``: from a shadow engine)."""
-    return {
-        "engine": f.engine,
-        "kind": f.kind,
-        "engine_version": f.engine_version,
-        "rules_version": f.rules_version,
-        "outcome": f.outcome,
-        "score": float(f.score),
-        "symbols": list(f.symbols),
-        "duration_ms": float(f.duration_ms),
-        "error": f.error,
-        "shadow": shadow,
-    }
+def verdict_record(f: Finding, shadow: bool = False) -> schemas.EngineVerdict:
+    """A finding as an EngineVerdict (``shadow``: from a shadow engine), its structured
+    ``detail`` included: what the deliverer builds Authentication-Results from."""
+    return schemas.EngineVerdict(
+        engine=f.engine,
+        kind=f.kind,
+        engine_version=f.engine_version,
+        rules_version=f.rules_version,
+        outcome=f.outcome,
+        score=float(f.score),
+        symbols=tuple(f.symbols),
+        duration_ms=float(f.duration_ms),
+        error=f.error,
+        shadow=shadow,
+        # An Avro map of strings: a stray non-string value must not fail the whole batch.
+        detail={str(k): str(v) for k, v in f.detail.items()},
+    )
 
 
 class Scanner:
@@ -86,17 +88,17 @@ class Scanner:
             controls=controls,
         )
 
-    async def scan(self, received: dict[str, Any]) -> dict[str, Any]:
-        """Decide one received message; returns the MessageScanned record."""
-        mid = received["message_id"]
-        tenant = self.tenants.by_name(received["tenant"])
+    async def scan(self, received: schemas.MessageReceived) -> schemas.MessageScanned:
+        """Decide one received message; returns its MessageScanned."""
+        mid = received.message_id
+        tenant = self.tenants.by_name(received.tenant)
         policy = self.policy or (tenant.policy if tenant else Policy())
         findings: list[Finding] = []
         active: list[str] = []
         shadow_findings: list[Finding] = []
         defects: list[str] = []
         try:
-            raw = await self.store.get(received["object_key"])
+            raw = await self.store.get(received.object_key)
         except (BlobMissing, BlobCorrupt) as e:
             # Nothing safe can be delivered: hold it, with the reason on record.
             decision = Decision(
@@ -111,11 +113,11 @@ class Scanner:
                 mime.parse,
                 raw,
                 message_id=mid,
-                tenant=received["tenant"],
-                mail_from=received["mail_from"],
-                rcpt_to=tuple(received["rcpt_to"]),
-                client_ip=received["client_ip"],
-                helo=received["helo"],
+                tenant=received.tenant,
+                mail_from=received.mail_from,
+                rcpt_to=received.rcpt_to,
+                client_ip=received.client_ip,
+                helo=received.helo,
             )
             defects = list(parsed.defects)
             run, shadow_findings = await asyncio.gather(
@@ -127,32 +129,34 @@ class Scanner:
         log.info(
             "decided",
             message_id=mid,
-            tenant=received["tenant"],
+            tenant=received.tenant,
             action=decision.action,
             reasons=list(decision.reasons),
         )
-        return {
-            "message_id": mid,
-            "tenant": received["tenant"],
-            "scanned_at": utcnow(),
-            "scanner": self.name,
-            "action": decision.action,
-            "reasons": list(decision.reasons),
-            "spam_score": float(decision.spam_score),
-            "policy_version": decision.policy_version,
-            "verdicts": [verdict_record(f) for f in findings]
-            + [verdict_record(f, shadow=True) for f in shadow_findings],
-            "active_engines": active,
-            "mail_from": received["mail_from"],
-            "rcpt_to": list(received["rcpt_to"]),
-            "object_key": received["object_key"],
-            "sha256": received["sha256"],
-            "size": received["size"],
-            "received_at": received["received_at"],
-            "client_ip": received["client_ip"],
-            "helo": received["helo"],
-            "defects": defects,
-        }
+        return schemas.MessageScanned(
+            message_id=mid,
+            tenant=received.tenant,
+            scanned_at=utcnow(),
+            scanner=self.name,
+            action=decision.action,
+            reasons=tuple(decision.reasons),
+            spam_score=float(decision.spam_score),
+            policy_version=decision.policy_version,
+            verdicts=(
+                *(verdict_record(f) for f in findings),
+                *(verdict_record(f, shadow=True) for f in shadow_findings),
+            ),
+            active_engines=tuple(active),
+            mail_from=received.mail_from,
+            rcpt_to=received.rcpt_to,
+            object_key=received.object_key,
+            sha256=received.sha256,
+            size=received.size,
+            received_at=received.received_at,
+            client_ip=received.client_ip,
+            helo=received.helo,
+            defects=tuple(defects),
+        )
 
     async def _hold(
         self, parsed: ParsedMessage, findings: list[Finding], policy: Policy
@@ -173,22 +177,11 @@ class Scanner:
             decision = decide(findings, policy, final=attempt == policy.hold_rescans - 1)
         return findings, decision
 
-    async def handle(self, batch: Sequence[Message]) -> list[Output]:
-        """Scan a batch concurrently; undecodable input is logged and skipped, never fatal."""
-        items: list[dict[str, Any]] = []
-        for m in batch:
-            try:
-                name, rec = schemas.decode(m.value() or b"")
-            except schemas.SchemaError as e:
-                log.error("undecodable input skipped", offset=m.offset(), error=str(e))
-                continue
-            if name == schemas.MESSAGE_RECEIVED:
-                items.append(rec)
+    async def handle(self, batch: Sequence[Incoming]) -> list[Output]:
+        """Scan a batch's received messages concurrently (other events are not ours)."""
+        items = [i.event for i in batch if isinstance(i.event, schemas.MessageReceived)]
         results = await asyncio.gather(*(self.scan(r) for r in items))
-        return [
-            Output(self.scanned_topic, r["message_id"], schemas.encode(schemas.MESSAGE_SCANNED, r))
-            for r in results
-        ]
+        return [Output(self.scanned_topic, r.message_id, r) for r in results]
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

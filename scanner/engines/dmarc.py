@@ -11,7 +11,7 @@ Outcomes, kept apart from actions (the tenant's policy decides):
 - DNS failure -> ``error`` (temperror).
 
 Symbols (stable): ``dmarc=<result>``, ``header.from=<domain>``, ``policy.dmarc=<published>``.
-``detail``: ``result``, ``policy`` (the one applied), ``header.from``, ``published`` (the
+``detail``: ``result``, ``policy`` (the one applied), ``header.from``, ``policy.dmarc`` (the
 record's policy, "" when none) and ``reason``.
 Settings (:class:`DmarcSettings`): the scanner's DNS and ``scanner.auth.dkim_min_key_bits``.
 """
@@ -67,7 +67,7 @@ class DmarcEngine(EngineBase):
                 "result": r.result,
                 "policy": r.policy,
                 "header.from": r.from_domain,
-                "published": r.published or "",
+                "policy.dmarc": r.published or "",
                 "reason": r.reason[:200],
             },
         )

@@ -66,7 +66,9 @@ def test_sigkill_scanner_and_deliverer_mid_stream(kafka, tmp_path: Path) -> None
 
         def scanned_counts() -> Counter[str]:
             return Counter(
-                r["message_id"] for n, r in read_events(p.settings) if n == schemas.MESSAGE_SCANNED
+                e.message_id
+                for e in read_events(p.settings)
+                if isinstance(e, schemas.MessageScanned)
             )
 
         counts = wait_for(
@@ -83,20 +85,20 @@ def test_sigkill_scanner_and_deliverer_mid_stream(kafka, tmp_path: Path) -> None
         # read the 250. Those recipients are sent again and the attempt is recorded "in doubt"
         # (a duplicate rather than a loss); any other duplicate is a bug.
         in_doubt = {
-            (rec["message_id"], o["recipient"])
-            for n, rec in read_events(p.settings)
-            if n == schemas.DELIVERY_ATTEMPTED
-            for o in rec["recipients"]
-            if "in doubt" in o["reply"]
+            (e.message_id, o.recipient)
+            for e in read_events(p.settings)
+            if isinstance(e, schemas.DeliveryAttempted)
+            for o in e.recipients
+            if "in doubt" in o.reply
         }
         doubled = {k for k, v in copies.items() if v > 1}
         assert doubled <= in_doubt, f"duplicates not recorded in doubt: {doubled - in_doubt}"
         assert all(copies[k] == 2 for k in doubled), "more than one resend"
         print(f"\ncrash safety: {len(copies)} recipients, {len(doubled)} resent in doubt")
         infected = {
-            r["message_id"]
-            for n, r in read_events(p.settings)
-            if n == schemas.MESSAGE_SCANNED and r["action"] == "quarantine"
+            e.message_id
+            for e in read_events(p.settings)
+            if isinstance(e, schemas.MessageScanned) and e.action == "quarantine"
         }
         assert len(infected) == TOTAL // 25
         assert {mid for mid, _ in copies} == set(accepted) - infected

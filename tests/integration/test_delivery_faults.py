@@ -50,11 +50,13 @@ def test_faults_retries_bounces_dsns_and_isolation(kafka, tmp_path: Path) -> Non
         f'route = {{ host = "127.0.0.1", port = {stalled.port} }}\n'
     )
 
-    def attempts(mid: str) -> list[dict]:
-        return [r for n, r in read_events(p.settings, {mid}) if n == schemas.DELIVERY_ATTEMPTED]
+    def attempts(mid: str) -> list[schemas.DeliveryAttempted]:
+        return [
+            e for e in read_events(p.settings, {mid}) if isinstance(e, schemas.DeliveryAttempted)
+        ]
 
     def statuses(mid: str) -> list[str]:
-        return [r["recipients"][0]["status"] for r in attempts(mid)]
+        return [e.recipients[0].status for e in attempts(mid)]
 
     def copies(s: SinkThread, mid: str) -> int:
         return sum(1 for m in s.messages if mxgate_id(m.data) == mid)
@@ -72,7 +74,7 @@ def test_faults_retries_bounces_dsns_and_isolation(kafka, tmp_path: Path) -> Non
         mid = send(1, "t1@example.test")
         wait_for(lambda: statuses(mid)[-1:] == ["delivered"], 120, "delivery after a 451")
         assert statuses(mid) == ["deferred", "delivered"]
-        assert attempts(mid)[0]["recipients"][0]["reply_code"] == 451
+        assert attempts(mid)[0].recipients[0].reply_code == 451
         assert copies(sink, mid) == 1
 
         # Connection dropped in the middle of DATA: deferred (no 250 seen), then delivered.
@@ -81,7 +83,7 @@ def test_faults_retries_bounces_dsns_and_isolation(kafka, tmp_path: Path) -> Non
         wait_for(lambda: statuses(mid)[-1:] == ["delivered"], 120, "delivery after a drop")
         assert statuses(mid) == ["deferred", "delivered"]
         # The whole message had gone out when the line dropped: the resend is marked in doubt.
-        assert "in doubt" in attempts(mid)[1]["recipients"][0]["reply"]
+        assert "in doubt" in attempts(mid)[1].recipients[0].reply
         assert copies(sink, mid) == 1
 
         # 550: bounced, and a DSN to the sender through the gateway's delivery path.
@@ -102,7 +104,7 @@ def test_faults_retries_bounces_dsns_and_isolation(kafka, tmp_path: Path) -> Non
         assert mid in dsn[0].data.decode()
         # The DSN is a work item with its own delivery record.
         dsn_id = mxgate_id(dsn[0].data)
-        assert statuses(dsn_id) == ["delivered"] and attempts(dsn_id)[0]["action"] == "dsn"
+        assert statuses(dsn_id) == ["delivered"] and attempts(dsn_id)[0].action == "dsn"
 
         # A bounce of null-sender mail produces no DSN (backscatter loops).
         sink.handler.fault, sink.handler.fault_count = "reject", 1
@@ -120,7 +122,7 @@ def test_faults_retries_bounces_dsns_and_isolation(kafka, tmp_path: Path) -> Non
         fine = send(7, "t7@example.test")
         wait_for(lambda: copies(sink, fine) == 1, 120, "delivery while another server stalls")
         wait_for(lambda: statuses(stuck)[:1] == ["deferred"], 60, "the stalled attempt deferred")
-        assert "still running" in attempts(stuck)[0]["recipients"][0]["reply"]
+        assert "still running" in attempts(stuck)[0].recipients[0].reply
         assert stalled.messages == []
     finally:
         p.stop_all()

@@ -77,11 +77,11 @@ def test_sigkill_deliverer_mid_delivery_to_postfix(kafka, tmp_path: Path) -> Non
         # died before reading the 250. Such recipients are resent and recorded "in doubt";
         # every other recipient has exactly one copy.
         in_doubt = {
-            (rec["message_id"], o["recipient"].lower())
-            for n, rec in read_events(p.settings)
-            if n == schemas.DELIVERY_ATTEMPTED
-            for o in rec["recipients"]
-            if "in doubt" in o["reply"]
+            (e.message_id, o.recipient.lower())
+            for e in read_events(p.settings)
+            if isinstance(e, schemas.DeliveryAttempted)
+            for o in e.recipients
+            if "in doubt" in o.reply
         }
         doubled = {k for k, n in copies.items() if n > 1}
         assert doubled <= in_doubt, f"duplicates not recorded in doubt: {doubled - in_doubt}"

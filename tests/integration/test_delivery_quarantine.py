@@ -104,9 +104,9 @@ def test_quarantine_list_show_release_delete(kafka, tmp_path: Path) -> None:
         cli("report-spam", clean, "--tenant", "example", "--reason", "phish", "--by", "dave")
         topic = catalog.name(catalog.TRAINING, p.settings.kafka.topic_prefix)
         labels = {
-            r["message_id"]: (r["label"], r["source"], r["labelled_by"])
-            for n, r in read_topic(p.settings, topic)
-            if n == schemas.TRAINING_LABELLED
+            e.message_id: (e.label, e.source, e.labelled_by)
+            for e in read_topic(p.settings, topic)
+            if isinstance(e, schemas.TrainingLabelled)
         }
         assert labels == {virus: ("ham", "release", "eve"), clean: ("spam", "report", "dave")}
     finally:

@@ -25,8 +25,10 @@ def test_garbage_reply_to_data_delivers_one_copy_and_records_it(kafka, tmp_path:
     sink = SinkThread().start()
     p = Pipeline(tmp_path, kafka.bootstrap_servers, sink.port)
 
-    def attempts(mid: str) -> list[dict]:
-        return [r for n, r in read_events(p.settings, {mid}) if n == schemas.DELIVERY_ATTEMPTED]
+    def attempts(mid: str) -> list[schemas.DeliveryAttempted]:
+        return [
+            e for e in read_events(p.settings, {mid}) if isinstance(e, schemas.DeliveryAttempted)
+        ]
 
     def copies(mid: str) -> int:
         return sum(1 for m in sink.messages if mxgate_id(m.data) == mid)
@@ -42,9 +44,9 @@ def test_garbage_reply_to_data_delivers_one_copy_and_records_it(kafka, tmp_path:
         mid = send(1, "g1@example.test")
         wait_for(lambda: attempts(mid), 120, "the DeliveryAttempted event")
         (event,) = attempts(mid)
-        (r,) = event["recipients"]
-        assert (r["status"], r["reply_code"]) == ("delivered", 250)
-        assert r["reply"] == "2.0.0 ok \\xff\\xfe queued"
+        (r,) = event.recipients
+        assert (r.status, r.reply_code) == ("delivered", 250)
+        assert r.reply == "2.0.0 ok \\xff\\xfe queued"
         # A looping batch re-ran about every second, each time with another copy: give it room.
         time.sleep(5)
         assert copies(mid) == 1

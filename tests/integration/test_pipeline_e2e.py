@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import samples
@@ -102,32 +103,32 @@ def test_hundred_messages_end_to_end(kafka, store_env, tmp_path: Path) -> None:
         elapsed = time.monotonic() - t0
 
         # Everything accepted is decided and carried out: read the whole log back.
-        def all_events() -> dict[str, list[dict]]:
-            out: dict[str, list[dict]] = {}
-            for name, rec in read_events(p.settings):
-                out.setdefault(name, []).append(rec)
+        def all_events() -> dict[type, list[Any]]:
+            out: dict[type, list[Any]] = {}
+            for event in read_events(p.settings):
+                out.setdefault(type(event), []).append(event)
             return out
 
         events = wait_for(
             lambda: (
                 ev
-                if len((ev := all_events()).get(schemas.MESSAGE_QUARANTINED, [])) >= len(bad)
+                if len((ev := all_events()).get(schemas.MessageQuarantined, [])) >= len(bad)
                 else None
             ),
             120,
             "every bad message to be quarantined",
         )
-        received = Counter(r["message_id"] for r in events[schemas.MESSAGE_RECEIVED])
-        scanned = Counter(r["message_id"] for r in events[schemas.MESSAGE_SCANNED])
+        received = Counter(r.message_id for r in events[schemas.MessageReceived])
+        scanned = Counter(r.message_id for r in events[schemas.MessageScanned])
         assert received == Counter(ids)
         assert scanned == Counter(ids), "exactly one decision per accepted message"
-        actions = {r["message_id"]: r for r in events[schemas.MESSAGE_SCANNED]}
+        actions = {r.message_id: r for r in events[schemas.MessageScanned]}
         for m in clean:
-            assert actions[m]["action"] == "deliver", actions[m]
+            assert actions[m].action == "deliver", actions[m]
         for m in bad:
-            assert actions[m]["action"] == "quarantine", (kinds[m], actions[m])
-            assert actions[m]["reasons"], actions[m]
-        quarantined = Counter(r["message_id"] for r in events[schemas.MESSAGE_QUARANTINED])
+            assert actions[m].action == "quarantine", (kinds[m], actions[m])
+            assert actions[m].reasons, actions[m]
+        quarantined = Counter(r.message_id for r in events[schemas.MessageQuarantined])
         assert quarantined == Counter(bad)
 
         # Exactly one copy per clean recipient, nothing for the bad ones, trace headers on top.
@@ -145,10 +146,10 @@ def test_hundred_messages_end_to_end(kafka, store_env, tmp_path: Path) -> None:
             assert msg.data.endswith(originals[mid]), mid
 
         delivered = [
-            d for d in events[schemas.DELIVERY_ATTEMPTED]
-            if all(r["status"] == "delivered" for r in d["recipients"])
+            d for d in events[schemas.DeliveryAttempted]
+            if all(r.status == "delivered" for r in d.recipients)
         ]  # fmt: skip
-        assert {d["message_id"] for d in delivered} == set(clean)
+        assert {d.message_id for d in delivered} == set(clean)
 
         # mxgate trace tells the story of a clean and a bad message.
         h = trace_json(p, clean[0])

@@ -40,7 +40,9 @@ def received_ids(p: Pipeline) -> set[str]:
             if m.error():
                 continue
             seen += 1
-            ids.add(schemas.decode(m.value() or b"")[1]["message_id"])
+            event = schemas.decode_event(m.value() or b"")
+            assert isinstance(event, schemas.MessageReceived)
+            ids.add(event.message_id)
         return ids
     finally:
         c.close()

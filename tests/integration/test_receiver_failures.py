@@ -22,7 +22,7 @@ def received_ids(p: Pipeline) -> list[str]:
     leader (NOT_LEADER on the watermark query): that is the fresh topic, so ask again."""
     for _ in range(30):
         try:
-            return [r["message_id"] for _, r in read_events(p.settings)]
+            return [e.message_id for e in read_events(p.settings)]
         except KafkaException as e:
             if e.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
                 raise

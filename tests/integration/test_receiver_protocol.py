@@ -99,8 +99,8 @@ class Receiver:
         if self._error:
             raise self._error
 
-    def events(self) -> list[dict]:
-        return [r for _, r in read_events(self.settings)]
+    def events(self) -> list[Any]:
+        return list(read_events(self.settings))
 
     def objects(self) -> list[Path]:
         return [p for p in self.store.rglob("*") if p.is_file() and not p.name.startswith(".")]
@@ -258,9 +258,9 @@ def test_smuggled_end_of_data_is_body_text(receiver, smuggle: bytes) -> None:
     c.close()
     events = r.events()
     assert len(events) == 1
-    assert events[0]["mail_from"] == "alice@sender.test"
-    assert events[0]["rcpt_to"] == ["bob@example.test"]
-    stored = (r.store / events[0]["object_key"]).read_bytes()
+    assert events[0].mail_from == "alice@sender.test"
+    assert events[0].rcpt_to == ("bob@example.test",)
+    stored = (r.store / events[0].object_key).read_bytes()
     # The bytes after the bare-CR/LF dot stayed in the body (a leading dot is unstuffed).
     assert smuggled + b"\r\n" in stored and stored.startswith(b"Subject: outer")
 
@@ -281,7 +281,7 @@ def test_dot_stuffing_and_pipelining(receiver) -> None:
     assert c.reply().startswith("221 2.0.0")
     c.close()
     (event,) = r.events()
-    stored = (r.store / event["object_key"]).read_bytes()
+    stored = (r.store / event.object_key).read_bytes()
     assert stored == b"Subject: dots\r\n\r\n.leading dot\r\n"
 
 
@@ -327,7 +327,7 @@ def test_starttls_discards_pipelined_plaintext(receiver, cert: tuple[Path, Path]
     c.cmd("QUIT")
     c.close()
     (event,) = r.events()
-    assert event["tls"]["version"] in ("TLSv1.2", "TLSv1.3")
+    assert event.tls.version in ("TLSv1.2", "TLSv1.3")
 
 
 def test_tls_below_1_2_is_refused(cert: tuple[Path, Path]) -> None:
@@ -359,7 +359,7 @@ def test_proxy_protocol_gives_the_real_client(receiver, version: str) -> None:
     assert c.cmd(b"Subject: p\r\n\r\nx\r\n.").startswith("250 2.0.0")
     c.close()
     (event,) = r.events()
-    assert (event["client_ip"], event["client_port"]) == ("203.0.113.7", 40123)
+    assert (event.client_ip, event.client_port) == ("203.0.113.7", 40123)
 
 
 def test_missing_proxy_header_closes_without_banner(receiver) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import samples
@@ -42,7 +43,7 @@ def cli(p: Pipeline, *args: str, env: dict[str, str] | None = None) -> subproces
     )
 
 
-def events_on(settings: Settings, topic: catalog.Topic | str) -> list[tuple[str, dict]]:
+def events_on(settings: Settings, topic: catalog.Topic | str) -> list[Any]:
     name = topic if isinstance(topic, str) else catalog.name(topic, settings.kafka.topic_prefix)
     return list(read_events(settings, topics=[name]))
 
@@ -74,11 +75,7 @@ def test_replay_shadow_retroscan_and_search(kafka, tmp_path: Path) -> None:
             assert code == 250, text
             ids[kind] = queued_id(text)
         scanned = wait_for(
-            lambda: (
-                ev
-                if len(ev := [r for n, r in events_on(p.settings, catalog.SCANNED)]) == 4
-                else None
-            ),
+            lambda: ev if len(ev := events_on(p.settings, catalog.SCANNED)) == 4 else None,
             120,
             "four decisions",
         )
@@ -87,27 +84,27 @@ def test_replay_shadow_retroscan_and_search(kafka, tmp_path: Path) -> None:
         wait_for(lambda: len(events_on(p.settings, catalog.QUARANTINE)) == 1, 120, "the quarantine")
     finally:
         p.stop_all()
-    by_id = {r["message_id"]: r for r in scanned}
+    by_id = {r.message_id: r for r in scanned}
     # Shadow: YARA saw EICAR, recorded as a shadow verdict; the action ignored it.
     eicar = by_id[ids["eicar"]]
-    assert eicar["action"] == "deliver"
-    assert eicar["active_engines"] == ["content"]
-    yara = [v for v in eicar["verdicts"] if v["engine"] == "yara"]
-    assert len(yara) == 1 and yara[0]["shadow"] is True and yara[0]["outcome"] == "infected"
-    assert [v["shadow"] for v in eicar["verdicts"] if v["engine"] == "content"] == [False]
-    assert by_id[ids["gtube"]]["action"] == "quarantine"
+    assert eicar.action == "deliver"
+    assert eicar.active_engines == ("content",)
+    yara = [v for v in eicar.verdicts if v.engine == "yara"]
+    assert len(yara) == 1 and yara[0].shadow is True and yara[0].outcome == "infected"
+    assert [v.shadow for v in eicar.verdicts if v.engine == "content"] == [False]
+    assert by_id[ids["gtube"]].action == "quarantine"
 
     s = p.settings
-    start = min(r["received_at"] for r in scanned)
-    end = max(r["received_at"] for r in scanned)
+    start = min(r.received_at for r in scanned)
+    end = max(r.received_at for r in scanned)
 
     # The recorded engines and policy reproduce every recorded decision.
     same = replay(s, start, end, run="same")
     assert sorted(same.replayed) == sorted(ids.values())
     assert same.changed == [] and same.missing == []
     replayed = events_on(s, same.topic)
-    assert sorted(r["message_id"] for _, r in replayed) == sorted(ids.values())
-    assert {r["scanner"] for _, r in replayed} == {"replay:same"}
+    assert sorted(r.message_id for r in replayed) == sorted(ids.values())
+    assert {r.scanner for r in replayed} == {"replay:same"}
 
     # Another engine set: YARA counting too would have quarantined the EICAR message.
     done = cli(p, "replay", "--from", start.isoformat(), "--to", "now", "--engines",
@@ -134,12 +131,12 @@ def test_replay_shadow_retroscan_and_search(kafka, tmp_path: Path) -> None:
     ]
     assert lenient.redelivered == [ids["gtube"]]
     ops = events_on(s, catalog.OPS)
-    assert [(n, r["message_id"], r["run"]) for n, r in ops] == [
-        (schemas.REPLAY_REDELIVERED, ids["gtube"], "lenient")
+    assert [(type(r), r.message_id, r.run) for r in ops] == [
+        (schemas.ReplayRedelivered, ids["gtube"], "lenient")
     ]
     submit = events_on(s, catalog.SUBMIT)
-    assert [(n, r["message_id"], r["rcpt_to"]) for n, r in submit] == [
-        (schemas.DELIVERY_RETRY, ids["gtube"], ["gtube@example.test"])
+    assert [(type(r), r.message_id, r.rcpt_to, r.kind) for r in submit] == [
+        (schemas.DeliveryRetry, ids["gtube"], ("gtube@example.test",), schemas.WorkKind.DECISION)
     ]
     # The deliverer carries the redelivery out: the held GTUBE message reaches its recipient.
     before = len(sink.messages)
@@ -162,8 +159,8 @@ def test_replay_shadow_retroscan_and_search(kafka, tmp_path: Path) -> None:
     out = json.loads(done.stdout)
     assert sorted(out["replayed"]) == sorted([ids["clean1"], ids["clean2"], ids["eicar"]])
     assert out["alerts"] == [ids["eicar"]]
-    alerts = [r for n, r in events_on(s, catalog.OPS) if n == schemas.RETROSCAN_ALERT]
-    assert [(a["message_id"], a["old_action"], a["new_action"]) for a in alerts] == [
+    alerts = [r for r in events_on(s, catalog.OPS) if isinstance(r, schemas.RetroscanAlert)]
+    assert [(a.message_id, a.old_action, a.new_action) for a in alerts] == [
         (ids["eicar"], "deliver", "quarantine")
     ]
 
@@ -187,7 +184,7 @@ def test_replay_shadow_retroscan_and_search(kafka, tmp_path: Path) -> None:
     assert sorted(search("--sender", "alice@sender.test")) == sorted(ids.values())
     assert search("--recipient", "EICAR@example.test") == [ids["eicar"]]
     assert search("--since", (end.isoformat()), "--sender", "alice@sender.test") == [
-        m for m in ids.values() if by_id[m]["received_at"] >= end
+        m for m in ids.values() if by_id[m].received_at >= end
     ]
     assert search("--until", "2000-01-01T00:00:00") == []
     header = json.loads(cli(p, "trace", ids["clean2"], "--json").stdout)["received"][

@@ -27,15 +27,19 @@ def test_deferred_recipient_is_retried_after_a_deliverer_kill(kafka, tmp_path: P
         assert code == 250, text
         mid = queued_id(text)
 
-        def attempts() -> list[dict]:
-            return [r for n, r in read_events(p.settings, {mid}) if n == schemas.DELIVERY_ATTEMPTED]
+        def attempts() -> list[schemas.DeliveryAttempted]:
+            return [
+                e
+                for e in read_events(p.settings, {mid})
+                if isinstance(e, schemas.DeliveryAttempted)
+            ]
 
         # At least two deferred attempts: the first, and one from retry tier 0.
         deferred = wait_for(lambda: a if len(a := attempts()) >= 2 else None, 120, "2 attempts")
-        assert all(r["recipients"][0]["status"] == "deferred" for r in deferred)
-        assert all(r["recipients"][0]["reply_code"] == 451 for r in deferred)
-        assert deferred[0]["attempt"] == 1 and deferred[1]["attempt"] == 2
-        assert deferred[0]["next_attempt_at"] is not None
+        assert all(r.recipients[0].status == "deferred" for r in deferred)
+        assert all(r.recipients[0].reply_code == 451 for r in deferred)
+        assert deferred[0].attempt == 1 and deferred[1].attempt == 2
+        assert deferred[0].next_attempt_at is not None
         assert sink.messages == []
 
         # Kill the deliverer while the next retry waits in its tier; heal the server; restart.

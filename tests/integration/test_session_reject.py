@@ -5,6 +5,7 @@ and the pipeline carries on as usual."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from support import samples
@@ -15,10 +16,11 @@ import schemas
 from mxgate.kafka import read_events
 
 pytestmark = pytest.mark.integration
+E = TypeVar("E", bound=schemas.Record)
 
 
-def events(p: Pipeline, name: str) -> list[dict]:
-    return [r for n, r in read_events(p.settings) if n == name]
+def events(p: Pipeline, kind: type[E]) -> list[E]:
+    return [e for e in read_events(p.settings) if isinstance(e, kind)]
 
 
 def test_malware_is_refused_in_session_and_clean_mail_accepted(kafka, tmp_path: Path) -> None:
@@ -41,14 +43,14 @@ def test_malware_is_refused_in_session_and_clean_mail_accepted(kafka, tmp_path: 
         clean = queued_id(text)
         wait_for(lambda: sink.messages, 60, "the clean message delivered")
 
-        rejected = wait_for(lambda: events(p, schemas.MESSAGE_REJECTED), 30, "the rejection")
-        assert [r["message_id"] for r in rejected] == [mid]
-        assert rejected[0]["action"] == "quarantine" and rejected[0]["reply"].startswith("550")
+        rejected = wait_for(lambda: events(p, schemas.MessageRejected), 30, "the rejection")
+        assert [r.message_id for r in rejected] == [mid]
+        assert rejected[0].action == "quarantine" and rejected[0].reply.startswith("550")
         # Nothing was lost: the refused message is still decided and held for audit.
         quarantined = wait_for(
-            lambda: events(p, schemas.MESSAGE_QUARANTINED), 60, "the quarantine record"
+            lambda: events(p, schemas.MessageQuarantined), 60, "the quarantine record"
         )
-        assert [r["message_id"] for r in quarantined] == [mid]
+        assert [r.message_id for r in quarantined] == [mid]
         assert [m for m in sink.messages if clean.encode() not in m.data] == []
     finally:
         p.stop_all()
@@ -71,10 +73,10 @@ def test_wait_running_out_answers_250_and_pipeline_carries_on(kafka, tmp_path: P
         mid = queued_id(text)
         p.start("scanner")
         quarantined = wait_for(
-            lambda: events(p, schemas.MESSAGE_QUARANTINED), 90, "the later quarantine"
+            lambda: events(p, schemas.MessageQuarantined), 90, "the later quarantine"
         )
-        assert [r["message_id"] for r in quarantined] == [mid]
-        assert events(p, schemas.MESSAGE_REJECTED) == []
+        assert [r.message_id for r in quarantined] == [mid]
+        assert events(p, schemas.MessageRejected) == []
     finally:
         p.stop_all()
         sink.stop()

@@ -8,6 +8,7 @@ from email import policy
 
 from deliverer.dsn import build_dsn, status_code, wants_dsn
 from deliverer.smtp import RecipientResult
+from schemas import WorkKind
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
@@ -66,11 +67,13 @@ def test_status_codes() -> None:
 
 
 def test_no_dsn_to_the_null_sender_nor_for_spam_or_virus_verdicts() -> None:
-    assert wants_dsn("deliver", "alice@sender.test")
-    assert wants_dsn("release", "<alice@sender.test>")
-    assert not wants_dsn("deliver", "")
-    assert not wants_dsn("deliver", "<>")
-    assert not wants_dsn("tag", "alice@sender.test")  # a spam verdict: likely forged sender
-    assert not wants_dsn("quarantine", "alice@sender.test")
-    assert not wants_dsn("discard", "alice@sender.test")
-    assert not wants_dsn("dsn", "alice@sender.test")  # never a DSN about a DSN
+    decision = WorkKind.DECISION
+    assert wants_dsn(decision, "deliver", "alice@sender.test")
+    assert wants_dsn(WorkKind.RELEASE, "release", "<alice@sender.test>")
+    assert not wants_dsn(decision, "deliver", "")
+    assert not wants_dsn(decision, "deliver", "<>")
+    assert not wants_dsn(decision, "tag", "alice@sender.test")  # spam: likely forged sender
+    assert not wants_dsn(decision, "quarantine", "alice@sender.test")
+    assert not wants_dsn(decision, "discard", "alice@sender.test")
+    assert not wants_dsn(WorkKind.DSN, "dsn", "alice@sender.test")  # never a DSN about a DSN
+    assert not wants_dsn(WorkKind.DIGEST, "digest", "alice@sender.test")

@@ -12,17 +12,29 @@ from ops.quarantine import build_digest, fold, group_for_digest, matches, parse_
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 
-def _q(mid: str, tenant: str, rcpts: list[str], at: dt.datetime, action: str = "quarantine",
-       reasons: tuple[str, ...] = ("virus:clamav:Eicar",)) -> tuple[str, dict]:  # fmt: skip
-    return schemas.MESSAGE_QUARANTINED, {
-        "message_id": mid, "tenant": tenant, "quarantined_at": at, "action": action,
-        "reasons": list(reasons), "mail_from": "alice@sender.test", "rcpt_to": rcpts,
-        "object_key": f"sha256/{mid}", "size": 10,
-    }  # fmt: skip
+def _q(
+    mid: str,
+    tenant: str,
+    rcpts: list[str],
+    at: dt.datetime,
+    action: str = "quarantine",
+    reasons: tuple[str, ...] = ("virus:clamav:Eicar",),
+) -> schemas.MessageQuarantined:
+    return schemas.MessageQuarantined(
+        message_id=mid, tenant=tenant, quarantined_at=at, action=action, reasons=reasons,
+        mail_from="alice@sender.test", rcpt_to=tuple(rcpts), object_key=f"sha256/{mid}",
+        size=10,
+    )  # fmt: skip
+
+
+def _deleted(mid: str, reason: str) -> schemas.QuarantineDeleted:
+    return schemas.QuarantineDeleted(
+        message_id=mid, tenant="acme", deleted_at=T0, deleted_by="eve", reason=reason
+    )
 
 
 def _index() -> dict:
-    events = [
+    events: list[schemas.Event] = [
         _q("A", "acme", ["bob@acme.test"], T0),
         _q(
             "B",
@@ -34,39 +46,14 @@ def _index() -> dict:
         _q("C", "other", ["x@other.test"], T0),
         _q("D", "acme", ["bob@acme.test"], T0, action="discard"),
         _q("E", "acme", ["dan@acme.test"], T0),
-        (
-            schemas.QUARANTINE_RELEASED,
-            {
-                "message_id": "A",
-                "tenant": "acme",
-                "released_at": T0,
-                "released_by": "eve",
-                "reason": "ok",
-                "rcpt_to": ["bob@acme.test"],
-            },
+        schemas.QuarantineReleased(
+            message_id="A", tenant="acme", released_at=T0, released_by="eve", reason="ok",
+            rcpt_to=("bob@acme.test",),
         ),
-        (
-            schemas.QUARANTINE_DELETED,
-            {
-                "message_id": "E",
-                "tenant": "acme",
-                "deleted_at": T0,
-                "deleted_by": "eve",
-                "reason": "junk",
-            },
-        ),
+        _deleted("E", "junk"),
         # An event for a message the index never saw is ignored.
-        (
-            schemas.QUARANTINE_DELETED,
-            {
-                "message_id": "Z",
-                "tenant": "acme",
-                "deleted_at": T0,
-                "deleted_by": "eve",
-                "reason": "",
-            },
-        ),
-    ]
+        _deleted("Z", ""),
+    ]  # fmt: skip
     return fold(iter(events))
 
 

@@ -18,7 +18,7 @@ from deliverer import smtp
 from deliverer.dedupe import DeliveredLog
 from deliverer.dsn import build_dsn
 from deliverer.pool import Pool
-from deliverer.service import Deliverer, Work
+from deliverer.service import Deliverer
 from deliverer.smtp import RecipientResult
 from deliverer.text import REPLY_LIMIT, safe_address, safe_reply
 from mxgate.blobstore import FsBlobStore
@@ -227,16 +227,18 @@ async def test_attempt_against_a_peer_replying_8bit_garbage_records_the_delivery
     d = Deliverer(settings, tenants, store, delivered, "t.", pool=Pool(settings))
     try:
         ref = await store.put(b"Subject: hi\r\nFrom: a@b.test\r\n\r\nhello\r\n")
-        w = Work(
-            "01JTEXTEDGE000000000000000", "example", "deliver", (), 0.0, "alice@sender.test",
-            ("bob@example.test",), ref.key, NOW, "192.0.2.1", "client.test", 1, NOW,
+        w = schemas.DeliveryRetry(
+            message_id="01JTEXTEDGE000000000000000", tenant="example", action="deliver",
+            reasons=(), mail_from="alice@sender.test", rcpt_to=("bob@example.test",),
+            object_key=ref.key, received_at=NOW, client_ip="192.0.2.1", helo="client.test",
+            attempt=1, due_at=NOW, first_attempt_at=NOW,
         )  # fmt: skip
         outputs = await d.attempt(w)
-        events = [schemas.decode(o.value) for o in outputs]
-        assert [n for n, _ in events] == [schemas.DELIVERY_ATTEMPTED]
-        (r,) = events[0][1]["recipients"]
-        assert (r["status"], r["reply_code"]) == ("delivered", 250)
-        assert r["reply"] == "2.0.0 ok \\xff\\xfe queued"
+        (attempted,) = [o.event for o in outputs]
+        assert isinstance(attempted, schemas.DeliveryAttempted)
+        (r,) = attempted.recipients
+        assert (r.status, r.reply_code) == ("delivered", 250)
+        assert r.reply == "2.0.0 ok \\xff\\xfe queued"
         assert delivered.delivered(w.message_id, "bob@example.test")
     finally:
         await d.aclose()

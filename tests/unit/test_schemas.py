@@ -32,6 +32,7 @@ verdicts = st.fixed_dictionaries(
         "duration_ms": st.floats(min_value=0, max_value=1e6),
         "error": st.none() | text,
         "shadow": st.booleans(),
+        "detail": st.dictionaries(text, text, max_size=3),
     }
 )
 

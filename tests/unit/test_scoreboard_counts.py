@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import schemas
 from cli.scoreboard import render_stats
 from mxgate.settings import OpsSettings, Settings
 from ops.scoreboard import (
@@ -28,15 +29,27 @@ from ops.scoreboard import (
 T0 = dt.datetime(2026, 1, 1, 23, 30, tzinfo=dt.UTC)
 
 
-def verdict(engine: str, outcome: str, ms: float = 1.0, shadow: bool = False) -> dict:
-    return {"engine": engine, "outcome": outcome, "duration_ms": ms, "shadow": shadow}
+def verdict(
+    engine: str, outcome: str, ms: float = 1.0, shadow: bool = False
+) -> schemas.EngineVerdict:
+    return schemas.EngineVerdict(
+        engine=engine, kind="antivirus", engine_version="1", rules_version="r", outcome=outcome,
+        duration_ms=ms, shadow=shadow,
+    )  # fmt: skip
 
 
-def decision(minutes: float, *verdicts: dict) -> dict:
-    return {"scanned_at": T0 + dt.timedelta(minutes=minutes), "verdicts": list(verdicts)}
+def decision(minutes: float, *verdicts: schemas.EngineVerdict) -> schemas.MessageScanned:
+    at = T0 + dt.timedelta(minutes=minutes)
+    return schemas.MessageScanned(
+        message_id="m", tenant="t", scanned_at=at, scanner="s", action="deliver", reasons=(),
+        policy_version="1", verdicts=verdicts, mail_from="", rcpt_to=(), object_key="k",
+        sha256="h", size=1, received_at=at,
+    )  # fmt: skip
 
 
-def count(table: Counter[str], rec: dict, sizes: tuple[float, ...], partition: int) -> None:
+def count(
+    table: Counter[str], rec: schemas.MessageScanned, sizes: tuple[float, ...], partition: int
+) -> None:
     for key in table_keys(rec, sizes, partition):
         table[key] += 1
 

@@ -20,36 +20,72 @@ def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
-def verdict(engine: str, outcome: str, ms: float = 1.0, shadow: bool = False) -> dict:
-    return {"engine": engine, "kind": "antivirus", "engine_version": "1", "rules_version": "r",
-            "outcome": outcome, "score": 0.0, "symbols": [], "duration_ms": ms,
-            "error": None, "shadow": shadow}  # fmt: skip
+def verdict(
+    engine: str, outcome: str, ms: float = 1.0, shadow: bool = False, **detail: str
+) -> schemas.EngineVerdict:
+    return schemas.EngineVerdict(
+        engine=engine, kind="antivirus", engine_version="1", rules_version="r", outcome=outcome,
+        duration_ms=ms, shadow=shadow, detail=detail,
+    )  # fmt: skip
 
 
-def events(mid: str = "M1") -> list[tuple[str, dict]]:
+def received(mid: str) -> schemas.MessageReceived:
+    return schemas.MessageReceived(
+        message_id=mid, tenant="t", received_at=at(0), accepted_at=at(0), receiver="r",
+        client_ip="1.2.3.4", helo="h", mail_from="a@x", rcpt_to=("b@y",), size=1,
+        sha256="0" * 64, object_key="k",
+    )  # fmt: skip
+
+
+def quarantined(mid: str, action: str = "quarantine") -> schemas.MessageQuarantined:
+    return schemas.MessageQuarantined(
+        message_id=mid, tenant="t", quarantined_at=at(2), action=action,
+        reasons=("virus:yara:EICAR",), mail_from="a@x", rcpt_to=("b@y",), object_key="k",
+        size=1,
+    )  # fmt: skip
+
+
+def switched(seconds: float, enabled: bool) -> schemas.EngineControlled:
+    return schemas.EngineControlled(engine="clam", enabled=enabled, at=at(seconds))
+
+
+def events(mid: str = "M1") -> list[schemas.Event]:
     return [
-        (schemas.MESSAGE_RECEIVED, {"message_id": mid, "received_at": at(0), "tenant": "t",
-            "mail_from": "a@x", "rcpt_to": ["b@y"], "client_ip": "1.2.3.4", "helo": "h",
-            "size": 1, "sha256": "0" * 64, "object_key": "k"}),
-        (schemas.MESSAGE_SCANNED, {"message_id": mid, "scanned_at": at(1), "action": "quarantine",
-            "reasons": ["virus:yara:EICAR"], "policy_version": "1", "spam_score": 0.0,
-            "scanner": "s", "verdicts": [verdict("yara", "infected"),
-                                         verdict("clam", "clean", shadow=True)]}),
-        (schemas.MESSAGE_QUARANTINED, {"message_id": mid, "quarantined_at": at(2),
-            "action": "quarantine", "reasons": ["virus:yara:EICAR"]}),
+        received(mid),
+        schemas.MessageScanned(
+            message_id=mid, tenant="t", scanned_at=at(1), scanner="s", action="quarantine",
+            reasons=("virus:yara:EICAR",), policy_version="1",
+            verdicts=(verdict("yara", "infected", rule="EICAR"),
+                      verdict("clam", "clean", shadow=True)),
+            mail_from="a@x", rcpt_to=("b@y",), object_key="k", sha256="0" * 64, size=1,
+            received_at=at(0),
+        ),
+        quarantined(mid),
         # An engine switched off meanwhile (no message ID: a control event) ...
-        ("mxgate.events.EngineControlled", {"engine": "clam", "controlled_at": at(2.5),
-                                            "enabled": False}),
+        switched(2.5, False),
         # ... and one long after this message's last event: not part of its story.
-        ("mxgate.events.EngineControlled", {"engine": "clam", "controlled_at": at(99),
-                                            "enabled": True}),
-        (schemas.QUARANTINE_RELEASED, {"message_id": mid, "released_at": at(3),
-            "released_by": "ops", "reason": "false positive", "rcpt_to": ["b@y"]}),
-        (schemas.DELIVERY_ATTEMPTED, {"message_id": mid, "attempted_at": at(4), "attempt": 1,
-            "remote_host": "mx", "recipients": [{"recipient": "b@y", "status": "delivered",
-                                                 "reply_code": 250, "reply": "ok"}]}),
-        ("mxgate.events.SomethingNew", {"message_id": mid, "noticed_at": at(5), "detail": "x"}),
-        (schemas.MESSAGE_RECEIVED, {"message_id": "OTHER", "received_at": at(0)}),
+        switched(99, True),
+        schemas.QuarantineReleased(
+            message_id=mid, tenant="t", released_at=at(3), released_by="ops",
+            reason="false positive", rcpt_to=("b@y",),
+        ),
+        # A work item: internal, never part of the story.
+        schemas.DeliveryRetry.first(
+            schemas.WorkKind.RELEASE, message_id=mid, tenant="t", reasons=(), mail_from="a@x",
+            rcpt_to=("b@y",), object_key="k", received_at=at(0), now=at(3),
+        ),
+        schemas.DeliveryAttempted(
+            message_id=mid, tenant="t", attempted_at=at(4), attempt=1, remote_host="mx",
+            action="release",
+            recipients=(schemas.RecipientOutcome(recipient="b@y", status="delivered",
+                                                 reply_code=250, reply="ok"),),
+        ),
+        # A kind without a dedicated form of its own.
+        schemas.TrainingLabelled(
+            message_id=mid, tenant="t", labelled_at=at(5), label="ham", source="release",
+            labelled_by="ops", reason="fp", object_key="k", action="quarantine",
+        ),
+        received("OTHER"),
     ]  # fmt: skip
 
 
@@ -61,32 +97,34 @@ def test_fold_keeps_the_old_keys_and_lists_every_event_in_time_order() -> None:
     assert h["quarantine"]["action"] == "quarantine" and len(h["deliveries"]) == 1
     assert [e["event"] for e in h["events"]] == [
         "MessageReceived", "MessageScanned", "MessageQuarantined", "EngineControlled",
-        "QuarantineReleased", "DeliveryAttempted", "SomethingNew",
+        "QuarantineReleased", "DeliveryAttempted", "TrainingLabelled",
     ]  # fmt: skip
     assert h["events"][0]["received_at"] == at(0).isoformat()  # JSON-ready
+    assert h["scanned"]["verdicts"][0]["detail"] == {"rule": "EICAR"}
 
 
 def test_render_shows_each_kind_and_unknown_ones_generically() -> None:
     text = render(fold(events(), "M1"))
     assert text.splitlines()[0] == "message M1: delivered"
     assert "clam (shadow)" in text
+    assert "yara 1 rules=r infected score=0 symbols=- 1.0ms detail: rule=EICAR" in text
     assert "released by ops to b@y: false positive" in text
     assert "EngineControlled  engine=clam enabled=False" in text
-    assert "SomethingNew  detail=x" in text
+    assert "TrainingLabelled  labelled_at=" not in text  # its time leads the line
+    assert "TrainingLabelled  label=ham source=release labelled_by=ops reason=fp" in text
 
 
 @pytest.mark.parametrize(
     ("extra", "outcome"),
     [
         ([], "unknown"),
-        ([(schemas.MESSAGE_RECEIVED, {"message_id": "M", "received_at": at(0)})], "received"),
-        ([(schemas.QUARANTINE_DELETED, {"message_id": "M", "deleted_at": at(1),
-                                        "deleted_by": "x", "reason": "r"})], "deleted"),
-        ([(schemas.MESSAGE_QUARANTINED, {"message_id": "M", "quarantined_at": at(1),
-                                         "action": "discard", "reasons": []})], "discarded"),
+        ([received("M")], "received"),
+        ([schemas.QuarantineDeleted(message_id="M", tenant="t", deleted_at=at(1),
+                                    deleted_by="x", reason="r")], "deleted"),
+        ([quarantined("M", "discard")], "discarded"),
     ],
 )  # fmt: skip
-def test_outcomes(extra: list, outcome: str) -> None:
+def test_outcomes(extra: list[schemas.Event], outcome: str) -> None:
     assert fold(extra, "M")["outcome"] == outcome
 
 
@@ -101,10 +139,14 @@ def test_parse_time() -> None:
 
 
 def test_scoreboard_counts_unique_catches_disagreement_failures_and_latency() -> None:
-    rec = {"scanned_at": at(10), "verdicts": [
-        verdict("yara", "infected", ms=2.0), verdict("clam", "clean", ms=50.0),
-        verdict("sophos", "clean", ms=5.0), verdict("slow", "timeout", ms=20000.0),
-        verdict("shadowy", "infected", ms=1.0, shadow=True)]}  # fmt: skip
+    rec = schemas.MessageScanned(
+        message_id="M", tenant="t", scanned_at=at(10), scanner="s", action="quarantine",
+        reasons=(), policy_version="1", mail_from="", rcpt_to=(), object_key="k", sha256="h",
+        size=1, received_at=at(9), verdicts=(
+            verdict("yara", "infected", ms=2.0), verdict("clam", "clean", ms=50.0),
+            verdict("sophos", "clean", ms=5.0), verdict("slow", "timeout", ms=20000.0),
+            verdict("shadowy", "infected", ms=1.0, shadow=True)),
+    )  # fmt: skip
     fs = {f["engine"]: f for f in facts(rec, window=3600)}
     # yara alone (of the counted engines) saw it; the shadow engine does not take that away.
     assert fs["yara"]["unique"] and fs["yara"]["disagree"]
