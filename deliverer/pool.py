@@ -95,6 +95,7 @@ class Pool:
                 if client is not None:
                     client.close()
                 raise
+            assert client is not None  # the try either set it or raised
             if client.is_connected and self.settings.idle_timeout > 0:
                 slot.idle.append((client, time.monotonic()))
             else:

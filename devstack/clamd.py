@@ -150,6 +150,7 @@ class Clamd:
     def ping(self) -> bool:
         """True when clamd answers PONG on its socket."""
         try:
+            addr: str | tuple[str, int]
             if self.socket.startswith("tcp://"):
                 host, _, port = self.socket.removeprefix("tcp://").rpartition(":")
                 family, addr = socket.AF_INET, (host, int(port))

@@ -57,6 +57,8 @@ class BayesStore:
         if not tokens:
             return []
         values = self._db[[b"t:" + t.encode("utf-8", "replace") for t in tokens]]
+        if values is None:
+            return [(0, 0)] * len(tokens)
         return [_PAIR.unpack(v) if v else (0, 0) for v in values]
 
     def learn(self, messages: Iterable[tuple[Iterable[str], bool]]) -> int:

@@ -149,7 +149,7 @@ async def _timed(engine: Engine, msg: ParsedMessage, timeout: float) -> tuple[Fi
 
 
 def _fields(f: Finding) -> dict[str, Any]:
-    return {k: getattr(f, k) for k in f.__slots__}  # type: ignore[attr-defined]
+    return {k: getattr(f, k) for k in f.__slots__}
 
 
 async def evaluate(

@@ -301,7 +301,8 @@ def _filename(node: Message) -> str | None:
         return None
     name = str(name)
     if "=?" in name:
-        name = _safe(lambda: str(make_header(decode_header(name))), name)
+        encoded = name
+        name = _safe(lambda: str(make_header(decode_header(encoded))), name)
     return _clean(name) or None
 
 

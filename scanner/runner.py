@@ -197,7 +197,7 @@ class EngineRunner:
             if e.cacheable and self.cache.entries > 0:
                 body_hash = body_hash or hashlib.sha256(msg.raw).hexdigest()
                 digest = body_hash
-                key = (digest, e.name, _v(lambda e=e: e.version), _v(lambda e=e: e.rules_version))
+                key = (digest, e.name, _v(e, "version"), _v(e, "rules_version"))
                 # A version we cannot name cannot key a cache safely.
                 hit = self.cache.get(key) if "unknown" not in key[2:] else None
                 if hit is not None:
@@ -249,8 +249,8 @@ class EngineRunner:
                 {
                     "engine": e.name,
                     "kind": e.kind,
-                    "version": _v(lambda e=e: e.version),
-                    "rules_version": _v(lambda e=e: e.rules_version),
+                    "version": _v(e, "version"),
+                    "rules_version": _v(e, "rules_version"),
                     "state": self.state(e.name),
                     "scans": h.scans,
                     "errors": h.errors,
@@ -271,9 +271,10 @@ def _pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def _v(f: Callable[[], str]) -> str:
+def _v(engine: Engine, prop: Literal["version", "rules_version"]) -> str:
+    """An engine's version or rules version; "unknown" when the property itself fails."""
     try:
-        return str(f())
+        return str(engine.version if prop == "version" else engine.rules_version)
     except Exception:
         return "unknown"
 

@@ -30,6 +30,7 @@ import tempfile
 import warnings
 import zipfile
 from io import BytesIO
+from typing import Any
 
 from scanner.engines.common import (
     EngineBase,
@@ -105,7 +106,7 @@ class OfficeEngine(EngineBase):
         return self.finding("match" if symbols else "clean", symbols=symbols, detail=found)
 
 
-def _import_oletools():  # type: ignore[no-untyped-def]
+def _import_oletools() -> tuple[Any, Any, Any]:
     # oletools 0.60.2 calls pyparsing's pre-3.0 names at import time; the deprecation warnings
     # are oletools' to fix, and must not turn an import into an error under -W error.
     with warnings.catch_warnings():

@@ -289,8 +289,9 @@ class TopicList:
                         continue
                     raise KafkaUnavailable(f"reading {self.topic}: {err}")
                 self.apply(m.key(), m.value())
-                if m.offset() + 1 >= ends[m.partition()]:
-                    pending.discard(m.partition())
+                part, offset = m.partition() or 0, m.offset() or 0
+                if offset + 1 >= ends[part]:
+                    pending.discard(part)
         except BaseException:
             c.close()
             raise
