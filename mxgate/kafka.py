@@ -47,7 +47,7 @@ def base_config(settings: KafkaSettings) -> dict[str, Any]:
 def producer_config(
     settings: KafkaSettings, transactional_id: str | None = None, message_timeout: float = 30.0
 ) -> dict[str, Any]:
-    """An idempotent producer that waits for all in-sync replicas (rule 2)."""
+    """An idempotent producer that waits for all in-sync replicas."""
     cfg = base_config(settings) | {
         "acks": "all",
         "enable.idempotence": True,
@@ -201,7 +201,7 @@ HoldCheck = Callable[[Incoming], Hold | None]
 
 class TransactionalLoop:
     """Consume a batch, handle it, produce the outputs and commit the input offsets in one
-    Kafka transaction (rule 4): a crash or rebalance never loses or duplicates a decision.
+    Kafka transaction: a crash or rebalance never loses or duplicates a decision.
 
     The handler gets the batch's records decoded; a record that is not a known event is
     logged and skipped (its offset is committed with the batch: retrying cannot fix it).

@@ -139,7 +139,7 @@ class Policy(BaseModel):
 
 
 class RecipientCheck(BaseModel):
-    """How the receiver verifies a tenant's recipients at RCPT time (rule 7: no backscatter).
+    """How the receiver verifies a tenant's recipients at RCPT time (so no backscatter).
 
     ``static``: only ``addresses`` exist (``user@domain``, or ``@domain`` for a whole domain).
     ``callout``: ask the tenant's route (MAIL FROM:<> / RCPT TO) and cache the answer in

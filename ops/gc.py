@@ -6,7 +6,7 @@ run's topic. A body held in quarantine (quarantined and not deleted from quarant
 removed, whatever else holds.
 
 The store lists keys without times, and the receiver stores a body *before* it produces the
-event naming it (rule 2), so a body seen unreferenced once may just be arriving. gc therefore
+event naming it, so a body seen unreferenced once may just be arriving. gc therefore
 remembers (rocksdict under ``MXGATE_OPS__STATE_PATH/gc``) when it first saw each body
 unreferenced and deletes it only on a later run at least ``MXGATE_OPS__GC_GRACE`` seconds
 after, if it is still unreferenced. The keys are listed *before* the topics are read, so a body

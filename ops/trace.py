@@ -1,4 +1,4 @@
-"""`mxgate trace`: one message's whole history, read back from the topics (rule 6)."""
+"""`mxgate trace`: one message's whole history, read back from the topics."""
 
 from __future__ import annotations
 

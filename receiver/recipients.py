@@ -1,4 +1,4 @@
-"""Recipient verification at RCPT time, per tenant (rule 7: accept only what we can deliver).
+"""Recipient verification at RCPT time, per tenant: accept only what can be delivered.
 
 A tenant's ``recipients`` check is either a static list or an SMTP callout to the tenant's
 own server (``MAIL FROM:<>`` then ``RCPT TO``, as Postfix's address verification does).

@@ -1,4 +1,4 @@
-"""The scanner service: MessageReceived in, exactly one MessageScanned out (rule 4).
+"""The scanner service: MessageReceived in, exactly one MessageScanned out, in one transaction.
 
 Each batch is read, scanned and decided, and the decisions are produced together with the
 input offsets in one Kafka transaction. The body is fetched once and parsed once per message;
