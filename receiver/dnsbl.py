@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import dns.reversename
 
 from mxgate.resolver import DnsTempError, Resolver
+from receiver import replies
+from receiver.checks import CheckResult, accept, refuse
 
 __all__ = ["DnsblChecker", "DnsblResult", "make_resolver"]
 
@@ -36,6 +38,13 @@ class DnsblResult:
 
     listed: tuple[str, ...] = ()
     failed: tuple[str, ...] = field(default=())
+
+    def outcome(self, ip: str, threshold: int) -> CheckResult:
+        """The ``dnsbl`` check's result: refused when listed in ``threshold`` zones or more;
+        failed lookups count as not listed (the accept records that it failed open)."""
+        if len(self.listed) >= threshold:
+            return refuse("dnsbl", "listed", replies.dnsbl_blocked(ip, self.listed))
+        return accept("dnsbl", "lookup_failed" if self.failed else "")
 
 
 class DnsblChecker:

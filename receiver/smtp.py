@@ -32,6 +32,7 @@ from aiosmtpd.smtp import syntax
 
 from mxgate.settings import ReceiverSettings
 from receiver.aiosmtpd_compat import CompatSMTP
+from receiver.checks import CheckResult, decide, record
 from receiver.dnsbl import DnsblChecker
 from receiver.limits import ConnectionLimits, InflightGate
 from receiver.metrics import ReceiverMetrics
@@ -77,23 +78,23 @@ class Gateway:
         )
         self.inflight = InflightGate(s.max_inflight)
 
-    async def admit(self, ip: str) -> str | None:
-        """None when ``ip`` may talk to us, else the reply refusing it (the slot is taken)."""
-        refusal = self.limits.open(ip)
-        if refusal is not None:
-            self.metrics.rejections.labels("connection_limit").inc()
-            return refusal
-        if self.dnsbl is not None and self.dnsbl.zones:
-            result = await self.dnsbl.check(ip)
-            if result.failed:
-                log.warning("dnsbl lookup failed", client=ip, zones=list(result.failed))
-                self.metrics.rejections.labels("dnsbl_error_ignored").inc()
-            if len(result.listed) >= self.settings.dnsbl_threshold:
+    async def admit(self, ip: str) -> CheckResult | None:
+        """None when ``ip`` may talk to us (its slot is then taken), else the refusing result.
+
+        The connect-time checks in order: limits, then DNSBL (not asked for a client the
+        limits already refuse).
+        """
+        results = [self.limits.open(ip)]
+        if results[0].accepted and self.dnsbl is not None and self.dnsbl.zones:
+            listing = await self.dnsbl.check(ip)
+            if listing.failed:
+                log.warning("dnsbl lookup failed", client=ip, zones=list(listing.failed))
+            results.append(listing.outcome(ip, self.settings.dnsbl_threshold))
+            if not results[-1].accepted:
                 self.limits.close(ip)
-                self.metrics.rejections.labels("dnsbl").inc()
-                zones = ", ".join(result.listed)
-                return f"554 5.7.1 Service unavailable; client [{ip}] blocked using {zones}"
-        return None
+        for result in results:
+            record(self.metrics, result)
+        return decide(results)
 
     def session_closed(self, session: GatewaySMTP) -> None:
         """Forget a session; wake a drain waiting for the last one."""
@@ -215,8 +216,9 @@ class GatewaySMTP(CompatSMTP):
             return
         refusal = await self.gateway.admit(self.client_ip)
         if refusal is not None:
-            log.info("connection refused", client=self.client_ip, reply=refusal)
-            self.shutdown(refusal)
+            log.info("connection refused", client=self.client_ip, check=refusal.check,
+                     reason=refusal.reason, reply=refusal.reply)  # fmt: skip
+            self.shutdown(refusal.reply)
             return
         self._admitted = True
         self.gateway.sessions.add(self)
@@ -251,7 +253,7 @@ class GatewaySMTP(CompatSMTP):
         max_errors = self.gateway.settings.max_bad_commands
         while self.transport is not None and not self.transport.is_closing():
             if self._errors >= max_errors:
-                self.gateway.metrics.rejections.labels("too_many_errors").inc()
+                self.gateway.metrics.rejections.labels("errors", "too_many_errors").inc()
                 self.shutdown("421 4.7.0 Too many errors, closing connection")
                 return
             if self.gateway.draining and (self.envelope is None or not self.envelope.mail_from):
@@ -379,7 +381,7 @@ class GatewaySMTP(CompatSMTP):
             return
         gw = self.gateway
         if not gw.inflight.try_enter():
-            gw.metrics.rejections.labels("backpressure").inc()
+            gw.metrics.rejections.labels("inflight", "backpressure").inc()
             await self.push("451 4.3.2 System busy, try again later")
             return
         gw.metrics.inflight.inc()
