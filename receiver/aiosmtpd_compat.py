@@ -23,6 +23,7 @@ PRIVATE_MEMBERS: dict[str, tuple[str, tuple[str, ...]]] = {
     # Hooks aiosmtpd calls and we override.
     "_handle_client": ("coroutine", ()),
     "_timeout_cb": ("method", ()),
+    "_getaddr": ("method", ("arg",)),
     # Helpers we call.
     "_reset_timeout": ("method", ("duration",)),
     "_set_rset_state": ("method", ()),
@@ -62,6 +63,15 @@ class CompatSMTP(SMTP):
 
     def _timeout_cb(self) -> None:
         self.on_timeout()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # The email package's address parser aiosmtpd uses raises more than the
+        # HeaderParseError aiosmtpd catches (IndexError on "\x01@"): any failure is a
+        # malformed address (553 5.1.3), never an internal error.
+        try:
+            return super()._getaddr(arg)
+        except Exception:
+            return None, None
 
     async def run_session(self) -> None:
         """The session from the connection to its end (aiosmtpd's ``_handle_client``)."""

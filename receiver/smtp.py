@@ -31,6 +31,7 @@ from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import syntax
 
 from mxgate.settings import ReceiverSettings
+from receiver.addresses import helo_check
 from receiver.aiosmtpd_compat import CompatSMTP
 from receiver.checks import CheckResult, decide, record
 from receiver.dnsbl import DnsblChecker
@@ -309,10 +310,9 @@ class GatewaySMTP(CompatSMTP):
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str | None) -> None:
         """EHLO: the extensions of an inbound MX (RFC 2034, 2920, 1870, 6152, 6531, 3207)."""
-        if not hostname:
-            await self.push("501 5.5.4 Syntax: EHLO hostname")
+        if not await self._helo_ok("EHLO", hostname):
             return
-        assert self.session is not None
+        assert self.session is not None and hostname is not None
         self.reset_transaction()
         self.session.extended_smtp = True
         self.session.host_name = hostname
@@ -327,14 +327,21 @@ class GatewaySMTP(CompatSMTP):
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str | None) -> None:
         """HELO: plain SMTP."""
-        if not hostname:
-            await self.push("501 5.5.4 Syntax: HELO hostname")
+        if not await self._helo_ok("HELO", hostname):
             return
-        assert self.session is not None
+        assert self.session is not None and hostname is not None
         self.reset_transaction()
         self.session.extended_smtp = False
         self.session.host_name = hostname
         await self._push_raw(f"250 {self.hostname}")
+
+    async def _helo_ok(self, verb: str, hostname: str | None) -> bool:
+        """Run the ``helo`` check; answer its refusal (the session keeps its last HELO)."""
+        result = helo_check(verb, hostname)
+        record(self.gateway.metrics, result)
+        if not result.accepted:
+            await self.push(result.reply)
+        return result.accepted
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str | None) -> None:
