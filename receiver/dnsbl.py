@@ -65,7 +65,7 @@ class DnsblChecker:
         except (TimeoutError, DnsTempError, OSError):  # OSError: no route to a nameserver
             return None
         # Only 127.0.0.0/8 answers are listings; anything else is a zone misbehaving.
-        return any(_is_listing(rr) for rr in answer.records)
+        return any(ipaddress.ip_address(rr) in _LISTING for rr in answer.records)
 
     async def check(self, ip: str) -> DnsblResult:
         """Query every zone for ``ip``; never raises."""
@@ -78,10 +78,3 @@ class DnsblChecker:
             listed=tuple(z for z, r in zip(self.zones, results, strict=True) if r),
             failed=tuple(z for z, r in zip(self.zones, results, strict=True) if r is None),
         )
-
-
-def _is_listing(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address) in _LISTING
-    except ValueError:
-        return False
