@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Literal
 
 import aiohttp
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
 from prometheus_client import Counter
+
+from mxgate.resolver import DnsTempError, Resolver
 
 __all__ = [
     "MAX_AGE_LIMIT",
@@ -257,10 +256,10 @@ class CachedPolicy:
 
 
 class _DnsResolver(AbstractResolver):
-    """aiohttp resolves ``mta-sts.<domain>`` through our dnspython resolver, not the system's,
+    """aiohttp resolves ``mta-sts.<domain>`` through our resolver, not the system's,
     so the policy host is found by the same DNS that gave the MX records."""
 
-    def __init__(self, resolver: dns.asyncresolver.Resolver) -> None:
+    def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
 
     async def resolve(
@@ -269,25 +268,25 @@ class _DnsResolver(AbstractResolver):
         """A and AAAA addresses of ``host``; OSError when there are none (aiohttp's
         contract for a failed lookup)."""
         out: list[ResolveResult] = []
-        kinds = [("A", socket.AF_INET), ("AAAA", socket.AF_INET6)]
-        for rdtype, fam in kinds:
+        kinds = [(False, socket.AF_INET), (True, socket.AF_INET6)]
+        for ipv6, fam in kinds:
             if family not in (socket.AF_UNSPEC, fam):
                 continue
             try:
-                answer = await self.resolver.resolve(host, rdtype)
-            except dns.exception.DNSException:
+                answer = await self.resolver.addresses(host, ipv6)
+            except DnsTempError:
                 continue
             out.extend(
-                {"hostname": host, "host": r.address, "port": port, "family": fam,
+                {"hostname": host, "host": address, "port": port, "family": fam,
                  "proto": 0, "flags": socket.AI_NUMERICHOST}
-                for r in answer
+                for address in answer.records
             )  # fmt: skip
         if not out:
             raise OSError(f"{host}: no address")
         return out
 
     async def close(self) -> None:
-        """Nothing to release: the dnspython resolver belongs to the router."""
+        """Nothing to release: the resolver belongs to the router."""
 
 
 class MtaSts:
@@ -295,7 +294,7 @@ class MtaSts:
 
     def __init__(
         self,
-        resolver: dns.asyncresolver.Resolver,
+        resolver: Resolver,
         *,
         port: int = 443,
         ca_file: str | Path | None = None,
@@ -393,16 +392,14 @@ class MtaSts:
     async def _txt_id(self, domain: str) -> str | None:
         """The id of the domain's single valid ``v=STSv1`` TXT record, else None."""
         try:
-            answer = await self.resolver.resolve(f"_mta-sts.{domain}", "TXT")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return None
-        except dns.exception.DNSException as e:
+            answer = await self.resolver.txt(f"_mta-sts.{domain}")
+        except DnsTempError as e:
             log.info("mta-sts TXT lookup failed", policy_domain=domain, error=str(e))
             return None
-        # RFC 8461 3.1: strings of one record are concatenated; records not starting with
-        # v=STSv1 are someone else's; anything but exactly one left means no policy.
-        records = [b"".join(r.strings).decode("ascii", "replace") for r in answer]
-        ours = [r for r in records if _TXT_PREFIX.match(r)]
+        # RFC 8461 3.1: strings of one record are concatenated (the resolver does that);
+        # records not starting with v=STSv1 are someone else's; anything but exactly one
+        # left means no policy.
+        ours = [r for r in answer.records if _TXT_PREFIX.match(r)]
         if len(ours) != 1:
             if ours:
                 log.warning("mta-sts: several TXT records", policy_domain=domain)

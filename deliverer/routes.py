@@ -4,6 +4,7 @@ Static hops come from the tenant's :class:`mxgate.tenants.Route`; MX routes (and
 domains no tenant owns, such as DSNs to external senders) are resolved with dnspython at
 delivery time, following RFC 5321 section 5.1: MX records by preference, the domain's own
 address when it has no MX (implicit MX), and no delivery at all for a null MX (RFC 7505).
+Lookups go through the shared resolver (:mod:`mxgate.resolver`), uncached as before.
 
 MX routes then follow the MTA-STS policy (RFC 8461, :mod:`deliverer.mta_sts`) of the domain
 whose MX records were looked up: the tenant route's ``mx`` domain (the recipient's own
@@ -20,13 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import dns.asyncresolver
-import dns.exception
-import dns.rdatatype
-import dns.resolver
-
 from deliverer.mta_sts import MtaSts
 from deliverer.mta_sts import report as sts_report
+from mxgate.resolver import DnsTempError, Resolver
 from mxgate.settings import DelivererSettings
 from mxgate.tenants import Route, Tenants
 
@@ -91,20 +88,12 @@ def parse_hostport(value: str, default_port: int = 25) -> tuple[str, int]:
     return value, default_port
 
 
-def make_resolver(
-    nameservers: Sequence[str] = (), lookup_timeout: float = 10.0
-) -> dns.asyncresolver.Resolver:
-    """A dnspython resolver asking ``nameservers`` (ip or ip:port), or the system's."""
-    if nameservers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        parsed = [parse_hostport(n, 53) for n in nameservers]
-        resolver.nameservers = [h for h, _ in parsed]
-        # dnspython has one port for all nameservers; tests use one local server.
-        resolver.port = parsed[0][1]
-    else:
-        resolver = dns.asyncresolver.Resolver()
-    resolver.lifetime = lookup_timeout
-    return resolver
+def make_resolver(nameservers: Sequence[str] = (), lookup_timeout: float = 10.0) -> Resolver:
+    """The deliverer's resolver asking ``nameservers`` (ip or ip:port), or the system's.
+
+    Uncached, as before: each delivery attempt sees MX moves and a new MTA-STS id at once.
+    """
+    return Resolver(tuple(nameservers), timeout=lookup_timeout, cache_size=0)
 
 
 class Router:
@@ -118,7 +107,7 @@ class Router:
         outbound_route: str = "",
         lookup_timeout: float = 10.0,
         rng: random.Random | None = None,
-        resolver: dns.asyncresolver.Resolver | None = None,
+        resolver: Resolver | None = None,
         mta_sts: MtaSts | None = None,
     ) -> None:
         """``resolver`` replaces the one built from ``nameservers``; ``mta_sts`` (None: no
@@ -230,30 +219,32 @@ class Router:
         if not domain:
             raise RouteError("empty domain", permanent=True)
         try:
-            answer = await self.resolver.resolve(domain, "MX")
-        except dns.resolver.NXDOMAIN:
-            raise RouteError(f"{domain}: no such domain", permanent=True) from None
-        except dns.resolver.NoAnswer:
+            answer = await self.resolver.query(domain, "MX")
+        except DnsTempError as e:
+            raise RouteError(f"{domain}: MX lookup failed: {e}", permanent=False) from None
+        if answer.nxdomain:
+            raise RouteError(f"{domain}: no such domain", permanent=True)
+        if not answer.records:
             # Implicit MX: the domain itself, when it has an address.
             if await self._has_address(domain):
                 return [domain]
-            raise RouteError(f"{domain}: no MX and no address", permanent=True) from None
-        except (dns.resolver.NoNameservers, dns.exception.Timeout) as e:
-            raise RouteError(f"{domain}: MX lookup failed: {e}", permanent=False) from None
-        records = [(int(r.preference), r.exchange.to_text(omit_final_dot=True)) for r in answer]
-        if any(host in ("", ".") for _, host in records) or (
-            len(records) == 1 and records[0][1] == ""
-        ):
+            raise RouteError(f"{domain}: no MX and no address", permanent=True)
+        records = [_mx_record(r) for r in answer.records]
+        if any(host in ("", ".") for _, host in records):
             raise RouteError(f"{domain}: null MX, accepts no mail", permanent=True)
         return order_by_preference(records, self.rng)
 
     async def _has_address(self, domain: str) -> bool:
-        for rdtype in ("A", "AAAA"):
+        for ipv6 in (False, True):
             try:
-                await self.resolver.resolve(domain, rdtype)
-                return True
-            except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
-                continue
-            except (dns.resolver.NoNameservers, dns.exception.Timeout) as e:
+                if (await self.resolver.addresses(domain, ipv6)).records:
+                    return True
+            except DnsTempError as e:
                 raise RouteError(f"{domain}: address lookup failed: {e}", permanent=False) from e
         return False
+
+
+def _mx_record(text: str) -> tuple[int, str]:
+    """(preference, host) from the resolver's "preference host" form of an MX record."""
+    pref, _, host = text.partition(" ")
+    return int(pref), host

@@ -82,7 +82,11 @@ class Resolver:
         max_ttl: float = 3600.0,
         negative_ttl: float = 300.0,
     ) -> None:
-        """``servers`` empty: the system's resolvers. ``timeout`` bounds one lookup in all."""
+        """``servers`` empty: the system's resolvers. ``timeout`` bounds one lookup in all.
+
+        ``cache_size`` 0 turns the cache off: every query goes to the network (single flight
+        still applies), for callers that must see a DNS change at once.
+        """
         if servers:
             r = dns.asyncresolver.Resolver(configure=False)
             r.nameservers = parse_servers(servers)
@@ -98,6 +102,17 @@ class Resolver:
         self._negative_ttl = negative_ttl
         self._inflight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
         self.queries = 0  # lookups that went to the network (tests and metrics read it)
+
+    @property
+    def servers(self) -> tuple[tuple[str, int], ...]:
+        """The nameservers asked, as (address, port)."""
+        out: list[tuple[str, int]] = []
+        for n in self._r.nameservers:
+            if isinstance(n, dns.nameserver.Do53Nameserver):
+                out.append((str(n.address), int(n.port)))
+            else:  # the system's resolvers come as plain addresses on the default port
+                out.append((str(n), int(self._r.port)))
+        return tuple(out)
 
     @classmethod
     def from_settings(cls, auth: object) -> Resolver:

@@ -77,7 +77,9 @@ def fold(events: Iterable[schemas.Event], message_id: str) -> dict[str, Any]:
     for ev in events:
         mid = _message_id(ev)
         if mid is None:
-            control.append(ev)
+            # A status report of a healthy engine is a heartbeat, not part of any history.
+            if not (isinstance(ev, schemas.EngineStatus) and ev.state == "enabled"):
+                control.append(ev)
             continue
         if mid != message_id or isinstance(ev, schemas.DeliveryRetry):
             continue  # work items are internal; the attempts they lead to are the facts

@@ -1,16 +1,19 @@
-"""Envelope address checks aiosmtpd does not make (RFC 5321 4.1.2 / 4.5.3.1, RFC 6531).
+"""Envelope address and HELO checks aiosmtpd does not make (RFC 5321 4.1.2 / 4.5.3.1, RFC 6531).
 
 aiosmtpd parses ``<local@domain>`` with the email package's header parser, which is lenient:
 it lets through control characters, bytes that were not UTF-8 (surrogate escapes), an
 over-long local part and a domain that is not a host name. Each of those gets a precise
-reply here, before the address can reach a log line, an event or a callout.
+reply here, before the address can reach a log line, an event or a callout. The HELO/EHLO
+argument, which goes into the MessageReceived event and every log line, gets the same care.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["address_problem"]
+from receiver.checks import CheckResult, accept, refuse
+
+__all__ = ["address_problem", "helo_check"]
 
 MAX_LOCAL = 64
 MAX_DOMAIN = 255
@@ -62,3 +65,23 @@ def address_problem(address: str, *, smtputf8: bool, null_ok: bool = False) -> s
     if len(local.encode("utf-8")) > MAX_LOCAL:
         return "553 5.1.3 Local part too long"
     return _domain_problem(domain)
+
+
+def helo_check(verb: str, hostname: str | None) -> CheckResult:
+    """The ``helo`` check of a HELO/EHLO argument: present, ASCII, no control characters.
+
+    RFC 5321 4.1.1.1 asks for a domain or address literal; its exact syntax is not enforced
+    (real MTAs send odd names), but bytes that are not printable ASCII are refused with
+    501 5.5.2: SMTPUTF8 is only negotiated later, at MAIL (RFC 6531 3.7.1 wants A-labels).
+    """
+    if not hostname:
+        return refuse("helo", "missing", f"501 5.5.2 Syntax: {verb} hostname")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in hostname):
+        # _dispatch decodes arguments with surrogateescape: these bytes were not UTF-8.
+        return refuse("helo", "not_utf8", f"501 5.5.2 {verb} argument is not valid UTF-8")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in hostname):
+        return refuse("helo", "control", f"501 5.5.2 Control character in {verb} argument")
+    if not hostname.isascii():
+        reply = f"501 5.5.2 {verb} argument must be ASCII (A-labels for a UTF-8 domain)"
+        return refuse("helo", "non_ascii", reply)
+    return accept("helo")

@@ -23,7 +23,9 @@ from mxgate.kafka import KafkaUnavailable
 from mxgate.settings import ReceiverSettings
 from mxgate.tenants import Tenant, Tenants
 from mxgate.timeutil import utcnow
+from receiver import replies
 from receiver.addresses import address_problem
+from receiver.checks import CheckResult, accept, record, refuse, reply_for
 from receiver.decisions import DecisionWatcher
 from receiver.limits import RateWindow
 from receiver.metrics import ReceiverMetrics
@@ -76,12 +78,27 @@ class ReceiverHandler:
         self.rejected_topic = rejected_topic
         self.message_rate = RateWindow(settings.message_rate_per_ip)
 
-    def _refuse_rcpt(self, server: SMTP, address: str, reply: str, reason: str) -> str:
-        rejected = getattr(server, "rejected_rcpts", None)
-        if rejected is not None:
-            rejected.append(address)
-        self.metrics.rejections.labels(reason).inc()
-        return reply
+    async def rcpt_checks(self, envelope: Envelope, address: str) -> list[CheckResult]:
+        """The RCPT checks in order, up to the first refusal: address, relay, recipients
+        (count, one tenant per transaction), recipient verification."""
+        problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8))
+        if problem is not None:
+            return [refuse("address", "bad_address", problem)]
+        results = [accept("address")]
+        tenant = self.tenants.for_address(address)
+        if tenant is None:
+            return [*results, refuse("relay", "relay", replies.RELAY_DENIED)]
+        results.append(accept("relay"))
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
+            return [*results, refuse("recipients", "too_many", replies.TOO_MANY_RECIPIENTS)]
+        if envelope.rcpt_tos:
+            first = self.tenants.for_address(envelope.rcpt_tos[0])
+            if first is not None and first.name != tenant.name:
+                return [*results, refuse("recipients", "other_tenant", replies.OTHER_TENANT)]
+        results.append(accept("recipients"))
+        if self.verifier is not None:
+            results.append(await self.verifier.check(tenant, address))
+        return results
 
     async def handle_RCPT(
         self,
@@ -92,33 +109,20 @@ class ReceiverHandler:
         rcpt_options: list[str],
     ) -> str:
         """Accept only existing recipients at a tenant's domain; one tenant per transaction."""
-        problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8))
-        if problem is not None:
-            return self._refuse_rcpt(server, address, problem, "bad_address")
-        tenant = self.tenants.for_address(address)
-        if tenant is None:
-            return self._refuse_rcpt(
-                server,
-                address,
-                "550 5.7.1 Relaying denied: we do not accept mail for that domain",
-                "relay",
-            )
-        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
-            return self._refuse_rcpt(
-                server, address, "452 4.5.3 Too many recipients", "too_many_recipients"
-            )
-        if envelope.rcpt_tos:
-            first = self.tenants.for_address(envelope.rcpt_tos[0])
-            if first is not None and first.name != tenant.name:
-                # The sender will retry this recipient in its own transaction (RFC 5321 4.5.3.1.10)
-                return "452 4.5.3 Recipient of another customer: send it in a separate transaction"
-        if self.verifier is not None:
-            refusal = await self.verifier.check(tenant, address)
-            if refusal is not None:
-                return self._refuse_rcpt(server, address, refusal, "unknown_user")
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return "250 2.1.5 Recipient ok"
+        results = await self.rcpt_checks(envelope, address)
+        for result in results:
+            record(self.metrics, result)
+        reply = reply_for(results, "250 2.1.5 Recipient ok")
+        if results[-1].accepted:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+        elif results[-1].check != "recipients" or results[-1].reason != "other_tenant":
+            # Refused for good in this transaction (another tenant's recipient is only
+            # deferred to a transaction of its own): the log of the accept lists it.
+            rejected = getattr(server, "rejected_rcpts", None)
+            if rejected is not None:
+                rejected.append(address)
+        return reply
 
     async def handle_MAIL(
         self,
@@ -129,17 +133,25 @@ class ReceiverHandler:
         mail_options: list[str],
     ) -> str:
         """Record the envelope sender ("<>" for the null sender), within the message rate."""
+        results = self.mail_checks(envelope, address, getattr(server, "client_ip", ""))
+        for result in results:
+            record(self.metrics, result)
+        if results[-1].accepted:
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
+        return reply_for(results, "250 2.1.0 Sender ok")
+
+    def mail_checks(self, envelope: Envelope, address: str, ip: str) -> list[CheckResult]:
+        """The MAIL checks in order, up to the first refusal: address, message rate."""
         problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8), null_ok=True)
         if problem is not None:
-            self.metrics.rejections.labels("bad_address").inc()
-            return problem
-        ip = getattr(server, "client_ip", "")
+            return [refuse("address", "bad_address", problem)]
         if not self.message_rate.hit(ip):
-            self.metrics.rejections.labels("message_rate").inc()
-            return f"451 4.7.1 Too much mail from {ip}, slow down and try again later"
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 2.1.0 Sender ok"
+            return [
+                accept("address"),
+                refuse("rate", "message_rate", replies.message_rate_exceeded(ip)),
+            ]
+        return [accept("address"), accept("rate")]
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """Store the body, produce MessageReceived, and only then answer 250."""
@@ -293,7 +305,7 @@ class ReceiverHandler:
             bound.error("rejection not recorded", error=str(e))
         bound.info("rejected in session", reply="550", action=action,
                    reasons=list(decision.reasons), waited_ms=round(waited, 1))  # fmt: skip
-        self.metrics.rejections.labels("in-session").inc()
+        self.metrics.rejections.labels("decision", "in-session").inc()
         return reply
 
 

@@ -17,6 +17,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from receiver import replies
+from receiver.checks import CheckResult, accept, refuse
+
 __all__ = ["ConnectionLimits", "InflightGate", "RateWindow"]
 
 
@@ -61,20 +64,20 @@ class ConnectionLimits:
         self.total = 0
         self.per_ip: dict[str, int] = {}
 
-    def open(self, ip: str) -> str | None:
-        """Count a new connection from ``ip``; the refusal reply when a limit is hit.
+    def open(self, ip: str) -> CheckResult:
+        """Count a new connection from ``ip``: the ``limits`` check's result.
 
         A refused connection is not counted, so ``close`` is only for accepted ones.
         """
         if self.total >= self.max_total:
-            return "421 4.7.0 Too many connections, try again later"
+            return refuse("limits", "connections", replies.TOO_MANY_CONNECTIONS)
         if self.per_ip.get(ip, 0) >= self.max_per_ip:
-            return f"421 4.7.0 Too many connections from {ip}, try again later"
+            return refuse("limits", "connections_per_ip", replies.too_many_connections_from(ip))
         if not self.rate.hit(ip):
-            return f"421 4.7.0 Connection rate limit exceeded for {ip}, try again later"
+            return refuse("limits", "connection_rate", replies.connection_rate_exceeded(ip))
         self.total += 1
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        return None
+        return accept("limits")
 
     def close(self, ip: str) -> None:
         """Forget an accepted connection from ``ip``."""

@@ -27,7 +27,10 @@ class ReceiverMetrics:
             "mxgate_receiver_messages", "Messages by outcome.", ["outcome"], registry=r
         )
         self.rejections = Counter(
-            "mxgate_receiver_rejections", "Refusals by reason.", ["reason"], registry=r
+            "mxgate_receiver_rejections",
+            "Refusals by check and reason (and checks that failed open).",
+            ["check", "reason"],
+            registry=r,
         )
         self.inflight = Gauge(
             "mxgate_receiver_inflight", "Bodies being received or made durable.", registry=r

@@ -20,13 +20,12 @@ import structlog
 from rocksdict import Rdict
 
 from mxgate.tenants import RecipientCheck, Tenant
+from receiver.checks import CheckResult, accept, refuse
+from receiver.replies import UNKNOWN_USER, UNVERIFIED
 
-__all__ = ["UNKNOWN_USER", "RecipientVerifier"]
+__all__ = ["UNKNOWN_USER", "UNVERIFIED", "RecipientVerifier"]
 
 log = structlog.get_logger("mxgate.receiver")
-
-UNKNOWN_USER = "550 5.1.1 Recipient address rejected: user unknown"
-UNVERIFIED = "451 4.4.3 Recipient address could not be verified now, try again later"
 
 
 def _static_ok(check: RecipientCheck, address: str) -> bool:
@@ -56,18 +55,21 @@ class RecipientVerifier:
         """Close the cache."""
         self._db.close()
 
-    async def check(self, tenant: Tenant, address: str) -> str | None:
-        """None when ``address`` may receive mail, else the RCPT reply refusing it."""
+    async def check(self, tenant: Tenant, address: str) -> CheckResult:
+        """The ``recipient`` check's result: may ``address`` receive mail?"""
         check = tenant.recipients
         if check is None:
-            return None
+            return accept("recipient")
         addr = address.lower()
         if check.mode == "static":
-            return None if _static_ok(check, addr) else UNKNOWN_USER
-        exists = await self._callout_cached(tenant, check, addr)
+            exists: bool | None = _static_ok(check, addr)
+        else:
+            exists = await self._callout_cached(tenant, check, addr)
         if exists is None:
-            return None if check.on_error == "accept" else UNVERIFIED
-        return None if exists else UNKNOWN_USER
+            if check.on_error == "accept":
+                return accept("recipient", "unverified_accepted")
+            return refuse("recipient", "unverified", UNVERIFIED)
+        return accept("recipient") if exists else refuse("recipient", "unknown_user", UNKNOWN_USER)
 
     def _cache_get(self, key: str) -> bool | None:
         entry = self._db.get(key)

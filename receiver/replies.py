@@ -4,13 +4,59 @@ aiosmtpd's built-in replies ("250 OK", "501 Syntax: MAIL FROM: <address>", ...) 
 enhanced code. Rather than copy every aiosmtpd command method to change its strings,
 ``enhance`` rewrites a reply on its way out: a table of aiosmtpd's own texts first, then a
 default per basic code. Replies that already carry a code pass through unchanged.
+
+The replies of the receiver's own checks (:mod:`receiver.checks`) are here too, so each text
+is written once and the tests pin one place.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["enhance", "has_enhanced_code"]
+__all__ = [
+    "OTHER_TENANT",
+    "RELAY_DENIED",
+    "TOO_MANY_CONNECTIONS",
+    "TOO_MANY_RECIPIENTS",
+    "UNKNOWN_USER",
+    "UNVERIFIED",
+    "connection_rate_exceeded",
+    "dnsbl_blocked",
+    "enhance",
+    "has_enhanced_code",
+    "message_rate_exceeded",
+    "too_many_connections_from",
+]
+# -- the replies of the receiver's checks ----------------------------------------------------
+
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+RELAY_DENIED = "550 5.7.1 Relaying denied: we do not accept mail for that domain"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+# The sender retries this recipient in its own transaction (RFC 5321 4.5.3.1.10).
+OTHER_TENANT = "452 4.5.3 Recipient of another customer: send it in a separate transaction"
+UNKNOWN_USER = "550 5.1.1 Recipient address rejected: user unknown"
+UNVERIFIED = "451 4.4.3 Recipient address could not be verified now, try again later"
+
+
+def too_many_connections_from(ip: str) -> str:
+    """421: ``ip`` holds its share of concurrent connections."""
+    return f"421 4.7.0 Too many connections from {ip}, try again later"
+
+
+def connection_rate_exceeded(ip: str) -> str:
+    """421: ``ip`` connects too often."""
+    return f"421 4.7.0 Connection rate limit exceeded for {ip}, try again later"
+
+
+def dnsbl_blocked(ip: str, zones: tuple[str, ...]) -> str:
+    """554 at connect: ``ip`` is listed in ``zones``."""
+    return f"554 5.7.1 Service unavailable; client [{ip}] blocked using {', '.join(zones)}"
+
+
+def message_rate_exceeded(ip: str) -> str:
+    """451 at MAIL: too much mail from ``ip``."""
+    return f"451 4.7.1 Too much mail from {ip}, slow down and try again later"
+
 
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(\s|$)")
 

@@ -1,11 +1,12 @@
 """The SMTP protocol of the front door: an aiosmtpd ``SMTP`` subclass.
 
-What it changes in aiosmtpd, and why:
+What it changes in aiosmtpd, and why (every aiosmtpd private member it needs is reached
+through :mod:`receiver.aiosmtpd_compat`, where a unit test pins them):
 
-* the session loop (``_handle_client``): after the optional PROXY header and before the
-  banner it admits the connection (connection limits, rates, DNSBL) for the *real* client
-  IP; it counts errors and closes abusive sessions with 421; it refuses NUL bytes; it
-  answers 421 on idle timeout and on shutdown instead of silently closing;
+* the session loop (``run_session``, aiosmtpd's ``_handle_client``): after the optional
+  PROXY header and before the banner it admits the connection (connection limits, rates,
+  DNSBL) for the *real* client IP; it counts errors and closes abusive sessions with 421;
+  it refuses NUL bytes; it answers 421 on idle timeout and on shutdown instead of silently closing;
 * every reply goes through ``replies.enhance`` (RFC 3463 codes);
 * EHLO advertises PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, STARTTLS;
 * DATA: only ``<CRLF>.<CRLF>`` ends a body (bare LF / bare CR forms of the dot stay body
@@ -27,9 +28,12 @@ from typing import Any
 
 import structlog
 from aiosmtpd.proxy_protocol import get_proxy
-from aiosmtpd.smtp import SMTP, syntax
+from aiosmtpd.smtp import syntax
 
 from mxgate.settings import ReceiverSettings
+from receiver.addresses import helo_check
+from receiver.aiosmtpd_compat import CompatSMTP
+from receiver.checks import CheckResult, decide, record
 from receiver.dnsbl import DnsblChecker
 from receiver.limits import ConnectionLimits, InflightGate
 from receiver.metrics import ReceiverMetrics
@@ -75,23 +79,23 @@ class Gateway:
         )
         self.inflight = InflightGate(s.max_inflight)
 
-    async def admit(self, ip: str) -> str | None:
-        """None when ``ip`` may talk to us, else the reply refusing it (the slot is taken)."""
-        refusal = self.limits.open(ip)
-        if refusal is not None:
-            self.metrics.rejections.labels("connection_limit").inc()
-            return refusal
-        if self.dnsbl is not None and self.dnsbl.zones:
-            result = await self.dnsbl.check(ip)
-            if result.failed:
-                log.warning("dnsbl lookup failed", client=ip, zones=list(result.failed))
-                self.metrics.rejections.labels("dnsbl_error_ignored").inc()
-            if len(result.listed) >= self.settings.dnsbl_threshold:
+    async def admit(self, ip: str) -> CheckResult | None:
+        """None when ``ip`` may talk to us (its slot is then taken), else the refusing result.
+
+        The connect-time checks in order: limits, then DNSBL (not asked for a client the
+        limits already refuse).
+        """
+        results = [self.limits.open(ip)]
+        if results[0].accepted and self.dnsbl is not None and self.dnsbl.zones:
+            listing = await self.dnsbl.check(ip)
+            if listing.failed:
+                log.warning("dnsbl lookup failed", client=ip, zones=list(listing.failed))
+            results.append(listing.outcome(ip, self.settings.dnsbl_threshold))
+            if not results[-1].accepted:
                 self.limits.close(ip)
-                self.metrics.rejections.labels("dnsbl").inc()
-                zones = ", ".join(result.listed)
-                return f"554 5.7.1 Service unavailable; client [{ip}] blocked using {zones}"
-        return None
+        for result in results:
+            record(self.metrics, result)
+        return decide(results)
 
     def session_closed(self, session: GatewaySMTP) -> None:
         """Forget a session; wake a drain waiting for the last one."""
@@ -118,15 +122,14 @@ class Gateway:
             await asyncio.wait(list(self.accepting), timeout=self.settings.accept_timeout + 5)
 
 
-class GatewaySMTP(SMTP):
+class GatewaySMTP(CompatSMTP):
     """One SMTP session of the front door."""
 
     def __init__(self, handler: Any, gateway: Gateway, loop: asyncio.AbstractEventLoop) -> None:
         s = gateway.settings
-        # aiosmtpd sizes its StreamReader from this attribute inside __init__.
-        self.line_length_limit = s.max_line_length
         super().__init__(
             handler,
+            line_length_limit=s.max_line_length,
             data_size_limit=s.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
@@ -138,7 +141,7 @@ class GatewaySMTP(SMTP):
             loop=loop,
         )
         # An inbound MX offers no AUTH; aiosmtpd would otherwise answer it.
-        self._smtp_methods.pop("AUTH", None)
+        self.drop_command("AUTH")
         self.gateway = gateway
         self.client_ip = ""
         self.client_port = 0
@@ -165,7 +168,7 @@ class GatewaySMTP(SMTP):
             self._errors += 1
         await super().push(text)
 
-    def _timeout_cb(self) -> None:
+    def on_timeout(self) -> None:
         """Idle or slow client: say why with 421 (RFC 5321 4.5.3.2), then close."""
         log.info("session timeout", client=self.client_ip)
         self.shutdown(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
@@ -196,12 +199,12 @@ class GatewaySMTP(SMTP):
         self.gateway.session_closed(self)
         super().connection_lost(error)
 
-    async def _handle_client(self) -> None:
+    async def run_session(self) -> None:
         """The session: PROXY header, admission, banner, then the command loop."""
         assert self.session is not None and self.transport is not None
-        if self._proxy_timeout is not None:
-            self._reset_timeout(self._proxy_timeout)
-            proxy = await get_proxy(self._reader)
+        if self.proxy_timeout is not None:
+            self.reset_timeout(self.proxy_timeout)
+            proxy = await get_proxy(self.reader)
             self.session.proxy_data = proxy
             if not proxy:
                 # The peer is a load balancer that broke the protocol: no SMTP reply.
@@ -214,34 +217,35 @@ class GatewaySMTP(SMTP):
             return
         refusal = await self.gateway.admit(self.client_ip)
         if refusal is not None:
-            log.info("connection refused", client=self.client_ip, reply=refusal)
-            self.shutdown(refusal)
+            log.info("connection refused", client=self.client_ip, check=refusal.check,
+                     reason=refusal.reason, reply=refusal.reply)  # fmt: skip
+            self.shutdown(refusal.reply)
             return
         self._admitted = True
         self.gateway.sessions.add(self)
         self.gateway.metrics.sessions.inc()
         self.gateway.metrics.sessions_active.inc()
-        self._reset_timeout()
-        await self._push_raw(f"220 {self.hostname} {self.__ident__}")
+        self.reset_timeout()
+        await self._push_raw(f"220 {self.hostname} {self.ident}")
         try:
             await self._command_loop()
         except (asyncio.CancelledError, ConnectionError):
             # The client went away (or the session was shut down): nothing to answer.
-            self._writer.close()
+            self.close_writer()
             raise
 
     async def _read_command(self) -> bytes | None:
         """One command line, or None after answering an over-long one."""
         try:
-            return await self._reader.readuntil(b"\n")
+            return await self.reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as error:
-            await self._reader.read(error.consumed)
+            await self.reader.read(error.consumed)
             while True:
                 try:
-                    await self._reader.readuntil(b"\n")
+                    await self.reader.readuntil(b"\n")
                     break
                 except asyncio.LimitOverrunError as e:
-                    await self._reader.read(e.consumed)
+                    await self.reader.read(e.consumed)
             await self.push("500 5.5.6 Command line too long")
             return None
 
@@ -250,7 +254,7 @@ class GatewaySMTP(SMTP):
         max_errors = self.gateway.settings.max_bad_commands
         while self.transport is not None and not self.transport.is_closing():
             if self._errors >= max_errors:
-                self.gateway.metrics.rejections.labels("too_many_errors").inc()
+                self.gateway.metrics.rejections.labels("errors", "too_many_errors").inc()
                 self.shutdown("421 4.7.0 Too many errors, closing connection")
                 return
             if self.gateway.draining and (self.envelope is None or not self.envelope.mail_from):
@@ -291,14 +295,14 @@ class GatewaySMTP(SMTP):
             return
         # UTF-8 kept losslessly (surrogateescape); addresses.address_problem refuses non-UTF-8.
         arg = arg_bytes.strip().decode("utf-8", "surrogateescape") or None
-        method = self._smtp_methods.get(command)
+        method = self.command(command)
         if method is None:
             await self.push(f"502 5.5.2 Error: command {command[:20]!r} not recognized")
             return
-        if not self._tls_handshake_okay and command != "QUIT":
+        if not self.tls_handshake_okay and command != "QUIT":
             await self.push("554 5.7.0 Command refused due to lack of security")
             return
-        self._reset_timeout()
+        self.reset_timeout()
         await method(arg)
 
     # -- commands -------------------------------------------------------------------------
@@ -306,16 +310,15 @@ class GatewaySMTP(SMTP):
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str | None) -> None:
         """EHLO: the extensions of an inbound MX (RFC 2034, 2920, 1870, 6152, 6531, 3207)."""
-        if not hostname:
-            await self.push("501 5.5.4 Syntax: EHLO hostname")
+        if not await self._helo_ok("EHLO", hostname):
             return
-        assert self.session is not None
-        self._set_rset_state()
+        assert self.session is not None and hostname is not None
+        self.reset_transaction()
         self.session.extended_smtp = True
         self.session.host_name = hostname
         lines = [self.hostname, "PIPELINING", f"SIZE {self.data_size_limit}", "8BITMIME"]
         lines += ["SMTPUTF8", "ENHANCEDSTATUSCODES"]
-        if self.tls_context is not None and self._tls_protocol is None:
+        if self.tls_context is not None and not self.tls_active:
             lines.append("STARTTLS")
         for i, ext in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"
@@ -324,27 +327,33 @@ class GatewaySMTP(SMTP):
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str | None) -> None:
         """HELO: plain SMTP."""
-        if not hostname:
-            await self.push("501 5.5.4 Syntax: HELO hostname")
+        if not await self._helo_ok("HELO", hostname):
             return
-        assert self.session is not None
-        self._set_rset_state()
+        assert self.session is not None and hostname is not None
+        self.reset_transaction()
         self.session.extended_smtp = False
         self.session.host_name = hostname
         await self._push_raw(f"250 {self.hostname}")
 
+    async def _helo_ok(self, verb: str, hostname: str | None) -> bool:
+        """Run the ``helo`` check; answer its refusal (the session keeps its last HELO)."""
+        result = helo_check(verb, hostname)
+        record(self.gateway.metrics, result)
+        if not result.accepted:
+            await self.push(result.reply)
+        return result.accepted
+
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str | None) -> None:
         """STARTTLS, refused when already in TLS; pipelined plaintext is discarded."""
-        if self._tls_protocol is not None:
+        if self.tls_active:
             await self.push("503 5.5.1 Error: TLS already active")
             return
-        if self._reader._buffer:  # type: ignore[attr-defined]
-            # Commands pipelined behind STARTTLS arrived in plaintext: they must never be
-            # taken as said inside TLS (CVE-2011-0411). aiosmtpd also clears the buffer once
-            # TLS is up; dropping here makes the intent explicit and logs the attempt.
+        # Commands pipelined behind STARTTLS arrived in plaintext: they must never be taken
+        # as said inside TLS (CVE-2011-0411). aiosmtpd also clears the buffer once TLS is
+        # up; dropping here makes the intent explicit and logs the attempt.
+        if self.discard_buffered_input():
             log.warning("plaintext pipelined after STARTTLS discarded", client=self.client_ip)
-            self._reader._buffer.clear()  # type: ignore[attr-defined]
         await super().smtp_STARTTLS(arg)
         self.tls_established = True
 
@@ -379,26 +388,25 @@ class GatewaySMTP(SMTP):
             return
         gw = self.gateway
         if not gw.inflight.try_enter():
-            gw.metrics.rejections.labels("backpressure").inc()
+            gw.metrics.rejections.labels("inflight", "backpressure").inc()
             await self.push("451 4.3.2 System busy, try again later")
             return
         gw.metrics.inflight.inc()
         try:
             await self.push("354 End data with <CR><LF>.<CR><LF>")
-            self._reset_timeout(gw.settings.data_timeout)
+            self.reset_timeout(gw.settings.data_timeout)
             body, problem = await self._read_body()
             if problem is not None:
-                self._set_post_data_state()
+                self.end_transaction()
                 await self.push(problem)
                 return
             self.envelope.original_content = body
             self.envelope.content = body
             # The timer must not cut the session while the body is made durable.
-            if self._timeout_handle is not None:
-                self._timeout_handle.cancel()
+            self.cancel_timeout()
             status = await self._accept()
-            self._set_post_data_state()
-            self._reset_timeout()
+            self.end_transaction()
+            self.reset_timeout()
             await self.push(status)
         finally:
             gw.inflight.leave()
@@ -410,7 +418,7 @@ class GatewaySMTP(SMTP):
         Once the last dot arrived the message is complete; finishing its accept (and so
         either writing both object and event or neither) is what SIGTERM drain waits for.
         """
-        task = asyncio.ensure_future(self._call_handler_hook("DATA"))
+        task = asyncio.ensure_future(self.call_handler_hook("DATA"))
         self.gateway.accepting.add(task)
         task.add_done_callback(self.gateway.accepting.discard)
         return str(await asyncio.shield(task))
@@ -430,10 +438,10 @@ class GatewaySMTP(SMTP):
         in_long_line = False
         while True:
             try:
-                line = await self._reader.readuntil(b"\r\n")
+                line = await self.reader.readuntil(b"\r\n")
             except asyncio.LimitOverrunError as e:
                 # Drop the over-long line as it comes: memory stays bounded by the limit.
-                chunk = await self._reader.read(e.consumed)
+                chunk = await self.reader.read(e.consumed)
                 size += len(chunk)
                 in_long_line = True
                 if problem is None:

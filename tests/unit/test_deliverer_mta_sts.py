@@ -457,7 +457,7 @@ def test_router_from_settings(tmp_path: Path) -> None:
         assert (r.mta_sts.port, r.mta_sts.ca_file, r.mta_sts.timeout) == (
             8443, str(tmp_path / "ca.pem"), 3.0,
         )  # fmt: skip
-        assert r.resolver.nameservers == ["127.0.0.1"] and r.resolver.port == 5353
+        assert r.resolver.servers == (("127.0.0.1", 5353),)
         assert (tmp_path / "mta-sts").is_dir()
     finally:
         r.close()

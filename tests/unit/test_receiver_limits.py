@@ -37,25 +37,33 @@ def test_rate_window_forgets_idle_keys() -> None:
 
 def test_connection_limits_total_per_ip_and_rate() -> None:
     lim = ConnectionLimits(max_total=3, max_per_ip=2, rate_per_minute=100)
-    assert lim.open("1.1.1.1") is None
-    assert lim.open("1.1.1.1") is None
-    reply = lim.open("1.1.1.1")
-    assert reply is not None and reply.startswith("421 4.7.0") and "1.1.1.1" in reply
-    assert lim.open("2.2.2.2") is None
-    reply = lim.open("3.3.3.3")
-    assert reply is not None and reply.startswith("421 4.7.0 Too many connections")
+    assert lim.open("1.1.1.1").accepted
+    assert lim.open("1.1.1.1").accepted
+    refused = lim.open("1.1.1.1")
+    assert (refused.check, refused.verdict, refused.reason) == (
+        "limits",
+        "tempfail",
+        "connections_per_ip",
+    )
+    reply = refused.reply
+    assert reply.startswith("421 4.7.0") and "1.1.1.1" in reply
+    assert lim.open("2.2.2.2").accepted
+    refused = lim.open("3.3.3.3")
+    assert (refused.verdict, refused.reason) == ("tempfail", "connections")
+    assert refused.reply.startswith("421 4.7.0 Too many connections")
     lim.close("1.1.1.1")
-    assert lim.open("3.3.3.3") is None
+    assert lim.open("3.3.3.3").accepted
     assert lim.total == 3 and lim.per_ip == {"1.1.1.1": 1, "2.2.2.2": 1, "3.3.3.3": 1}
 
 
 def test_connection_rate_limit() -> None:
     lim = ConnectionLimits(max_total=100, max_per_ip=100, rate_per_minute=2)
     for _ in range(2):
-        assert lim.open("9.9.9.9") is None
+        assert lim.open("9.9.9.9").accepted
         lim.close("9.9.9.9")
-    reply = lim.open("9.9.9.9")
-    assert reply is not None and "rate" in reply and reply.startswith("421 4.7.0")
+    refused = lim.open("9.9.9.9")
+    assert (refused.verdict, refused.reason) == ("tempfail", "connection_rate")
+    assert "rate" in refused.reply and refused.reply.startswith("421 4.7.0")
     assert lim.total == 0 and lim.per_ip == {}
 
 

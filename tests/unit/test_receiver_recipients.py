@@ -12,6 +12,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mxgate.tenants import RecipientCheck, Route, Tenant
+from receiver.checks import accept
 from receiver.recipients import UNKNOWN_USER, UNVERIFIED, RecipientVerifier
 
 
@@ -74,9 +75,9 @@ async def test_static_list(tmp_path: Path) -> None:
     v = RecipientVerifier(tmp_path / "cache", "mx.test")
     t = tenant(1, RecipientCheck(mode="static", addresses=("Alice@example.test", "@sub.test")))
     try:
-        assert await v.check(t, "alice@EXAMPLE.test") is None
-        assert await v.check(t, "anyone@sub.test") is None
-        assert await v.check(t, "bob@example.test") == UNKNOWN_USER
+        assert (await v.check(t, "alice@EXAMPLE.test")).accepted
+        assert (await v.check(t, "anyone@sub.test")).accepted
+        assert (await v.check(t, "bob@example.test")).reply == UNKNOWN_USER
         assert UNKNOWN_USER.startswith("550 5.1.1")
     finally:
         v.close()
@@ -90,25 +91,25 @@ async def test_callout_answers_and_caches_both_ways(
     t = tenant(port, RecipientCheck(mode="callout", positive_ttl=100, negative_ttl=10))
     v = RecipientVerifier(tmp_path / "cache", "mx.test", clock=clock)
     try:
-        assert await v.check(t, "alice@example.test") is None
-        assert await v.check(t, "bob@example.test") == UNKNOWN_USER
+        assert (await v.check(t, "alice@example.test")).accepted
+        assert (await v.check(t, "bob@example.test")).reply == UNKNOWN_USER
         assert d.asked == ["alice@example.test", "bob@example.test"]
         # Cached: the tenant's server is not asked again.
-        assert await v.check(t, "ALICE@example.test") is None
-        assert await v.check(t, "bob@example.test") == UNKNOWN_USER
+        assert (await v.check(t, "ALICE@example.test")).accepted
+        assert (await v.check(t, "bob@example.test")).reply == UNKNOWN_USER
         assert len(d.asked) == 2
         # The negative entry expires first.
         clock.now += 11
         d.users.add("bob@example.test")
-        assert await v.check(t, "bob@example.test") is None
-        assert await v.check(t, "alice@example.test") is None
+        assert (await v.check(t, "bob@example.test")).accepted
+        assert (await v.check(t, "alice@example.test")).accepted
         assert d.asked == ["alice@example.test", "bob@example.test", "bob@example.test"]
     finally:
         v.close()
     # The cache survives a restart (rocksdict on disk).
     v2 = RecipientVerifier(tmp_path / "cache", "mx.test", clock=clock)
     try:
-        assert await v2.check(t, "alice@example.test") is None
+        assert (await v2.check(t, "alice@example.test")).accepted
         assert v2.callouts == 0
     finally:
         v2.close()
@@ -123,8 +124,8 @@ async def test_concurrent_checks_share_one_callout(
     t = tenant(port, RecipientCheck(mode="callout"))
     v = RecipientVerifier(tmp_path / "cache", "mx.test")
     try:
-        replies = await asyncio.gather(*(v.check(t, "alice@example.test") for _ in range(5)))
-        assert replies == [None] * 5
+        results = await asyncio.gather(*(v.check(t, "alice@example.test") for _ in range(5)))
+        assert results == [accept("recipient")] * 5
         assert d.asked == ["alice@example.test"]
     finally:
         v.close()
@@ -138,16 +139,16 @@ async def test_no_answer_defers_or_accepts_by_tenant_choice(
     v = RecipientVerifier(tmp_path / "cache", "mx.test")
     try:
         strict = tenant(port, RecipientCheck(mode="callout"))
-        assert await v.check(strict, "alice@example.test") == UNVERIFIED
+        assert (await v.check(strict, "alice@example.test")).reply == UNVERIFIED
         assert UNVERIFIED.startswith("451 4.4.3")
         lenient = tenant(port, RecipientCheck(mode="callout", on_error="accept"))
-        assert await v.check(lenient, "alice@example.test") is None
+        assert (await v.check(lenient, "alice@example.test")).accepted
         # Nothing was cached from a temporary failure.
         d.tempfail = False
-        assert await v.check(strict, "alice@example.test") is None
+        assert (await v.check(strict, "alice@example.test")).accepted
         # A server that is not there at all.
         down = tenant(free_port(), RecipientCheck(mode="callout", timeout=2))
-        assert await v.check(down, "carol@example.test") == UNVERIFIED
+        assert (await v.check(down, "carol@example.test")).reply == UNVERIFIED
     finally:
         v.close()
 

@@ -128,6 +128,20 @@ def test_outcomes(extra: list[schemas.Event], outcome: str) -> None:
     assert fold(extra, "M")["outcome"] == outcome
 
 
+def status(seconds: float, state: str) -> schemas.EngineStatus:
+    return schemas.EngineStatus(
+        scanner="s", engine="clam", kind="antivirus", version="1", rules_version="r",
+        state=state, at=at(seconds),
+    )  # fmt: skip
+
+
+def test_a_healthy_engine_heartbeat_is_no_part_of_a_history() -> None:
+    h = fold([*events(), status(0.5, "enabled"), status(0.6, "open")], "M1")
+    kinds = [e["event"] for e in h["events"]]
+    assert kinds.count("EngineStatus") == 1  # the circuit opening, not the heartbeat
+    assert kinds[:2] == ["MessageReceived", "EngineStatus"]
+
+
 def test_parse_time() -> None:
     now = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
     assert parse_time("24h", now) == now - dt.timedelta(days=1)
