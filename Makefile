@@ -28,8 +28,11 @@ setup: system $(STAMP) fetch
 run: setup
 	$(BIN)/mxgate up
 
+# ruff, ruff's formatter and mypy (strict on mxgate/, schemas/, cli/: pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # pytest exit 5 (no tests collected) is a failure here, never a pass.
 test: setup lint

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import aiohttp
 import structlog
@@ -177,7 +177,7 @@ def parse_policy(data: str | bytes) -> Policy:
         raise PolicyError(f"mode {mode} needs at least one mx pattern")
     # Above the RFC's one year is clamped rather than refused: refusing would drop the
     # domain's protection over a number that is merely too generous.
-    return Policy(mode=mode, mx=tuple(mx), max_age=min(int(max_age), MAX_AGE_LIMIT))
+    return Policy(mode=cast(Mode, mode), mx=tuple(mx), max_age=min(int(max_age), MAX_AGE_LIMIT))
 
 
 def parse_txt(record: str) -> str:
@@ -211,9 +211,8 @@ def tls_finding(cause: BaseException | None) -> Finding:
         return "starttls-not-supported"
     if isinstance(cause, ssl.SSLCertVerificationError):
         # OpenSSL's X509_V_ERR_* codes: 62 host name mismatch, 10 expired.
-        return {62: "certificate-host-mismatch", 10: "certificate-expired"}.get(
-            cause.verify_code, "certificate-not-trusted"
-        )
+        named: dict[int, Finding] = {62: "certificate-host-mismatch", 10: "certificate-expired"}
+        return named.get(cause.verify_code, "certificate-not-trusted")
     return "validation-failure"
 
 

@@ -155,22 +155,21 @@ class Router:
             domain = recipient.rpartition("@")[2]
             hosts = await self.mx_hosts(domain)
             return await self._mx_destinations(domain, hosts, 25, "opportunistic", None, None)
-        common = {
-            "tls": route.tls,
-            "tls_ca_file": str(route.tls_ca_file) if route.tls_ca_file else None,
-            "max_connections": route.max_connections,
-        }
+        ca_file = str(route.tls_ca_file) if route.tls_ca_file else None
+
+        def hop(host: str, port: int) -> Destination:
+            return Destination(host, port, route.tls, ca_file, route.max_connections)
+
         if route.mx:
             hosts = await self.mx_hosts(route.mx)
             if not route.mta_sts:
-                return [Destination(h, route.port, **common) for h in hosts]
+                return [hop(h, route.port) for h in hosts]
             return await self._mx_destinations(
-                route.mx, hosts, route.port, route.tls, common["tls_ca_file"],
-                route.max_connections,
-            )  # fmt: skip
+                route.mx, hosts, route.port, route.tls, ca_file, route.max_connections
+            )
         hops = route.static_hops()
         by_pref = order_by_preference([(h.priority, f"{h.host}\0{h.port}") for h in hops], self.rng)
-        return [Destination(h, int(p), **common) for h, p in (x.split("\0") for x in by_pref)]
+        return [hop(h, int(p)) for h, p in (x.split("\0") for x in by_pref)]
 
     async def _mx_destinations(
         self,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = ["ReceiverMetrics"]
@@ -47,6 +50,6 @@ class ReceiverMetrics:
         if len(line) >= 4 and line[3] == " " and line[:3].isdigit():
             self.replies.labels(line[:3]).inc()
 
-    def serve(self, host: str, port: int):  # type: ignore[no-untyped-def]
+    def serve(self, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
         """Serve /metrics on ``host:port``; returns the (server, thread) to shut down."""
         return start_http_server(port, addr=host, registry=self.registry)

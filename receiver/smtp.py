@@ -24,7 +24,7 @@ import contextlib
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiosmtpd.proxy_protocol import get_proxy
@@ -180,7 +180,7 @@ class GatewaySMTP(CompatSMTP):
             return
         self.gateway.metrics.reply(reply)
         with contextlib.suppress(Exception):
-            transport.write(reply.encode() + b"\r\n")
+            cast(asyncio.WriteTransport, transport).write(reply.encode() + b"\r\n")
         transport.close()
 
     def close_if_idle(self) -> None:
