@@ -43,7 +43,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 integration: setup
-	$(BIN)/python -m pytest -q tests/integration
+	$(BIN)/python -m pytest -q tests/integration tests/scenarios
 
 # Every benchmark, each against its peer measured in the same run (bench/README.md).
 bench: setup

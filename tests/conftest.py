@@ -39,11 +39,11 @@ COMPOSE_S3_SECRET_KEY = "mxgate-secret"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test under tests/integration as ``integration`` (``-m "not integration"``
-    then runs the quick suite without Java)."""
-    integration_dir = Path(__file__).parent / "integration"
+    """Mark every test under tests/integration and tests/scenarios as ``integration``
+    (``-m "not integration"`` then runs the quick suite without Java)."""
+    real = {Path(__file__).parent / "integration", Path(__file__).parent / "scenarios"}
     for item in items:
-        if integration_dir in item.path.parents:
+        if real & set(item.path.parents):
             item.add_marker(pytest.mark.integration)
 
 

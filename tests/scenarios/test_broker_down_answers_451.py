@@ -1,0 +1,53 @@
+"""250 means safe: with the broker stopped, the receiver answers 451 and leaves nothing a later
+stage would act on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from support import samples
+from support.pipeline import Pipeline, queued_id
+
+from devstack.kafka import LocalKafka
+from mxgate.kafka import read_events
+
+pytestmark = pytest.mark.integration
+
+
+def received_ids(p: Pipeline) -> list[str]:
+    """Every MessageReceived ID. Right after topic creation a partition may still lack a
+    leader (NOT_LEADER on the watermark query): that is the fresh topic, so ask again."""
+    for _ in range(30):
+        try:
+            return [e.message_id for e in read_events(p.settings)]
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+                raise
+            time.sleep(1)
+    raise AssertionError("the received topic never got a leader")
+
+
+def test_broker_down_answers_451(tmp_path: Path) -> None:
+    broker = LocalKafka(tmp_path / "kafka", brokers=1)
+    bootstrap = broker.start()
+    p = Pipeline(
+        tmp_path, bootstrap, sink_port=1, extra_env={"MXGATE_RECEIVER__ACCEPT_TIMEOUT": "5"}
+    )
+    try:
+        p.start("receiver")
+        code, text = p.send(samples.clean_message(1), ["u@example.test"])
+        assert code == 250, text
+        first = queued_id(text)
+        broker.stop()
+        code, text = p.send(samples.clean_message(2), ["u@example.test"])
+        assert code == 451 and "4.3.0" in text, text
+        assert p.stop("receiver") == 0
+        # The broker comes back: only the message answered 250 is on the topic.
+        broker.start()
+        assert received_ids(p) == [first]
+    finally:
+        p.stop_all()
+        broker.stop()

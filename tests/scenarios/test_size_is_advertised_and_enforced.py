@@ -1,0 +1,56 @@
+"""The receiver advertises its SIZE limit and refuses a message over it, before and after DATA."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from support import samples
+from support.pipeline import Pipeline
+
+from mxgate.kafka import read_events
+
+pytestmark = pytest.mark.integration
+
+
+def received_ids(p: Pipeline) -> list[str]:
+    """Every MessageReceived ID. Right after topic creation a partition may still lack a
+    leader (NOT_LEADER on the watermark query): that is the fresh topic, so ask again."""
+    for _ in range(30):
+        try:
+            return [e.message_id for e in read_events(p.settings)]
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+                raise
+            time.sleep(1)
+    raise AssertionError("the received topic never got a leader")
+
+
+def test_size_is_advertised_and_enforced(kafka, tmp_path: Path) -> None:
+    import smtplib
+
+    p = Pipeline(
+        tmp_path,
+        kafka.bootstrap_servers,
+        sink_port=1,
+        extra_env={"MXGATE_RECEIVER__MAX_MESSAGE_SIZE": "20000"},
+    )
+    try:
+        p.start("receiver")
+        with smtplib.SMTP("127.0.0.1", p.receiver_port, timeout=30) as c:
+            c.ehlo("client.test")
+            assert c.has_extn("size") and c.esmtp_features["size"] == "20000"
+            # Declared too large: refused at MAIL FROM.
+            code, _ = c.mail("a@sender.test", ["SIZE=30000"])
+            assert code == 552
+            c.rset()
+            # Undeclared but too large: refused after DATA, and nothing is accepted.
+            c.mail("a@sender.test")
+            c.rcpt("u@example.test")
+            code, _ = c.data(samples.clean_message(1) + (b"x" * 98 + b"\r\n") * 300)
+            assert code == 552
+        assert received_ids(p) == []
+    finally:
+        p.stop_all()

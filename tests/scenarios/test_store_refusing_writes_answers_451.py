@@ -1,0 +1,49 @@
+"""250 means safe: with the store refusing writes, the receiver answers 451 and leaves nothing a
+later stage would act on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from support import samples
+from support.pipeline import Pipeline
+
+from mxgate.kafka import read_events
+
+pytestmark = pytest.mark.integration
+
+
+def received_ids(p: Pipeline) -> list[str]:
+    """Every MessageReceived ID. Right after topic creation a partition may still lack a
+    leader (NOT_LEADER on the watermark query): that is the fresh topic, so ask again."""
+    for _ in range(30):
+        try:
+            return [e.message_id for e in read_events(p.settings)]
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+                raise
+            time.sleep(1)
+    raise AssertionError("the received topic never got a leader")
+
+
+def test_store_refusing_writes_answers_451(kafka, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a regular file where the store's parent directory should be")
+    p = Pipeline(
+        tmp_path,
+        kafka.bootstrap_servers,
+        sink_port=1,
+        store_env={"MXGATE_STORE__PATH": str(blocker / "store")},
+    )
+    try:
+        p.start("receiver")
+        code, text = p.send(samples.clean_message(1), ["u@example.test"])
+        assert code == 451 and "4.3.0" in text, text
+        code, text = p.send(samples.clean_message(2), ["u@nowhere.test"])
+        assert code == 550 and "5.7.1" in text, text
+        assert received_ids(p) == []
+    finally:
+        p.stop_all()
