@@ -17,14 +17,19 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support import factories
+from support.pipeline import MakePipeline, Pipeline
+from support.sink import SinkThread
 
 from devstack.kafka import LocalKafka
 from devstack.s3server import S3Server
+from mxgate.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "infra" / "docker-compose.yml"
@@ -185,3 +190,45 @@ def s3_bucket(s3: S3Server) -> str:
     name = f"t-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(name)
     return name
+
+
+# -- factories: settings, sinks, pipelines ------------------------------------------------
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Build this test's settings (own topic prefix, store, tenants file under tmp_path):
+    ``make_settings(bootstrap, receiver=ReceiverSettings(...))``."""
+
+    def make(bootstrap: str = "", **sections: Any) -> Settings:
+        return factories.settings(tmp_path, bootstrap, **sections)
+
+    return make
+
+
+@pytest.fixture
+def sink() -> Iterator[SinkThread]:
+    """A capture SMTP server on loopback standing in for a tenant's mail server."""
+    server = SinkThread().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_pipeline(kafka: Any, tmp_path: Path) -> Iterator[MakePipeline]:
+    """Build receiver, scanner and deliverer processes on this test's own topics:
+    ``make_pipeline(sink.port, extra_env={...})``; every role is stopped at teardown."""
+    made: list[Pipeline] = []
+
+    def make(sink_port: int, **kwargs: Any) -> Pipeline:
+        p = Pipeline(tmp_path, kafka.bootstrap_servers, sink_port, **kwargs)
+        made.append(p)
+        return p
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.stop_all()

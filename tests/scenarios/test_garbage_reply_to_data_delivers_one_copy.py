@@ -8,11 +8,10 @@ deliverer's transaction aborted, and every re-run of the batch delivered another
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from support import samples
-from support.pipeline import Pipeline, queued_id, wait_for
+from support.pipeline import MakePipeline, queued_id, wait_for
 from support.sink import SinkThread, mxgate_id
 
 import schemas
@@ -21,9 +20,10 @@ from mxgate.kafka import read_events
 pytestmark = pytest.mark.integration
 
 
-def test_garbage_reply_to_data_delivers_one_copy_and_records_it(kafka, tmp_path: Path) -> None:
-    sink = SinkThread().start()
-    p = Pipeline(tmp_path, kafka.bootstrap_servers, sink.port)
+def test_garbage_reply_to_data_delivers_one_copy_and_records_it(
+    sink: SinkThread, make_pipeline: MakePipeline
+) -> None:
+    p = make_pipeline(sink.port)
 
     def attempts(mid: str) -> list[schemas.DeliveryAttempted]:
         return [
@@ -38,23 +38,19 @@ def test_garbage_reply_to_data_delivers_one_copy_and_records_it(kafka, tmp_path:
         assert code == 250, text
         return queued_id(text)
 
-    try:
-        p.start_all()
-        sink.handler.fault = "garbage"  # every transaction
-        mid = send(1, "g1@example.test")
-        wait_for(lambda: attempts(mid), 120, "the DeliveryAttempted event")
-        (event,) = attempts(mid)
-        (r,) = event.recipients
-        assert (r.status, r.reply_code) == ("delivered", 250)
-        assert r.reply == "2.0.0 ok \\xff\\xfe queued"
-        # A looping batch re-ran about every second, each time with another copy: give it room.
-        time.sleep(5)
-        assert copies(mid) == 1
-        assert len(attempts(mid)) == 1
-        # The partition moved on: the next message is delivered (and recorded) once as well.
-        mid2 = send(2, "g2@example.test")
-        wait_for(lambda: attempts(mid2), 120, "the second message's event")
-        assert copies(mid2) == 1 and copies(mid) == 1
-    finally:
-        p.stop_all()
-        sink.stop()
+    p.start_all()
+    sink.handler.fault = "garbage"  # every transaction
+    mid = send(1, "g1@example.test")
+    wait_for(lambda: attempts(mid), 120, "the DeliveryAttempted event")
+    (event,) = attempts(mid)
+    (r,) = event.recipients
+    assert (r.status, r.reply_code) == ("delivered", 250)
+    assert r.reply == "2.0.0 ok \\xff\\xfe queued"
+    # A looping batch re-ran about every second, each time with another copy: give it room.
+    time.sleep(5)
+    assert copies(mid) == 1
+    assert len(attempts(mid)) == 1
+    # The partition moved on: the next message is delivered (and recorded) once as well.
+    mid2 = send(2, "g2@example.test")
+    wait_for(lambda: attempts(mid2), 120, "the second message's event")
+    assert copies(mid2) == 1 and copies(mid) == 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support import samples
 from support.cli import MXGATE
-from support.pipeline import REPO, Pipeline, queued_id, wait_for
+from support.pipeline import REPO, MakePipeline, queued_id, wait_for
 from support.sink import SinkThread
 
 from mxgate import catalog
@@ -28,33 +28,28 @@ from ops.gc import collect
 pytestmark = pytest.mark.integration
 
 
-def test_gc_removes_only_unreferenced_bodies(kafka, tmp_path: Path) -> None:
-    sink = SinkThread().start()
-    p = Pipeline(
-        tmp_path,
-        kafka.bootstrap_servers,
+def test_gc_removes_only_unreferenced_bodies(
+    sink: SinkThread, make_pipeline: MakePipeline, tmp_path: Path
+) -> None:
+    p = make_pipeline(
         sink.port,
         extra_env={"MXGATE_OPS__STATE_PATH": str(tmp_path / "ops")},
     )
     quarantine = catalog.name(catalog.QUARANTINE, p.prefix)
     delivery = catalog.name(catalog.DELIVERY, p.prefix)
-    try:
-        p.start("scanner")
-        p.start("receiver")
-        ids = {}
-        for kind, body in (("clean", samples.clean_message(7)), ("gtube", samples.gtube_message())):
-            code, text = p.send(body, ["user@example.test"])
-            assert code == 250, text
-            ids[kind] = queued_id(text)
-        p.start("deliverer")
-        wait_for(
-            lambda: len(list(read_events(p.settings, topics=[quarantine, delivery]))) >= 2,
-            120,
-            "the quarantine and the delivery",
-        )
-    finally:
-        p.stop_all()
-        sink.stop()
+    p.start("scanner")
+    p.start("receiver")
+    ids = {}
+    for kind, body in (("clean", samples.clean_message(7)), ("gtube", samples.gtube_message())):
+        code, text = p.send(body, ["user@example.test"])
+        assert code == 250, text
+        ids[kind] = queued_id(text)
+    p.start("deliverer")
+    wait_for(
+        lambda: len(list(read_events(p.settings, topics=[quarantine, delivery]))) >= 2,
+        120,
+        "the quarantine and the delivery",
+    )
 
     store = FsBlobStore(tmp_path / "store")
     kept = {key_for(_sha(b)) for b in (samples.clean_message(7), samples.gtube_message())}

@@ -7,11 +7,10 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from support import samples
-from support.pipeline import Pipeline, queued_id, wait_for
+from support.pipeline import MakePipeline, queued_id, wait_for
 from support.sink import SinkThread
 
 import schemas
@@ -22,9 +21,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOTAL = 500
 
 
-def test_sigkill_scanner_and_deliverer_mid_stream(kafka, tmp_path: Path) -> None:
-    sink = SinkThread().start()
-    p = Pipeline(tmp_path, kafka.bootstrap_servers, sink.port)
+def test_sigkill_scanner_and_deliverer_mid_stream(
+    sink: SinkThread, make_pipeline: MakePipeline
+) -> None:
+    p = make_pipeline(sink.port)
     accepted: list[str] = []
     lock = threading.Lock()
 
@@ -35,73 +35,67 @@ def test_sigkill_scanner_and_deliverer_mid_stream(kafka, tmp_path: Path) -> None
         with lock:
             accepted.append(queued_id(text))
 
-    try:
-        p.start_all()
-        with ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(send, i) for i in range(TOTAL)]
-            # Kill each stage while mail is flowing through it, then bring it back.
-            wait_for(lambda: len(accepted) >= 120, 120, "120 accepted")
-            p.kill("scanner")
-            wait_for(lambda: len(accepted) >= 200, 120, "200 accepted")
-            p.start("scanner")
-            wait_for(lambda: len(sink.messages) >= 60, 180, "deliveries to flow")
-            p.kill("deliverer")
-            wait_for(lambda: len(accepted) >= 350, 120, "350 accepted")
-            p.start("deliverer")
-            wait_for(lambda: len(sink.messages) >= 200, 180, "deliveries to resume")
-            p.kill("scanner")
-            p.kill("deliverer")
-            p.start("scanner")
-            p.start("deliverer")
-            for f in futures:
-                f.result()
-        assert len(accepted) == TOTAL
+    p.start_all()
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(send, i) for i in range(TOTAL)]
+        # Kill each stage while mail is flowing through it, then bring it back.
+        wait_for(lambda: len(accepted) >= 120, 120, "120 accepted")
+        p.kill("scanner")
+        wait_for(lambda: len(accepted) >= 200, 120, "200 accepted")
+        p.start("scanner")
+        wait_for(lambda: len(sink.messages) >= 60, 180, "deliveries to flow")
+        p.kill("deliverer")
+        wait_for(lambda: len(accepted) >= 350, 120, "350 accepted")
+        p.start("deliverer")
+        wait_for(lambda: len(sink.messages) >= 200, 180, "deliveries to resume")
+        p.kill("scanner")
+        p.kill("deliverer")
+        p.start("scanner")
+        p.start("deliverer")
+        for f in futures:
+            f.result()
+    assert len(accepted) == TOTAL
 
-        clean_expected = TOTAL - TOTAL // 25
-        wait_for(
-            lambda: len(sink.copies_per_recipient()) >= clean_expected,
-            300,
-            f"{clean_expected} clean recipients delivered",
+    clean_expected = TOTAL - TOTAL // 25
+    wait_for(
+        lambda: len(sink.copies_per_recipient()) >= clean_expected,
+        300,
+        f"{clean_expected} clean recipients delivered",
+    )
+
+    def scanned_counts() -> Counter[str]:
+        return Counter(
+            e.message_id for e in read_events(p.settings) if isinstance(e, schemas.MessageScanned)
         )
 
-        def scanned_counts() -> Counter[str]:
-            return Counter(
-                e.message_id
-                for e in read_events(p.settings)
-                if isinstance(e, schemas.MessageScanned)
-            )
+    counts = wait_for(
+        lambda: c if len(c := scanned_counts()) >= TOTAL else None,
+        120,
+        "a decision for every message",
+    )
+    assert set(counts) == set(accepted)
+    assert {m: n for m, n in counts.items() if n != 1} == {}, "duplicated decisions"
 
-        counts = wait_for(
-            lambda: c if len(c := scanned_counts()) >= TOTAL else None,
-            120,
-            "a decision for every message",
-        )
-        assert set(counts) == set(accepted)
-        assert {m: n for m, n in counts.items() if n != 1} == {}, "duplicated decisions"
-
-        copies = sink.copies_per_recipient()
-        # Exactly one copy per recipient, except in the one window no SMTP client can close
-        # (RFC 1047): the sink committed the message and the deliverer was killed before it
-        # read the 250. Those recipients are sent again and the attempt is recorded "in doubt"
-        # (a duplicate rather than a loss); any other duplicate is a bug.
-        in_doubt = {
-            (e.message_id, o.recipient)
-            for e in read_events(p.settings)
-            if isinstance(e, schemas.DeliveryAttempted)
-            for o in e.recipients
-            if "in doubt" in o.reply
-        }
-        doubled = {k for k, v in copies.items() if v > 1}
-        assert doubled <= in_doubt, f"duplicates not recorded in doubt: {doubled - in_doubt}"
-        assert all(copies[k] == 2 for k in doubled), "more than one resend"
-        print(f"\ncrash safety: {len(copies)} recipients, {len(doubled)} resent in doubt")
-        infected = {
-            e.message_id
-            for e in read_events(p.settings)
-            if isinstance(e, schemas.MessageScanned) and e.action == "quarantine"
-        }
-        assert len(infected) == TOTAL // 25
-        assert {mid for mid, _ in copies} == set(accepted) - infected
-    finally:
-        p.stop_all()
-        sink.stop()
+    copies = sink.copies_per_recipient()
+    # Exactly one copy per recipient, except in the one window no SMTP client can close
+    # (RFC 1047): the sink committed the message and the deliverer was killed before it
+    # read the 250. Those recipients are sent again and the attempt is recorded "in doubt"
+    # (a duplicate rather than a loss); any other duplicate is a bug.
+    in_doubt = {
+        (e.message_id, o.recipient)
+        for e in read_events(p.settings)
+        if isinstance(e, schemas.DeliveryAttempted)
+        for o in e.recipients
+        if "in doubt" in o.reply
+    }
+    doubled = {k for k, v in copies.items() if v > 1}
+    assert doubled <= in_doubt, f"duplicates not recorded in doubt: {doubled - in_doubt}"
+    assert all(copies[k] == 2 for k in doubled), "more than one resend"
+    print(f"\ncrash safety: {len(copies)} recipients, {len(doubled)} resent in doubt")
+    infected = {
+        e.message_id
+        for e in read_events(p.settings)
+        if isinstance(e, schemas.MessageScanned) and e.action == "quarantine"
+    }
+    assert len(infected) == TOTAL // 25
+    assert {mid for mid, _ in copies} == set(accepted) - infected

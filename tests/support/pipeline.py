@@ -8,7 +8,6 @@ import smtplib
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from mxgate import catalog
 from mxgate.kafka import create_topics
 from mxgate.settings import Settings
 from support.cli import MXGATE
+from support.factories import prefix, tenants_toml, write_tenants
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,20 +59,9 @@ class Pipeline:
     ) -> None:
         """``tenant_extra``: TOML lines added to the ``example`` tenant's table."""
         self.workdir = workdir
-        self.prefix = f"t{uuid.uuid4().hex[:10]}."
+        self.prefix = prefix()
         self.receiver_port = free_port()
-        tenants = workdir / "tenants.toml"
-        tenants.write_text(
-            "[tenants.example]\n"
-            'domains = ["example.test"]\n'
-            f'route = {{ host = "127.0.0.1", port = {sink_port} }}\n'
-            f"{tenant_extra}\n"
-            "[tenants.example.policy]\n"
-            'version = "test-1"\n'
-            "[tenants.other]\n"
-            'domains = ["other.test"]\n'
-            f'route = {{ host = "127.0.0.1", port = {sink_port} }}\n'
-        )
+        tenants = write_tenants(workdir, tenants_toml(sink_port, example_extra=tenant_extra))
         self.env = {
             **os.environ,
             "MXGATE_TENANTS_FILE": str(tenants),
@@ -201,3 +190,7 @@ class Pipeline:
 def queued_id(reply: str) -> str:
     """The message ID: the last word of a 250 reply."""
     return reply.split()[-1]
+
+
+MakePipeline = Callable[..., Pipeline]
+"""The ``make_pipeline`` fixture: ``make_pipeline(sink_port, **Pipeline options)``."""
