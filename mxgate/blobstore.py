@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,6 +41,7 @@ __all__ = [
     "BlobRef",
     "BlobStore",
     "BlobUnavailable",
+    "BlobWriter",
     "FsBlobStore",
     "InvalidBlobKey",
     "S3BlobStore",
@@ -133,12 +135,41 @@ def _verify(key: str, data: bytes) -> None:
 # -- the protocol -------------------------------------------------------------------------
 
 
+class BlobWriter(Protocol):
+    """One body written as it arrives; its key (the SHA-256) is known only at ``commit``.
+
+    Chunks go to a temporary place (a file in the store's directory, an upload under a
+    temporary key) while the hash is computed incrementally; nothing is held whole in memory.
+    """
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        ...
+
+    async def write(self, chunk: bytes) -> None:
+        """Append ``chunk``."""
+        ...
+
+    async def commit(self) -> BlobRef:
+        """Move the body under its content key; durable when this returns (as ``put``)."""
+        ...
+
+    async def abort(self) -> None:
+        """Drop what was written (no-op after ``commit``; safe to call twice)."""
+        ...
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """Write-once, content-addressed storage of raw message bodies."""
 
     async def put(self, data: bytes) -> BlobRef:
         """Store ``data``; durable when this returns. Same bytes, same key, no rewrite."""
+        ...
+
+    def writer(self) -> BlobWriter:
+        """A new streaming put: write the body in chunks, then ``commit`` (or ``abort``)."""
         ...
 
     async def get(self, key: str) -> bytes:
@@ -189,6 +220,123 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _intact(path: Path, ref: BlobRef) -> bool:
+    """True when ``path`` holds exactly the body ``ref`` names (size, then SHA-256).
+
+    The size alone is not trusted: a file damaged in place (bit rot, a bad disk, a manual
+    edit) keeps its size, and trusting it would make every later put of that body a 250
+    for bytes nobody can read back. A corrupt file is then replaced by the caller.
+    """
+    try:
+        if path.stat().st_size != ref.size:
+            return False
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_READ_CHUNK):
+                h.update(chunk)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return h.hexdigest() == ref.sha256
+
+
+_READ_CHUNK = 1024 * 1024
+_INCOMING = ".incoming"
+# A temp file older than this is from a crashed put (no DATA lasts a day): swept once per store.
+_STALE_TEMP = 24 * 3600.0
+
+
+class _FsWriter:
+    """A :class:`BlobWriter` for :class:`FsBlobStore`: temp file, fsync, rename into place."""
+
+    def __init__(self, store: FsBlobStore) -> None:
+        self._store = store
+        self._hash = hashlib.sha256()
+        self._fh: Any = None
+        self._tmp: Path | None = None
+        self._size = 0
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    async def write(self, chunk: bytes) -> None:
+        """Append ``chunk`` to the temp file (in a worker thread) and to the hash."""
+        if chunk:
+            await asyncio.to_thread(self._write_sync, chunk)
+
+    def _open_sync(self) -> None:
+        incoming = self._store.root / _INCOMING
+        try:
+            self._store._makedirs(incoming)
+            self._store._sweep_incoming(incoming)
+            self._tmp = incoming / f"{secrets.token_hex(12)}.tmp"
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            self._fh = open(fd, "wb")  # closed by commit or abort
+        except OSError as exc:
+            raise BlobUnavailable(f"cannot store a body: {_os_reason(exc)}") from exc
+
+    def _write_sync(self, chunk: bytes) -> None:
+        if self._done:
+            raise BlobUnavailable("write after commit or abort")
+        if self._fh is None:
+            self._open_sync()
+        try:
+            self._fh.write(chunk)
+        except OSError as exc:
+            raise BlobUnavailable(f"cannot store a body: {_os_reason(exc)}") from exc
+        self._hash.update(chunk)
+        self._size += len(chunk)
+
+    async def commit(self) -> BlobRef:
+        """fsync the temp file, rename it to its key, fsync the directory."""
+        return await asyncio.to_thread(self._commit_sync)
+
+    def _commit_sync(self) -> BlobRef:
+        if self._done:
+            raise BlobUnavailable("commit after commit or abort")
+        if self._fh is None:
+            self._open_sync()  # an empty body is a valid object
+        digest = self._hash.hexdigest()
+        ref = BlobRef(key=key_for(digest), sha256=digest, size=self._size)
+        path = self._store.root / ref.key
+        assert self._tmp is not None
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+            if _intact(path, ref):
+                # Write once: keep the stored file, refresh its mtime for gc.
+                os.utime(path)
+                self._tmp.unlink()
+            else:
+                self._store._makedirs(path.parent)
+                os.replace(self._tmp, path)  # also replaces a corrupt copy
+                _fsync_dir(path.parent)
+        except OSError as exc:
+            self._abort_sync()
+            raise BlobUnavailable(f"cannot store {ref.key}: {_os_reason(exc)}") from exc
+        self._done = True
+        return ref
+
+    async def abort(self) -> None:
+        """Close and remove the temp file."""
+        if not self._done:
+            await asyncio.to_thread(self._abort_sync)
+
+    def _abort_sync(self) -> None:
+        self._done = True
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink()
+
+
 class FsBlobStore:
     """Bodies as files under ``root``: ``root/sha256/ab/cd/<digest>``.
 
@@ -199,11 +347,29 @@ class FsBlobStore:
     def __init__(self, root: Path) -> None:
         """Use ``root`` (created on first put) as the store's directory."""
         self.root = Path(root)
+        self._swept = False
+
+    def _sweep_incoming(self, incoming: Path) -> None:
+        """Once per store object: remove temp files a crashed process left behind."""
+        if self._swept:
+            return
+        self._swept = True
+        cutoff = time.time() - _STALE_TEMP
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(incoming):
+                with contextlib.suppress(OSError):
+                    if entry.is_file() and entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
 
     def _path(self, key: str) -> Path:
         """The file of ``key`` (validated, so no key escapes ``root``)."""
         sha256_of_key(key)
         return self.root / key
+
+    def writer(self) -> BlobWriter:
+        """A streaming put through a temp file under ``root/.incoming`` (same filesystem, so
+        the final rename is atomic)."""
+        return _FsWriter(self)
 
     async def put(self, data: bytes) -> BlobRef:
         """Write ``data`` durably unless an intact copy is already there; return its ref."""
@@ -216,13 +382,11 @@ class FsBlobStore:
         ref = BlobRef(key=key_for(digest), sha256=digest, size=len(data))
         path = self.root / ref.key
         try:
-            with contextlib.suppress(FileNotFoundError):
-                # Write once: a complete file of the right size is this content already
-                # (renames are atomic, so there are no partial files under a final name).
-                if path.stat().st_size == len(data):
-                    # Refresh the mtime: gc must see that this body is wanted again.
-                    os.utime(path)
-                    return ref
+            if _intact(path, ref):
+                # Write once: the file is this content already. Refresh the mtime: gc must
+                # see that this body is wanted again.
+                os.utime(path)
+                return ref
             self._makedirs(path.parent)
             tmp = path.parent / f".{digest}.{secrets.token_hex(4)}.tmp"
             try:
@@ -421,6 +585,12 @@ class S3BlobStore:
             raise self._unavailable("head", key, exc) from exc
         return int(meta["size"])
 
+    def writer(self) -> BlobWriter:
+        """A streaming put: small bodies are one PUT under their key; a body past
+        ``_S3_SPOOL`` bytes becomes a multipart upload under ``incoming/…``, copied to its key
+        at commit (see :class:`_S3Writer` for the cost)."""
+        return _S3Writer(self)
+
     async def put(self, data: bytes) -> BlobRef:
         """PUT ``data``. The key is the content's hash, so a second PUT of the same key writes
         the same bytes; it is done anyway because it refreshes Last-Modified, which garbage
@@ -488,6 +658,102 @@ class S3BlobStore:
 
     async def aclose(self) -> None:
         """obstore pools connections internally and has nothing to close."""
+
+
+# Up to this many bytes a streamed body stays in memory and is PUT once under its final key;
+# past it, a multipart upload (parts of this size, S3's minimum is 5 MiB) to a temp key.
+_S3_SPOOL = 5 * 1024 * 1024
+_S3_INCOMING = "incoming"
+
+
+class _S3Writer:
+    """A :class:`BlobWriter` for :class:`S3BlobStore`.
+
+    The key (the SHA-256) is known only at the end, and S3 cannot rename. So a large body is
+    uploaded as a multipart upload under ``incoming/<random>`` while it arrives, then copied
+    server-side to its key (CopyObject) and the temp object deleted. Cost against one PUT: the
+    multipart requests (create, one per 5 MiB part, complete), a CopyObject (the server reads
+    and writes the body once more, no bytes through the receiver) and a DELETE. Bodies of up
+    to ``_S3_SPOOL`` bytes skip all that: one PUT under the final key, as ``put`` does. An
+    upload interrupted by a crash leaves an object under ``incoming/`` (iter_keys never lists
+    it): a bucket lifecycle rule on that prefix removes them.
+    """
+
+    def __init__(self, store: S3BlobStore) -> None:
+        self._store = store
+        self._hash = hashlib.sha256()
+        self._buf = bytearray()
+        self._file: Any = None
+        self._tmp = ""
+        self._size = 0
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    async def write(self, chunk: bytes) -> None:
+        """Hash ``chunk`` and buffer it, or send it on into the multipart upload."""
+        if self._done:
+            raise BlobUnavailable("write after commit or abort")
+        self._hash.update(chunk)
+        self._size += len(chunk)
+        try:
+            if self._file is None:
+                self._buf += chunk
+                if len(self._buf) <= _S3_SPOOL:
+                    return
+                self._tmp = f"{_S3_INCOMING}/{secrets.token_hex(16)}"
+                # Two parts in flight at most: memory per body stays ~3 parts.
+                self._file = obstore.open_writer_async(
+                    self._store.store, self._tmp, buffer_size=_S3_SPOOL, max_concurrency=2
+                )
+                chunk, self._buf = bytes(self._buf), bytearray()
+            await self._file.write(chunk)
+        except BlobError:
+            raise
+        except Exception as exc:
+            await self.abort()
+            raise self._store._unavailable("upload", self._tmp or "a body", exc) from exc
+
+    async def commit(self) -> BlobRef:
+        """One PUT, or complete the upload, copy it to its key and delete the temp object."""
+        if self._done:
+            raise BlobUnavailable("commit after commit or abort")
+        digest = self._hash.hexdigest()
+        ref = BlobRef(key=key_for(digest), sha256=digest, size=self._size)
+        try:
+            if self._file is None:
+                await obstore.put_async(self._store.store, ref.key, bytes(self._buf))
+                self._buf = bytearray()
+            else:
+                await self._file.close()
+                self._file = None
+                # Copy (not a HEAD-and-skip): it refreshes Last-Modified for gc, and replaces
+                # a damaged object under the key.
+                await obstore.copy_async(self._store.store, self._tmp, ref.key)
+                with contextlib.suppress(Exception):
+                    await obstore.delete_async(self._store.store, self._tmp)
+        except Exception as exc:
+            await self.abort()
+            raise self._store._unavailable("put", ref.key, exc) from exc
+        self._done = True
+        return ref
+
+    async def abort(self) -> None:
+        """Drop the buffer; finish and delete a started upload (obstore has no abort)."""
+        if self._done:
+            return
+        self._done = True
+        self._buf = bytearray()
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                await self._file.close()
+            self._file = None
+        if self._tmp:
+            with contextlib.suppress(Exception):
+                await obstore.delete_async(self._store.store, self._tmp)
 
 
 def open_store(settings: StoreSettings) -> BlobStore:

@@ -101,8 +101,29 @@ class ReceiverSettings(BaseModel):
     max_inflight: int = Field(
         default=256,
         ge=1,
-        description="Bodies being received or made durable at once (backpressure); "
-        "more get 451 4.3.2 at DATA.",
+        description="Bodies being received or made durable at once (backpressure); a slot is "
+        "taken when the first body line arrives, not at DATA; more get 451 4.3.2.",
+    )
+    max_inflight_per_ip: int = Field(
+        default=20,
+        ge=1,
+        description="Bodies in flight from one client IP; more get 451 4.7.1 (slow senders on a "
+        "few IPs cannot take every slot).",
+    )
+    max_inflight_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of all bodies in flight across sessions (spooled to the store as "
+        "they arrive); over it a body gets 451 4.3.1. At least max_message_size.",
+    )
+    min_data_rate: int = Field(
+        default=1000,
+        ge=0,
+        description="Bytes/s a DATA body must average over each min_data_rate_window; slower "
+        "gets 451 4.4.2 and the connection closed (0: off).",
+    )
+    min_data_rate_window: float = Field(
+        default=30.0, gt=0, description="Seconds over which min_data_rate is measured."
     )
     drain_timeout: float = Field(
         default=60.0, gt=0, description="Seconds SIGTERM waits for open transactions to finish."
@@ -132,6 +153,16 @@ class ReceiverSettings(BaseModel):
         description="rocksdict directory of recipient-callout results (one per worker).",
     )
     metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics port.")
+
+    @model_validator(mode="after")
+    def _budget_holds_one_message(self) -> ReceiverSettings:
+        """A byte budget below the message size would defer every large message forever."""
+        if self.max_inflight_bytes < self.max_message_size:
+            raise ValueError(
+                f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least "
+                f"max_message_size ({self.max_message_size})"
+            )
+        return self
 
 
 class AuthSettings(BaseModel):

@@ -2,12 +2,18 @@
 
 250 is answered only after the body is durable in the object store *and* the MessageReceived
 event is acknowledged by Kafka. Any failure before that answers 451 4.3.0 so the sender retries.
+
+The body reaches the handler already streamed into a :class:`~mxgate.blobstore.BlobWriter`
+(``GatewaySMTP`` writes each chunk as it arrives, see :meth:`ReceiverHandler.open_body`); the
+DATA hook commits it (fsync + rename, or the S3 upload) and then produces the event. A plain
+aiosmtpd ``SMTP`` that fills ``envelope.original_content`` still works through ``put``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any, Protocol
@@ -17,7 +23,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 import schemas
 from mxgate import catalog
-from mxgate.blobstore import BlobError, BlobStore
+from mxgate.blobstore import BlobError, BlobRef, BlobStore, BlobWriter
 from mxgate.ids import new_message_id
 from mxgate.kafka import KafkaUnavailable
 from mxgate.settings import ReceiverSettings
@@ -50,6 +56,21 @@ def header_message_id(raw: bytes) -> str | None:
     except Exception:
         return None
     return str(value).strip()[:998] if value else None
+
+
+@dataclass
+class ReceivedBody:
+    """A body the session streamed into ``writer`` (not yet committed).
+
+    ``head`` is its first bytes (up to ``HEAD_BYTES``), enough for the Message-ID header.
+    """
+
+    writer: BlobWriter
+    head: bytes
+    size: int
+
+
+HEAD_BYTES = 65536
 
 
 class ReceiverHandler:
@@ -153,16 +174,41 @@ class ReceiverHandler:
             ]
         return [accept("address"), accept("rate")]
 
+    def open_body(self) -> BlobWriter:
+        """A streaming put into this handler's store, for the session to fill as DATA arrives."""
+        return self.store.writer()
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """Store the body, produce MessageReceived, and only then answer 250."""
+        body: ReceivedBody | None = getattr(server, "received_body", None)
+        if body is None:
+            raw: bytes = envelope.original_content or b""
+            head, size = raw[:HEAD_BYTES], len(raw)
+        else:
+            raw, head, size = b"", body.head, body.size
+        try:
+            return await self._handle_body(server, session, envelope, body, raw, head, size)
+        finally:
+            if body is not None:
+                await body.writer.abort()  # no-op once committed
+
+    async def _handle_body(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        body: ReceivedBody | None,
+        raw: bytes,
+        head: bytes,
+        size: int,
+    ) -> str:
         received_at = utcnow()
         t0 = time.perf_counter()
-        raw: bytes = envelope.original_content or b""
         tenant = self.tenants.for_address(envelope.rcpt_tos[0])
         mid = new_message_id()
         client_ip, client_port = _client(server, session)
         tls = _tls(session)
-        hmid = header_message_id(raw)  # parsed once: the log line and the event both carry it
+        hmid = header_message_id(head)  # parsed once: the log line and the event both carry it
         bound = log.bind(
             message_id=mid,
             client=client_ip,
@@ -171,12 +217,12 @@ class ReceiverHandler:
             mail_from=envelope.mail_from,
             rcpt=list(envelope.rcpt_tos),
             rejected=list(getattr(server, "rejected_rcpts", [])),
-            size=len(raw),
+            size=size,
             header_message_id=hmid,
         )
         result = await self._accept(
-            bound, raw, mid, tenant, envelope, session, received_at, client_ip, client_port, tls,
-            hmid,
+            bound, body, raw, mid, tenant, envelope, session, received_at, client_ip, client_port,
+            tls, hmid,
         )  # fmt: skip
         elapsed = time.perf_counter() - t0
         ok = result.startswith("250")
@@ -188,6 +234,7 @@ class ReceiverHandler:
     async def _accept(
         self,
         bound: Any,
+        body: ReceivedBody | None,
         raw: bytes,
         mid: str,
         tenant: Any,
@@ -206,7 +253,7 @@ class ReceiverHandler:
             return "451 4.3.0 Temporary local problem: recipient domain no longer configured"
         try:
             async with asyncio.timeout(self.settings.accept_timeout):
-                ref = await self.store.put(raw)
+                ref: BlobRef = await (body.writer.commit() if body else self.store.put(raw))
             # No asyncio timeout around the produce: librdkafka's message.timeout.ms (set from
             # accept_timeout) ends every produce with a definite report. Answering 451 while the
             # record might still land would let a later stage act on a message the sender

@@ -6,6 +6,10 @@ defers a body while too many are already in flight (backpressure instead of an u
 queue in memory). Counts are per process: with N workers sharing a port, a client can hold
 at most N times a per-IP limit, which is the usual trade-off of SO_REUSEPORT.
 
+Bodies in flight are bounded three ways (:class:`InflightGate`): slots, slots per IP and a
+budget in bytes; a body that arrives slower than a minimum rate (:class:`DataRate`) loses its
+session, so a few IPs trickling bytes cannot hold what everyone else needs.
+
 Rates use a sliding one-minute window per IP kept as a deque of timestamps. Written by hand
 (a dozen lines) because no library in the dependency set does it and the window must be
 bounded in memory: idle IPs are forgotten by ``sweep``.
@@ -20,7 +24,7 @@ from collections.abc import Callable
 from receiver import replies
 from receiver.checks import CheckResult, accept, refuse
 
-__all__ = ["ConnectionLimits", "InflightGate", "RateWindow"]
+__all__ = ["BodySlot", "ConnectionLimits", "DataRate", "InflightGate", "RateWindow"]
 
 
 class RateWindow:
@@ -90,24 +94,120 @@ class ConnectionLimits:
 
 
 class InflightGate:
-    """Bounded number of message bodies between DATA and the final reply.
+    """Bodies between their first line and the final reply: a count, a count per client IP
+    and a budget in bytes (the sum of the bodies received so far), all per process.
 
-    Memory held is at most ``limit`` x max message size; beyond that DATA gets 451 4.3.2
-    before any body byte is read, so a slow store or Kafka turns into deferrals, not into
-    a growing queue.
+    A slot is taken when the first body line arrives (:meth:`enter`), not at DATA, so a
+    client that says DATA and then waits holds only its connection. Each body line grows
+    the slot (:meth:`BodySlot.grow`) and the byte budget refuses the line that would pass
+    it; bodies stream to the store as they arrive, so the budget bounds the bytes in flight
+    (spool space, and the chunk buffers in memory) rather than whole bodies held in RAM.
+    :meth:`check` answers the same questions without taking anything (an early 451 at DATA).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_ip: int | None = None, max_bytes: int = 0) -> None:
         self.limit = limit
+        self.per_ip_limit = per_ip if per_ip is not None else limit
+        self.max_bytes = max_bytes  # 0: no byte budget
         self.count = 0
+        self.bytes = 0
+        self.per_ip: dict[str, int] = {}
+
+    def check(self, ip: str) -> CheckResult:
+        """Whether a body from ``ip`` would get a slot now (nothing is taken)."""
+        if self.count >= self.limit:
+            return refuse("inflight", "backpressure", replies.BUSY)
+        if self.per_ip.get(ip, 0) >= self.per_ip_limit:
+            return refuse("inflight", "per_ip", replies.too_many_bodies_from(ip))
+        if self.max_bytes and self.bytes >= self.max_bytes:
+            return refuse("inflight", "byte_budget", replies.RECEIVER_FULL)
+        return accept("inflight")
+
+    def enter(self, ip: str) -> BodySlot | CheckResult:
+        """Take a slot for a body from ``ip``, or the refusing result."""
+        result = self.check(ip)
+        if not result.accepted:
+            return result
+        self.count += 1
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return BodySlot(self, ip)
 
     def try_enter(self) -> bool:
-        """Take a slot; False when all are taken."""
-        if self.count >= self.limit:
-            return False
-        self.count += 1
-        return True
+        """Take an anonymous slot (count only); False when all are taken."""
+        slot = self.enter("")
+        return isinstance(slot, BodySlot)
 
     def leave(self) -> None:
-        """Give a slot back."""
+        """Give back an anonymous slot taken by :meth:`try_enter`."""
+        self._release("", 0)
+
+    def _release(self, ip: str, size: int) -> None:
         self.count -= 1
+        self.bytes -= size
+        n = self.per_ip.get(ip, 0) - 1
+        if n > 0:
+            self.per_ip[ip] = n
+        else:
+            self.per_ip.pop(ip, None)
+
+
+class BodySlot:
+    """One body's share of an :class:`InflightGate`; :meth:`release` gives it back once."""
+
+    def __init__(self, gate: InflightGate, ip: str) -> None:
+        self.gate = gate
+        self.ip = ip
+        self.size = 0
+        self.released = False
+
+    def grow(self, n: int) -> CheckResult:
+        """Count ``n`` more bytes of this body; the refusal when they would pass the budget."""
+        gate = self.gate
+        if gate.max_bytes and gate.bytes + n > gate.max_bytes:
+            return refuse("inflight", "byte_budget", replies.RECEIVER_FULL)
+        gate.bytes += n
+        self.size += n
+        return accept("inflight")
+
+    def release(self) -> None:
+        """Give the slot and its bytes back (idempotent)."""
+        if not self.released:
+            self.released = True
+            self.gate._release(self.ip, self.size)
+
+
+class DataRate:
+    """A minimum data rate: at least ``min_rate`` bytes/s in every ``window`` seconds.
+
+    The session calls :meth:`check` once per window (from a timer, so a client that sends
+    nothing at all is caught too); time the receiver itself spent writing to the store
+    (:meth:`stalled`) is not held against the client.
+    """
+
+    def __init__(
+        self, min_rate: int, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.min_rate = min_rate
+        self.window = window
+        self._clock = clock
+        self._since = clock()
+        self._bytes = 0
+        self._stalled = 0.0
+
+    def feed(self, n: int) -> None:
+        """``n`` bytes arrived."""
+        self._bytes += n
+
+    def stalled(self, seconds: float) -> None:
+        """The receiver did not read for ``seconds`` (its own store write)."""
+        self._stalled += seconds
+
+    def check(self) -> CheckResult:
+        """The ``data_rate`` result for the window that ends now; starts the next one."""
+        now = self._clock()
+        elapsed = max(0.0, now - self._since - self._stalled)
+        got = self._bytes
+        self._since, self._bytes, self._stalled = now, 0, 0.0
+        if self.min_rate and got < self.min_rate * elapsed:
+            return refuse("data_rate", "too_slow", replies.data_too_slow(self.min_rate))
+        return accept("data_rate")

@@ -14,17 +14,21 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "BUSY",
     "OTHER_TENANT",
+    "RECEIVER_FULL",
     "RELAY_DENIED",
     "TOO_MANY_CONNECTIONS",
     "TOO_MANY_RECIPIENTS",
     "UNKNOWN_USER",
     "UNVERIFIED",
     "connection_rate_exceeded",
+    "data_too_slow",
     "dnsbl_blocked",
     "enhance",
     "has_enhanced_code",
     "message_rate_exceeded",
+    "too_many_bodies_from",
     "too_many_connections_from",
 ]
 # -- the replies of the receiver's checks ----------------------------------------------------
@@ -36,6 +40,20 @@ TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 OTHER_TENANT = "452 4.5.3 Recipient of another customer: send it in a separate transaction"
 UNKNOWN_USER = "550 5.1.1 Recipient address rejected: user unknown"
 UNVERIFIED = "451 4.4.3 Recipient address could not be verified now, try again later"
+# Every body slot is taken (backpressure: a slow store or Kafka defers, never queues).
+BUSY = "451 4.3.2 System busy, try again later"
+# The bytes of all bodies in flight reached the receiver's budget (RFC 3463 4.3.1: system full).
+RECEIVER_FULL = "451 4.3.1 Insufficient system resources (mail in progress), try again later"
+
+
+def too_many_bodies_from(ip: str) -> str:
+    """451 at the body: ``ip`` already has its share of bodies in flight."""
+    return f"451 4.7.1 Too many messages in progress from {ip}, try again later"
+
+
+def data_too_slow(rate: int) -> str:
+    """451 mid-body, then close: the client sends slower than ``rate`` bytes/s."""
+    return f"451 4.4.2 Data arriving slower than {rate} bytes/s, closing connection"
 
 
 def too_many_connections_from(ip: str) -> str:

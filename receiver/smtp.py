@@ -10,9 +10,11 @@ through :mod:`receiver.aiosmtpd_compat`, where a unit test pins them):
 * every reply goes through ``replies.enhance`` (RFC 3463 codes);
 * EHLO advertises PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, STARTTLS;
 * DATA: only ``<CRLF>.<CRLF>`` ends a body (bare LF / bare CR forms of the dot stay body
-  text: SMTP smuggling), a whole-body deadline, size and line-length limits, a bounded
-  number of bodies in flight (backpressure), and the accept shielded from a vanishing client
-  so a drain can wait for it;
+  text: SMTP smuggling), a whole-body deadline, a minimum data rate, size and line-length
+  limits, bodies in flight bounded by slots, slots per IP and a byte budget (a slot taken
+  at the first body line, not at DATA), the body streamed to the store in chunks as it
+  arrives (never held whole), and the accept shielded from a vanishing client so a drain
+  can wait for it;
 * STARTTLS: aiosmtpd already discards plaintext pipelined behind STARTTLS (the reader's
   buffer is cleared when the TLS transport comes up; CVE-2011-0411 class). We keep that.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -30,12 +33,14 @@ import structlog
 from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import syntax
 
+from mxgate.blobstore import BlobWriter
 from mxgate.settings import ReceiverSettings
 from receiver.addresses import helo_check
 from receiver.aiosmtpd_compat import CompatSMTP
 from receiver.checks import CheckResult, decide, record
 from receiver.dnsbl import DnsblChecker
-from receiver.limits import ConnectionLimits, InflightGate
+from receiver.handler import HEAD_BYTES, ReceivedBody
+from receiver.limits import BodySlot, ConnectionLimits, DataRate, InflightGate
 from receiver.metrics import ReceiverMetrics
 from receiver.proxy import client_address
 from receiver.replies import enhance
@@ -47,6 +52,7 @@ log = structlog.get_logger("mxgate.receiver")
 COMMAND_LIMIT = 512  # RFC 5321 4.5.3.1.4, CRLF included
 # MAIL/RCPT grow with ESMTP parameters and UTF-8 addresses (RFC 1869 allows extensions).
 ADDRESS_COMMAND_LIMIT = 2048
+_CLOSED = ""  # _read_body: the session was already answered and closed
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -77,7 +83,7 @@ class Gateway:
         self.limits = ConnectionLimits(
             s.max_connections, s.max_connections_per_ip, s.connection_rate_per_ip
         )
-        self.inflight = InflightGate(s.max_inflight)
+        self.inflight = InflightGate(s.max_inflight, s.max_inflight_per_ip, s.max_inflight_bytes)
 
     async def admit(self, ip: str) -> CheckResult | None:
         """None when ``ip`` may talk to us (its slot is then taken), else the refusing result.
@@ -148,6 +154,8 @@ class GatewaySMTP(CompatSMTP):
         self._admitted = False
         self._errors = 0
         self._busy = False  # a command is being handled
+        self._rate_timer: asyncio.TimerHandle | None = None
+        self.received_body: ReceivedBody | None = None  # read by the handler's DATA hook
         self.rejected_rcpts: list[str] = []
         self.tls_established = False
 
@@ -387,55 +395,106 @@ class GatewaySMTP(CompatSMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         gw = self.gateway
-        if not gw.inflight.try_enter():
-            gw.metrics.rejections.labels("inflight", "backpressure").inc()
-            await self.push("451 4.3.2 System busy, try again later")
+        early = gw.inflight.check(self.client_ip)
+        if not early.accepted:
+            # Every slot (or this IP's share, or the byte budget) is taken: say so before
+            # the client sends a body it would have to send again.
+            record(gw.metrics, early)
+            await self.push(early.reply)
             return
-        gw.metrics.inflight.inc()
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.reset_timeout(gw.settings.data_timeout)
+        self.received_body = None
+        reading = _BodyRead(gw, self.event_handler.open_body())
+        self._start_rate_watch(reading)
+        accepting = False
         try:
-            await self.push("354 End data with <CR><LF>.<CR><LF>")
-            self.reset_timeout(gw.settings.data_timeout)
-            body, problem = await self._read_body()
+            problem = await self._read_body(reading)
+            self._stop_rate_watch()
+            if problem == _CLOSED:
+                return
             if problem is not None:
                 self.end_transaction()
                 await self.push(problem)
                 return
-            self.envelope.original_content = body
-            self.envelope.content = body
+            self.received_body = ReceivedBody(reading.writer, bytes(reading.head), reading.size)
             # The timer must not cut the session while the body is made durable.
             self.cancel_timeout()
-            status = await self._accept()
+            accepting = True
+            status = await self._accept(reading)
             self.end_transaction()
             self.reset_timeout()
             await self.push(status)
         finally:
-            gw.inflight.leave()
-            gw.metrics.inflight.dec()
+            # received_body stays set: the accept task may not have read it yet when a
+            # vanishing client cancels this coroutine (the next DATA replaces it).
+            self._stop_rate_watch()
+            if not accepting:
+                # Never handed to the handler (refused, vanished, cut for slowness): drop
+                # the spooled bytes and give the slot back here.
+                await reading.writer.abort()
+                reading.release()
 
-    async def _accept(self) -> str:
+    def _start_rate_watch(self, reading: _BodyRead) -> None:
+        """Check the minimum data rate once per window, from a timer (a client that sends
+        nothing at all must be caught too)."""
+        s = self.gateway.settings
+        if not s.min_data_rate:
+            return
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            result = reading.rate.check()
+            if result.accepted:
+                self._rate_timer = loop.call_later(s.min_data_rate_window, tick)
+                return
+            self._rate_timer = None
+            record(self.gateway.metrics, result)
+            log.info("data too slow", client=self.client_ip, check=result.check,
+                     reason=result.reason, received=reading.size)  # fmt: skip
+            self.shutdown(result.reply)
+
+        self._rate_timer = loop.call_later(s.min_data_rate_window, tick)
+
+    def _stop_rate_watch(self) -> None:
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
+
+    async def _accept(self, reading: _BodyRead) -> str:
         """Run the handler's DATA hook in a task the client cannot cancel by vanishing.
 
         Once the last dot arrived the message is complete; finishing its accept (and so
         either writing both object and event or neither) is what SIGTERM drain waits for.
+        The body's slot is held until that task ends, even if the session is gone.
         """
         task = asyncio.ensure_future(self.call_handler_hook("DATA"))
         self.gateway.accepting.add(task)
         task.add_done_callback(self.gateway.accepting.discard)
+        task.add_done_callback(lambda _t: reading.release())
         return str(await asyncio.shield(task))
 
-    async def _read_body(self) -> tuple[bytes, str | None]:
-        """The dot-unstuffed body up to ``<CRLF>.<CRLF>``, or the reply refusing it.
+    async def _read_body(self, reading: _BodyRead) -> str | None:
+        """Stream the dot-unstuffed body up to ``<CRLF>.<CRLF>`` into ``reading.writer``;
+        None, or the reply refusing it.
 
         Lines are split on CRLF only, so ``<LF>.<LF>``, ``<LF>.<CR><LF>`` and ``<CR>.<CR>``
         are body text, never an end of data (SMTP smuggling). After a size or line-length
-        violation the rest is read and dropped, then refused (RFC 5321 4.2.5).
+        violation the rest is read and dropped, then refused (RFC 5321 4.2.5). The body slot
+        is taken when the first line arrives; a refusal of the slot (or of the byte budget)
+        answers 451 and closes the session, since the client is mid-body.
         """
+        try:
+            return await self._read_lines(reading)
+        finally:
+            self.gateway.metrics.bytes.inc(reading.raw)
+
+    async def _read_lines(self, reading: _BodyRead) -> str | None:
         limit = self.data_size_limit or 0
         max_line = self.gateway.settings.max_line_length
-        data: list[bytes] = []
-        size = 0
         problem: str | None = None
         in_long_line = False
+        size = 0
         while True:
             try:
                 line = await self.reader.readuntil(b"\r\n")
@@ -443,27 +502,111 @@ class GatewaySMTP(CompatSMTP):
                 # Drop the over-long line as it comes: memory stays bounded by the limit.
                 chunk = await self.reader.read(e.consumed)
                 size += len(chunk)
+                reading.feed(len(chunk))
                 in_long_line = True
                 if problem is None:
                     problem = "500 5.5.6 Line too long (see RFC 5321 4.5.3.1.6)"
-                    data = []
+                    await reading.drop()
                 continue
             size += len(line)
-            self.gateway.metrics.bytes.inc(len(line))
+            reading.feed(len(line))
+            if reading.slot is None:
+                refusal = reading.enter(self.gateway, self.client_ip)
+                if refusal is not None:
+                    return self._refuse_mid_body(refusal)
             if in_long_line:  # the tail of an over-long line, never an end of data
                 in_long_line = False
                 continue
             if line == b".\r\n":
-                size -= 3
                 break
             if problem is not None:
                 continue
             if limit and size > limit:
                 problem = "552 5.3.4 Message size exceeds fixed maximum message size"
-                data = []
+                await reading.drop()
             elif len(line) > max_line:
                 problem = "500 5.5.6 Line too long (see RFC 5321 4.5.3.1.6)"
-                data = []
+                await reading.drop()
             else:
-                data.append(line[1:] if line[:1] == b"." else line)
-        return b"".join(data), problem
+                refusal = await reading.add(line[1:] if line[:1] == b"." else line)
+                if refusal is not None:
+                    return self._refuse_mid_body(refusal)
+        if problem is None:
+            await reading.flush()
+        return problem
+
+    def _refuse_mid_body(self, result: CheckResult) -> str:
+        """Answer a slot or budget refusal in the middle of a body, and close the session
+        (reading the rest only to refuse it would keep the connection for nothing)."""
+        record(self.gateway.metrics, result)
+        log.info("body refused", client=self.client_ip, check=result.check,
+                 reason=result.reason, reply=result.reply)  # fmt: skip
+        self.shutdown(result.reply)
+        return _CLOSED
+
+
+class _BodyRead:
+    """The state of one body being read: its slot, rate, writer, buffer and head."""
+
+    CHUNK = 256 * 1024  # bytes gathered before one write to the store (one thread hop)
+
+    def __init__(self, gateway: Gateway, writer: BlobWriter) -> None:
+        s = gateway.settings
+        self.writer = writer
+        self._metrics = gateway.metrics
+        self.rate = DataRate(s.min_data_rate, s.min_data_rate_window)
+        self.raw = 0  # bytes read from the client, kept or not
+        self.slot: BodySlot | None = None
+        self.buf = bytearray()
+        self.head = bytearray()
+        self.size = 0  # unstuffed body bytes kept
+        self.dropped = False
+
+    def enter(self, gateway: Gateway, ip: str) -> CheckResult | None:
+        """Take the body slot (at the first line); the refusal, if any."""
+        slot = gateway.inflight.enter(ip)
+        if isinstance(slot, CheckResult):
+            return slot
+        self.slot = slot
+        self._metrics.inflight.inc()
+        return None
+
+    def feed(self, n: int) -> None:
+        """``n`` raw bytes arrived from the client."""
+        self.raw += n
+        self.rate.feed(n)
+
+    def release(self) -> None:
+        """Give the slot (and its bytes) back, once."""
+        if self.slot is not None and not self.slot.released:
+            self.slot.release()
+            self._metrics.inflight.dec()
+
+    async def add(self, data: bytes) -> CheckResult | None:
+        """Keep ``data``; a full buffer goes to the store. The budget's refusal, if any."""
+        assert self.slot is not None
+        grown = self.slot.grow(len(data))
+        if not grown.accepted:
+            return grown
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+        self.buf += data
+        self.size += len(data)
+        if len(self.buf) >= self.CHUNK:
+            await self.flush()
+        return None
+
+    async def flush(self) -> None:
+        """Write the buffer to the store (time spent there is not the client's)."""
+        if not self.buf or self.dropped:
+            return
+        chunk, self.buf = bytes(self.buf), bytearray()
+        t0 = time.monotonic()
+        await self.writer.write(chunk)
+        self.rate.stalled(time.monotonic() - t0)
+
+    async def drop(self) -> None:
+        """The body is refused: stop keeping it (the rest is read and discarded)."""
+        self.dropped = True
+        self.buf = bytearray()
+        await self.writer.abort()

@@ -105,3 +105,27 @@ async def test_server_refusing_writes_is_unavailable(own_s3: S3Server) -> None:
         await store.put(b"stored while writable")
     own_s3.accept_writes()
     await store.put(b"accepted again")
+
+
+async def _all_objects(store: S3BlobStore) -> list[str]:
+    """Every object under the store's prefix, temp uploads included (raw LIST)."""
+    return [m["path"] async for page in obstore.list(store.store) for m in page]
+
+
+async def test_streamed_put_uploads_multipart_then_copies_to_its_key(
+    s3: S3Server, s3_bucket: str
+) -> None:
+    """A body past the spool size goes up as a multipart upload under incoming/, is copied
+    to its content key at commit, and no temp object is left (nor after an abort)."""
+    store = _store_for(s3, s3_bucket)
+    part = b"p" * (3 * 1024 * 1024)
+    writer = store.writer()
+    for _ in range(4):  # 12 MiB: past the 5 MiB spool, two 5 MiB parts and a tail
+        await writer.write(part)
+    ref = await writer.commit()
+    assert await store.get(ref.key) == part * 4
+    aborted = store.writer()
+    for _ in range(3):
+        await aborted.write(b"q" * (3 * 1024 * 1024))
+    await aborted.abort()
+    assert await _all_objects(store) == [ref.key]

@@ -96,3 +96,45 @@ class BlobStoreContract:
         for bad in ["../etc/passwd", f"sha256/00/00/{digest}", digest, "sha256/ab/cd/xyz"]:
             with pytest.raises(InvalidBlobKey):
                 await store.get(bad)
+
+    async def test_streamed_body_gets_the_same_ref_as_put(self, store: BlobStore) -> None:
+        """A body written in chunks ends under the key its SHA-256 names, like ``put``."""
+        chunks = [b"Subject: streamed\r\n\r\n", b"a" * 70_000, b"", b"tail\r\n"]
+        body = b"".join(chunks)
+        writer = store.writer()
+        for chunk in chunks:
+            await writer.write(chunk)
+        assert writer.size == len(body)
+        ref = await writer.commit()
+        digest = hashlib.sha256(body).hexdigest()
+        assert ref == BlobRef(key=key_for(digest), sha256=digest, size=len(body))
+        assert await store.get(ref.key) == body
+        await writer.abort()  # a no-op after commit
+        assert await store.get(ref.key) == body
+        assert await store.put(body) == ref
+
+    async def test_large_streamed_body(self, store: BlobStore) -> None:
+        """Past the backend's spool size (S3: multipart upload, then copy to the key)."""
+        block = bytes(range(256)) * 4096  # 1 MiB
+        writer = store.writer()
+        for i in range(7):
+            await writer.write(block[i:] + block[:i])
+        ref = await writer.commit()
+        body = b"".join(block[i:] + block[:i] for i in range(7))
+        assert ref.sha256 == hashlib.sha256(body).hexdigest() and ref.size == len(body)
+        assert await store.get(ref.key) == body
+        assert [k async for k in store.iter_keys()] == [ref.key]
+
+    async def test_aborted_stream_leaves_nothing(self, store: BlobStore) -> None:
+        """An aborted body (refused, client gone) is not stored and lists no key."""
+        for size in (10, 6 * 1024 * 1024):
+            writer = store.writer()
+            await writer.write(b"z" * size)
+            await writer.abort()
+            await writer.abort()
+        assert [k async for k in store.iter_keys()] == []
+
+    async def test_empty_streamed_body(self, store: BlobStore) -> None:
+        """A stream with no chunks is the empty body."""
+        ref = await store.writer().commit()
+        assert ref.size == 0 and await store.get(ref.key) == b""

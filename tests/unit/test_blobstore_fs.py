@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from support.blobstore_contract import BlobStoreContract
 
 from mxgate.blobstore import (
+    BlobCorrupt,
     BlobStore,
     BlobUnavailable,
     FsBlobStore,
@@ -79,6 +80,52 @@ async def test_existing_object_is_not_rewritten(tmp_path: Path) -> None:
     assert after.st_ino == before.st_ino
     assert path.read_bytes() == b"written once"
     assert after.st_mtime > before.st_mtime
+
+
+async def test_corrupt_file_of_the_right_size_is_replaced(tmp_path: Path) -> None:
+    """A file damaged in place keeps its size; put and a streamed put check its hash and
+    replace it, instead of trusting it and answering 250 for unreadable bytes."""
+    store = FsBlobStore(tmp_path)
+    body = b"Subject: x\r\n\r\noriginal body\r\n"
+    ref = await store.put(body)
+    path = tmp_path / ref.key
+    path.write_bytes(body.replace(b"original", b"0riginal"))  # same size, other bytes
+    with pytest.raises(BlobCorrupt):
+        await store.get(ref.key)
+    assert await store.put(body) == ref
+    assert await store.get(ref.key) == body
+    path.write_bytes(body.replace(b"body", b"bodY"))
+    writer = store.writer()
+    await writer.write(body)
+    assert await writer.commit() == ref
+    assert await store.get(ref.key) == body
+    assert [p for p in _files(tmp_path) if p != path] == []  # no temp files left
+
+
+async def test_streamed_put_keeps_an_intact_file(tmp_path: Path) -> None:
+    """Write once holds for streamed puts too: an intact file is kept (same inode)."""
+    store = FsBlobStore(tmp_path)
+    ref = await store.put(b"kept")
+    before = (tmp_path / ref.key).stat().st_ino
+    writer = store.writer()
+    await writer.write(b"kept")
+    assert await writer.commit() == ref
+    assert (tmp_path / ref.key).stat().st_ino == before
+    assert _files(tmp_path) == [tmp_path / ref.key]
+
+
+async def test_stale_temp_files_are_swept(tmp_path: Path) -> None:
+    """A temp file a crashed receiver left (older than a day) goes on the next stream."""
+    incoming = tmp_path / ".incoming"
+    incoming.mkdir()
+    stale, fresh = incoming / "old.tmp", incoming / "new.tmp"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(stale, (1_000_000, 1_000_000))
+    writer = FsBlobStore(tmp_path).writer()
+    await writer.write(b"body")
+    await writer.commit()
+    assert sorted(incoming.iterdir()) == [fresh]
 
 
 async def test_unwritable_store_is_unavailable(tmp_path: Path) -> None:
