@@ -71,6 +71,7 @@ class ReceivedBody:
 
 
 HEAD_BYTES = 65536
+STORE_FAILED = "451 4.3.0 Temporary local problem (storage): please try again later"
 
 
 class ReceiverHandler:
@@ -291,7 +292,7 @@ class ReceiverHandler:
                 raise
         except BlobError as e:
             bound.error("accept failed", reply="451", stage="store", error=str(e))
-            return "451 4.3.0 Temporary local problem (storage): please try again later"
+            return STORE_FAILED
         except KafkaUnavailable as e:
             bound.error("accept failed", reply="451", stage="kafka", error=str(e))
             return "451 4.3.0 Temporary local problem (queue): please try again later"

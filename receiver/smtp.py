@@ -33,13 +33,13 @@ import structlog
 from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import syntax
 
-from mxgate.blobstore import BlobWriter
+from mxgate.blobstore import BlobError, BlobWriter
 from mxgate.settings import ReceiverSettings
 from receiver.addresses import helo_check
 from receiver.aiosmtpd_compat import CompatSMTP
 from receiver.checks import CheckResult, decide, record
 from receiver.dnsbl import DnsblChecker
-from receiver.handler import HEAD_BYTES, ReceivedBody
+from receiver.handler import HEAD_BYTES, STORE_FAILED, ReceivedBody
 from receiver.limits import BodySlot, ConnectionLimits, DataRate, InflightGate
 from receiver.metrics import ReceiverMetrics
 from receiver.proxy import client_address
@@ -531,8 +531,10 @@ class GatewaySMTP(CompatSMTP):
                 refusal = await reading.add(line[1:] if line[:1] == b"." else line)
                 if refusal is not None:
                     return self._refuse_mid_body(refusal)
+                problem = reading.store_problem
         if problem is None:
             await reading.flush()
+            problem = reading.store_problem
         return problem
 
     def _refuse_mid_body(self, result: CheckResult) -> str:
@@ -561,6 +563,7 @@ class _BodyRead:
         self.head = bytearray()
         self.size = 0  # unstuffed body bytes kept
         self.dropped = False
+        self.store_problem: str | None = None  # the reply for a failed store write
 
     def enter(self, gateway: Gateway, ip: str) -> CheckResult | None:
         """Take the body slot (at the first line); the refusal, if any."""
@@ -597,12 +600,22 @@ class _BodyRead:
         return None
 
     async def flush(self) -> None:
-        """Write the buffer to the store (time spent there is not the client's)."""
+        """Write the buffer to the store (time spent there is not the client's).
+
+        A store failure is not raised: the client is mid-body, so the rest is read and
+        dropped and the failure answered after the final dot (``store_problem``).
+        """
         if not self.buf or self.dropped:
             return
         chunk, self.buf = bytes(self.buf), bytearray()
         t0 = time.monotonic()
-        await self.writer.write(chunk)
+        try:
+            await self.writer.write(chunk)
+        except BlobError as e:
+            log.error("accept failed", reply="451", stage="store", error=str(e))
+            self.store_problem = STORE_FAILED
+            self._metrics.messages.labels("deferred").inc()
+            await self.drop()
         self.rate.stalled(time.monotonic() - t0)
 
     async def drop(self) -> None:

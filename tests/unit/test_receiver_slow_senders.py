@@ -74,7 +74,7 @@ class _Receiver:
 
 
 @contextmanager
-def receiver(tmp_path: Path, **overrides: Any) -> Iterator[_Receiver]:
+def receiver(tmp_path: Path, store: Path | None = None, **overrides: Any) -> Iterator[_Receiver]:
     """A receiver with ``overrides`` on its own event loop thread."""
     rs = ReceiverSettings(
         max_connections_per_ip=1000,
@@ -84,7 +84,7 @@ def receiver(tmp_path: Path, **overrides: Any) -> Iterator[_Receiver]:
     )
     metrics = ReceiverMetrics()
     publisher = _Publisher()
-    store = tmp_path / "store"
+    store = store or tmp_path / "store"
     handler = ReceiverHandler(
         rs, Tenants.from_mapping(TENANTS), FsBlobStore(store), publisher, "received",
         metrics=metrics,
@@ -355,3 +355,19 @@ def test_a_20_mb_message_is_streamed_with_bounded_memory(tmp_path: Path) -> None
         path = r.store / event.object_key
         assert path.stat().st_size == len(head) + size
         assert r.temp_files() == []
+
+
+def test_a_store_failing_mid_body_answers_451_after_the_dot(tmp_path: Path) -> None:
+    """The client is mid-body when a write fails: the rest is read and dropped, the 451
+    comes after the final dot, and the session goes on (nothing is read as a command)."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_bytes(b"")
+    with receiver(tmp_path, store=blocker / "store") as r:
+        c = r.client()
+        assert c.data().startswith("354 ")
+        c.sock.sendall(_message(20_000) + b".\r\n")  # 2 MB: many chunks after the failure
+        assert c.reply() == "451 4.3.0 Temporary local problem (storage): please try again later"
+        assert c.cmd(b"RSET") == "250 2.0.0 OK"
+        assert c.cmd(b"QUIT").startswith("221 ")
+        assert r.publisher.events == []
+        wait_until(lambda: r.gateway.inflight.count == 0, "the slot given back")
