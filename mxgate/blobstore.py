@@ -5,6 +5,11 @@ rewritten. ``put`` returns only once the body is durable (fsync'd file and direc
 acknowledged S3 PUT), which is what lets the receiver answer 250. ``get`` recomputes the
 SHA-256 named by the key, so a damaged object is an error (``BlobCorrupt``), never mail.
 
+A body can also be streamed: ``writer()`` gives a ``BlobWriter`` that takes chunks as they
+arrive, hashes them incrementally and moves the result under its key at ``commit`` (the key is
+known only then), with the same durability as ``put``. The receiver uses it so that no body is
+ever held whole in memory.
+
 Two backends share the ``BlobStore`` protocol: ``FsBlobStore`` (a directory, the embedded
 default) and ``S3BlobStore`` (any S3-compatible store, via obstore). ``open_store`` picks
 one from ``StoreSettings``.
@@ -341,7 +346,9 @@ class FsBlobStore:
     """Bodies as files under ``root``: ``root/sha256/ab/cd/<digest>``.
 
     A put writes a temp file in the target directory, fsyncs it, renames it into place and
-    fsyncs the directory. All file IO runs in worker threads; the event loop never blocks.
+    fsyncs the directory; a streamed put (``writer``) spools to ``root/.incoming`` and does the
+    same at commit. An existing file is trusted only once its hash is checked (a damaged one
+    is replaced). All file IO runs in worker threads; the event loop never blocks.
     """
 
     def __init__(self, root: Path) -> None:
