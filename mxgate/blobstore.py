@@ -276,7 +276,7 @@ class _FsWriter:
         try:
             self._store._makedirs(incoming)
             self._store._sweep_incoming(incoming)
-            self._tmp = incoming / f"{secrets.token_hex(12)}.tmp"
+            self._tmp = incoming / f".{secrets.token_hex(12)}.tmp"  # dot: never taken for a body
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             self._fh = open(fd, "wb")  # closed by commit or abort
         except OSError as exc:
