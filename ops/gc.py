@@ -110,8 +110,17 @@ def references(settings: Settings, quiet: float = READ_QUIET) -> References:
             "enable.partition.eof": True,
         }
     )
+    # The ends come from a read_uncommitted client: the log's real end, past records of
+    # transactions still open (a read_committed client would answer the last stable offset,
+    # and gc would call complete a read that never saw them).
+    probe = Consumer(
+        base_config(settings.kafka) | {"group.id": "ops.gc", "isolation.level": "read_uncommitted"}
+    )
     try:
-        ends = _end_offsets(consumer, _topics(settings), out.incomplete)
+        ends = _end_offsets(probe, _topics(settings), out.incomplete)
+    finally:
+        probe.close()
+    try:
         if ends:
             consumer.assign([TopicPartition(t, p, lo) for (t, p), (lo, _) in ends.items()])
         pending = set(ends)
