@@ -78,13 +78,13 @@ def _capped(reasons: Sequence[str]) -> list[str]:
 
 
 def _fold(first: str, words: Sequence[str]) -> str:
-    """``first`` and then ``words`` (space-separated) as one header field, folded (CRLF TAB)
+    """``first`` and then ``words`` (space-separated) as one header field, folded (CRLF SP)
     before a line passes 78 characters, CRLF-terminated. Every word is shorter than
     ``MAX_LINE`` (reasons are capped at 200 characters), so no line can exceed it."""
     lines = [first]
     for w in words:
         if len(lines[-1]) + 1 + len(w) > _FOLD_AT:
-            lines.append("\t" + w)
+            lines.append(" " + w)  # a space: unfolded, the value reads as on one line
         else:
             lines[-1] += " " + w
     return "\r\n".join(lines) + "\r\n"
