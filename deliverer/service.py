@@ -29,7 +29,7 @@ from deliverer import smtp
 from deliverer.authres import AUTH_METHODS, arc_seal, authentication_results
 from deliverer.dedupe import DeliveredLog, rebuild_from_topic
 from deliverer.dsn import build_dsn, wants_dsn
-from deliverer.headers import drop_forged_authres, tag_subject, trace_headers
+from deliverer.headers import drop_forged_headers, tag_subject, trace_headers
 from deliverer.pool import Pool
 from deliverer.routes import Destination, RouteError, Router
 from deliverer.text import safe_address
@@ -248,7 +248,9 @@ class Deliverer:
     ) -> tuple[str, list[smtp.RecipientResult]]:
         """Send to the first destination that takes a session (failover in route order)."""
         s = self.settings
-        body = drop_forged_authres(raw, self.authserv_id)
+        # Sender-written headers in our name go before ours are added (our hostname counts as
+        # an authserv-id too: filters may trust either).
+        body = drop_forged_headers(raw, self.authserv_id, s.hostname)
         tenant = self.tenants.by_name(w.tenant)
         # The tenant's own tag wins; the deliverer's setting is the default for all.
         subject_tag = (tenant.policy.subject_tag if tenant else "") or s.subject_tag

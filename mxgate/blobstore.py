@@ -13,6 +13,11 @@ ever held whole in memory.
 Two backends share the ``BlobStore`` protocol: ``FsBlobStore`` (a directory, the embedded
 default) and ``S3BlobStore`` (any S3-compatible store, via obstore). ``open_store`` picks
 one from ``StoreSettings``.
+
+Garbage collection (ops.gc) deletes a body only with ``delete_if_unchanged(key, seen)``: the
+delete happens only if no put touched the body since gc took its ``BlobStamp``, and a put that
+runs while gc deletes still leaves the body stored when it returns. How each backend closes
+that race is told at its ``delete_if_unchanged``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +50,7 @@ __all__ = [
     "BlobError",
     "BlobMissing",
     "BlobRef",
+    "BlobStamp",
     "BlobStore",
     "BlobUnavailable",
     "BlobWriter",
@@ -74,6 +81,18 @@ class BlobRef:
     key: str
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class BlobStamp:
+    """What the last put of a body left behind, to tell later whether it was put again.
+
+    ``token`` changes with every put (fs: inode and mtime in ns, which every put moves
+    forward; S3: ETag and Last-Modified); ``modified_at`` is that put's time (epoch seconds).
+    """
+
+    modified_at: float
+    token: str
 
 
 class BlobError(Exception):
@@ -201,6 +220,19 @@ class BlobStore(Protocol):
         """
         ...
 
+    async def stamp(self, key: str) -> BlobStamp | None:
+        """The ``BlobStamp`` of the object under ``key``, or None when there is none."""
+        ...
+
+    async def delete_if_unchanged(self, key: str, seen: BlobStamp) -> bool:
+        """Delete the object under ``key`` only if it still carries the stamp ``seen``.
+
+        True when this call deleted it; False when it is gone already or was put since
+        ``seen`` (kept). A put running at the same time still leaves the body stored when
+        it returns, whatever the interleaving.
+        """
+        ...
+
     async def aclose(self) -> None:
         """Release the store's resources."""
         ...
@@ -225,6 +257,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_LOCK_NAME = ".lock"  # per leaf directory; never a key (iter_keys skips it)
+
+
+def _fs_token(st: os.stat_result) -> str:
+    """A file's stamp token: inode (a rewrite makes a new one) and mtime in ns (moved on by
+    every put of the same bytes)."""
+    return f"{st.st_ino}:{st.st_mtime_ns}"
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path, *, exclusive: bool) -> Iterator[None]:
+    """An flock on ``directory``'s lock file: shared for puts, exclusive for gc's delete.
+
+    Puts never wait for each other; gc's check-and-unlink waits for puts in flight and they
+    for it. The kernel drops the lock when its holder dies, so a crashed gc blocks nothing.
+    """
+    fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _intact(path: Path, ref: BlobRef) -> bool:
     """True when ``path`` holds exactly the body ``ref`` names (size, then SHA-256).
 
@@ -245,6 +301,16 @@ def _intact(path: Path, ref: BlobRef) -> bool:
 
 
 _READ_CHUNK = 1024 * 1024
+
+
+def _touch_forward(path: Path) -> None:
+    """Move ``path``'s mtime strictly forward (at least 1 ns past the old one, even within one
+    clock tick), so gc's stamp always sees that the body is wanted again."""
+    old = path.stat().st_mtime_ns
+    now = max(time.time_ns(), old + 1)
+    os.utime(path, ns=(now, now))
+
+
 _INCOMING = ".incoming"
 # A temp file older than this is from a crashed put (no DATA lasts a day): swept once per store.
 _STALE_TEMP = 24 * 3600.0
@@ -312,14 +378,16 @@ class _FsWriter:
             os.fsync(self._fh.fileno())
             self._fh.close()
             self._fh = None
-            if _intact(path, ref):
-                # Write once: keep the stored file, refresh its mtime for gc.
-                os.utime(path)
-                self._tmp.unlink()
-            else:
-                self._store._makedirs(path.parent)
-                os.replace(self._tmp, path)  # also replaces a corrupt copy
-                _fsync_dir(path.parent)
+            self._store._makedirs(path.parent)
+            # Shared with other puts; gc's check-and-delete of this directory waits for it.
+            with _dir_lock(path.parent, exclusive=False):
+                if _intact(path, ref):
+                    # Write once: keep the stored file, move its mtime on for gc.
+                    _touch_forward(path)
+                    self._tmp.unlink()
+                else:
+                    os.replace(self._tmp, path)  # also replaces a corrupt copy
+                    _fsync_dir(path.parent)
         except OSError as exc:
             self._abort_sync()
             raise BlobUnavailable(f"cannot store {ref.key}: {_os_reason(exc)}") from exc
@@ -348,7 +416,10 @@ class FsBlobStore:
     A put writes a temp file in the target directory, fsyncs it, renames it into place and
     fsyncs the directory; a streamed put (``writer``) spools to ``root/.incoming`` and does the
     same at commit. An existing file is trusted only once its hash is checked (a damaged one
-    is replaced). All file IO runs in worker threads; the event loop never blocks.
+    is replaced). All file IO runs in worker threads; the event loop never blocks. Puts and
+    gc's deletes take an flock on the leaf directory's ``.lock`` file (see
+    ``delete_if_unchanged``), so every process using the store must see the same locks: one
+    host's local filesystem (or one whose flock is shared, as NFSv4's is).
     """
 
     def __init__(self, root: Path) -> None:
@@ -389,28 +460,33 @@ class FsBlobStore:
         ref = BlobRef(key=key_for(digest), sha256=digest, size=len(data))
         path = self.root / ref.key
         try:
-            if _intact(path, ref):
-                # Write once: the file is this content already. Refresh the mtime: gc must
-                # see that this body is wanted again.
-                os.utime(path)
-                return ref
             self._makedirs(path.parent)
-            tmp = path.parent / f".{digest}.{secrets.token_hex(4)}.tmp"
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-                with open(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
-            _fsync_dir(path.parent)
+            # Shared with other puts; gc's check-and-delete of this directory waits for it.
+            with _dir_lock(path.parent, exclusive=False):
+                if _intact(path, ref):
+                    # Write once: the file is this content already; move its mtime on for gc.
+                    _touch_forward(path)
+                    return ref
+                self._write_new(path, digest, data)
         except OSError as exc:
             raise BlobUnavailable(f"cannot store {ref.key}: {_os_reason(exc)}") from exc
         return ref
+
+    def _write_new(self, path: Path, digest: str, data: bytes) -> None:
+        """Write ``data`` to a temp file, fsync, rename onto ``path``, fsync the directory."""
+        tmp = path.parent / f".{digest}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            with open(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(path.parent)
 
     def _makedirs(self, directory: Path) -> None:
         """Create ``directory`` and missing parents, fsyncing each parent that changed."""
@@ -447,6 +523,47 @@ class FsBlobStore:
         except OSError as exc:
             raise BlobUnavailable(f"cannot stat {key}: {_os_reason(exc)}") from exc
         return st.st_mtime
+
+    async def stamp(self, key: str) -> BlobStamp | None:
+        """The file's inode and mtime, or None when there is none."""
+        path = self._path(key)
+        try:
+            st = await asyncio.to_thread(path.stat)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise BlobUnavailable(f"cannot stat {key}: {_os_reason(exc)}") from exc
+        return BlobStamp(st.st_mtime, _fs_token(st))
+
+    async def delete_if_unchanged(self, key: str, seen: BlobStamp) -> bool:
+        """Unlink the file only if its inode and mtime are still ``seen``'s.
+
+        The check and the unlink hold the directory's lock exclusively, and every put holds
+        it shared while it checks for, refreshes or writes the file: a put either finished
+        before (and moved the mtime on, so the file is kept) or starts after the unlink (and
+        writes the file anew). There is no window between check and delete.
+        """
+        path = self._path(key)
+
+        def _delete() -> bool:
+            try:
+                with _dir_lock(path.parent, exclusive=True):
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:
+                        return False
+                    if _fs_token(st) != seen.token:
+                        return False
+                    path.unlink()
+                    _fsync_dir(path.parent)
+                    return True
+            except (FileNotFoundError, NotADirectoryError):
+                return False  # no directory: nothing stored there
+
+        try:
+            return await asyncio.to_thread(_delete)
+        except OSError as exc:
+            raise BlobUnavailable(f"cannot delete {key}: {_os_reason(exc)}") from exc
 
     async def exists(self, key: str) -> bool:
         """True when a file is stored under ``key``."""
@@ -510,6 +627,9 @@ class S3BlobStore:
     payload hash, so the server rejects a body damaged in transit. Retries are few and
     short: an unreachable store must turn into ``BlobUnavailable`` (SMTP 451) well within
     the receiver's accept timeout, not after minutes of backoff.
+
+    gc's deletes are guarded by an intent object (``gc-intent/<key>``) and every put checks
+    for it afterwards; see ``delete_if_unchanged`` for why and ``gc_lease`` for the bound.
     """
 
     def __init__(
@@ -525,8 +645,14 @@ class S3BlobStore:
         request_timeout: float = 120.0,
         max_retries: int = 2,
         retry_timeout: float = 10.0,
+        gc_lease: float = 30.0,
     ) -> None:
-        """Connect lazily to ``bucket``; an empty ``endpoint`` means AWS itself."""
+        """Connect lazily to ``bucket``; an empty ``endpoint`` means AWS itself.
+
+        ``gc_lease``: seconds a gc delete may hold its intent before puts treat it as the
+        leftover of a crashed gc (gc gives up a delete it could not start within half that).
+        """
+        self.gc_lease = gc_lease
         config: dict[str, Any] = {"region": region}
         client: dict[str, Any] = {
             "connect_timeout": timedelta(seconds=connect_timeout),
@@ -601,15 +727,60 @@ class S3BlobStore:
     async def put(self, data: bytes) -> BlobRef:
         """PUT ``data``. The key is the content's hash, so a second PUT of the same key writes
         the same bytes; it is done anyway because it refreshes Last-Modified, which garbage
-        collection relies on to spare a body that became referenced again (ops.gc)."""
+        collection relies on to spare a body that became referenced again (ops.gc).
+
+        Then, if a gc is deleting this key right now, wait until it is done and make sure the
+        body is still there (PUT again if not): see ``delete_if_unchanged``."""
         data = bytes(data)
         digest = await _digest_async(data)
         ref = BlobRef(key=key_for(digest), sha256=digest, size=len(data))
-        try:
-            await obstore.put_async(self.store, ref.key, data)
-        except Exception as exc:
-            raise self._unavailable("put", ref.key, exc) from exc
+        await self._put_object(ref.key, data)
+        await self._settle(ref.key, len(data), lambda: self._put_object(ref.key, data))
         return ref
+
+    async def _put_object(self, key: str, data: bytes) -> None:
+        """One PUT of ``data`` under ``key``."""
+        try:
+            await obstore.put_async(self.store, key, data)
+        except Exception as exc:
+            raise self._unavailable("put", key, exc) from exc
+
+    async def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's metadata (HEAD), or None when there is none."""
+        try:
+            return dict(await obstore.head_async(self.store, key))
+        except (NotFoundError, FileNotFoundError):
+            return None
+        except Exception as exc:
+            raise self._unavailable("head", key, exc) from exc
+
+    async def _settle(self, key: str, size: int, reput: Callable[[], Awaitable[None]]) -> None:
+        """Return once ``key`` holds its ``size`` bytes and no live gc delete of it is in
+        flight (``reput`` stores the body under ``key`` again).
+
+        The intent is looked at *before* the body: when no intent is seen, any gc delete of
+        this key has removed its intent, so its DELETE is over and the body check after it
+        sees what that DELETE left (a missing body is PUT again). An intent older than
+        ``gc_lease`` on the server's clock, against our own PUT's Last-Modified, is a crashed
+        gc's leftover. If a live intent outstays the lease, the put fails (451: the sender
+        retries) rather than answer 250 for a body that may be deleted.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.gc_lease + 5.0
+        while True:
+            intent = await self._head(_intent_key(key))
+            body = await self._head(key)
+            if body is None or int(body["size"]) != size:
+                await reput()  # a gc deleted it after our PUT
+                continue
+            if intent is None:
+                return
+            age = (body["last_modified"] - intent["last_modified"]).total_seconds()
+            if age > self.gc_lease:
+                return  # a crashed gc's leftover: no delete is coming
+            if loop.time() > deadline:
+                raise BlobUnavailable(f"cannot put {self._where(key)}: a gc delete holds it")
+            await asyncio.sleep(0.05)
 
     async def get(self, key: str) -> bytes:
         """GET and verify the body under ``key``."""
@@ -637,6 +808,56 @@ class S3BlobStore:
         except Exception as exc:
             raise self._unavailable("head", key, exc) from exc
         return float(meta["last_modified"].timestamp())
+
+    async def stamp(self, key: str) -> BlobStamp | None:
+        """ETag and Last-Modified of the object (HEAD), or None when there is none.
+
+        Last-Modified has one-second resolution and a PUT of the same bytes keeps the ETag,
+        so two puts within one second share a stamp: gc only remembers a stamp older than
+        the listing it took it from by more than a second (ops.gc).
+        """
+        sha256_of_key(key)
+        meta = await self._head(key)
+        if meta is None:
+            return None
+        modified = meta["last_modified"]
+        return BlobStamp(float(modified.timestamp()), f"{meta.get('e_tag')}@{modified.isoformat()}")
+
+    async def delete_if_unchanged(self, key: str, seen: BlobStamp) -> bool:
+        """DELETE the object only if its stamp is still ``seen``, under a gc intent.
+
+        S3 has no conditional DELETE that S3-compatible servers honour (S3Proxy ignores
+        If-Match on DELETE, obstore cannot send one), so the window between the HEAD that
+        checks and the DELETE is closed by a protocol with ``put``: gc first PUTs the intent
+        ``gc-intent/<key>``, then checks the stamp, DELETEs, and removes the intent. A put
+        that lands before the check changes the stamp (kept). One that lands after the check
+        finds the intent (or, once the intent is gone, the missing body) in its ``_settle`` and
+        PUTs again before it returns. gc does not start a DELETE later than half the lease
+        after its intent, so no put takes the intent for a crashed gc's while the DELETE can
+        still come; a DELETE request that the server applies more than half a lease late
+        is the remaining (documented) gap.
+        """
+        sha256_of_key(key)
+        started = time.monotonic()
+        intent = _intent_key(key)
+        await self._put_object(intent, b"")
+        try:
+            now = await self.stamp(key)
+            if now is None or now.token != seen.token:
+                return False
+            if time.monotonic() - started > self.gc_lease / 2:
+                return False  # too slow to be sure no put gave up on us: next run
+            try:
+                await obstore.delete_async(self.store, key)
+            except (NotFoundError, FileNotFoundError):
+                return False
+            except Exception as exc:
+                raise self._unavailable("delete", key, exc) from exc
+            return True
+        finally:
+            # A failed removal only makes puts of this key wait until the lease runs out.
+            with contextlib.suppress(Exception):
+                await obstore.delete_async(self.store, intent)
 
     async def exists(self, key: str) -> bool:
         """True when HEAD finds an object under ``key``."""
@@ -730,18 +951,32 @@ class _S3Writer:
             raise BlobUnavailable("commit after commit or abort")
         digest = self._hash.hexdigest()
         ref = BlobRef(key=key_for(digest), sha256=digest, size=self._size)
+        store = self._store
         try:
             if self._file is None:
-                await obstore.put_async(self._store.store, ref.key, bytes(self._buf))
+                body = bytes(self._buf)
+                await store._put_object(ref.key, body)
+                await store._settle(ref.key, ref.size, lambda: store._put_object(ref.key, body))
                 self._buf = bytearray()
             else:
                 await self._file.close()
                 self._file = None
-                # Copy (not a HEAD-and-skip): it refreshes Last-Modified for gc, and replaces
-                # a damaged object under the key.
-                await obstore.copy_async(self._store.store, self._tmp, ref.key)
+                tmp = self._tmp
+
+                async def copy() -> None:
+                    # Copy (not a HEAD-and-skip): it refreshes Last-Modified for gc, and
+                    # replaces a damaged object under the key.
+                    await obstore.copy_async(store.store, tmp, ref.key)
+
+                await copy()
+                # The temp object stays until no gc delete can take the copy: settle may copy
+                # again.
+                await store._settle(ref.key, ref.size, copy)
                 with contextlib.suppress(Exception):
-                    await obstore.delete_async(self._store.store, self._tmp)
+                    await obstore.delete_async(store.store, tmp)
+        except BlobError:
+            await self.abort()
+            raise
         except Exception as exc:
             await self.abort()
             raise self._store._unavailable("put", ref.key, exc) from exc
@@ -761,6 +996,11 @@ class _S3Writer:
         if self._tmp:
             with contextlib.suppress(Exception):
                 await obstore.delete_async(self._store.store, self._tmp)
+
+
+def _intent_key(key: str) -> str:
+    """Where gc's intent to delete ``key`` is kept (outside ``KEY_PREFIX``: never listed)."""
+    return f"gc-intent/{sha256_of_key(key)}"
 
 
 def open_store(settings: StoreSettings) -> BlobStore:

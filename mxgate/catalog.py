@@ -56,8 +56,12 @@ QUARANTINE = Topic(
     "mxgate.quarantine.v1",
     (schemas.MESSAGE_QUARANTINED, schemas.QUARANTINE_RELEASED, schemas.QUARANTINE_DELETED),
     "Messages held back or discarded by decision, and their later release or deletion "
-    "(the quarantine index is this topic folded by message ID).",
-    retention_ms=30 * DAY_MS,
+    "(the quarantine index is this topic folded by message ID); kept forever, so a held "
+    "message and its body stay until released or deleted.",
+    # Not 30 days: a held entry (and, through gc, its body) must outlive any retention. Not
+    # compacted either: compaction by message ID would drop the MessageQuarantined once its
+    # release or deletion is written, and the index and `quarantine show` need it.
+    retention_ms=-1,
 )
 RETRY = Topic(
     "mxgate.delivery.retry.v1",

@@ -153,7 +153,7 @@ def build_digest(
         "",
         f"  mxgate quarantine release <id> --tenant {tenant} --reason '<why>'",
         "",
-        "Held messages are deleted automatically after 30 days.",
+        "Held messages stay until an administrator releases or deletes them.",
     ]
     msg.set_content("\n".join(lines) + "\n")
     return msg.as_bytes()

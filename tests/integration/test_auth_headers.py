@@ -1,6 +1,7 @@
 """Delivered mail carries one Authentication-Results header (RFC 8601) computed from the
-scan's verdicts, a forged one claiming our authserv-id is removed, and the gateway ARC-seals
-the message with its own key (RFC 8617) so the customer's server can verify the chain."""
+scan's verdicts, forged ones claiming our authserv-id or hostname are removed (as are a
+sender's own X-MXGate and X-Spam-* headers), and the gateway ARC-seals the message with its own
+key (RFC 8617) so the customer's server can verify the chain."""
 
 from __future__ import annotations
 
@@ -26,9 +27,16 @@ ZONES = {
     "_dmarc.sender.test": [("TXT", "v=DMARC1; p=reject")],
     "gw._domainkey.gateway.test": [("TXT", SEAL.record)],
 }
-FORGED = b"Authentication-Results: mxgate.local; dmarc=pass header.from=bank.test\r\n"
+FORGED = (
+    b"Authentication-Results: mxgate.local; dmarc=pass header.from=bank.test\r\n"
+    b"Authentication-Results: GW.deliver.test;\r\n\tdmarc=pass header.from=bank.test\r\n"
+    b"X-MXGate: action=deliver; id=forged; score=0.00; reasons=none\r\n"
+    b"X-Spam-Status: No, score=-5.0\r\n\ttests=ALL_TRUSTED\r\n"
+    b"X-Spam-Flag: NO\r\n"
+)
+KEPT = b"Authentication-Results: mx.upstream.test; spf=pass smtp.mailfrom=sender.test\r\n"
 BODY = (
-    FORGED + b"From: Alice <alice@sender.test>\r\nTo: bob@example.test\r\n"
+    FORGED + KEPT + b"From: Alice <alice@sender.test>\r\nTo: bob@example.test\r\n"
     b"Subject: authenticated\r\nMessage-ID: <auth.1@sender.test>\r\n\r\nhello\r\n"
 )
 
@@ -48,6 +56,7 @@ def test_delivered_mail_has_our_authentication_results_and_arc_seal(kafka, tmp_p
                 "MXGATE_DELIVERER__ARC_KEY_FILE": str(key),
                 "MXGATE_DELIVERER__ARC_SELECTOR": "gw",
                 "MXGATE_DELIVERER__ARC_DOMAIN": "gateway.test",
+                "MXGATE_DELIVERER__HOSTNAME": "gw.deliver.test",
             },
         )
         try:
@@ -61,9 +70,13 @@ def test_delivered_mail_has_our_authentication_results_and_arc_seal(kafka, tmp_p
             assert b"Authentication-Results: mxgate.local;" in head
             assert b"spf=pass smtp.mailfrom=sender.test" in head
             assert b"dmarc=pass header.from=sender.test" in head
-            # The sender's forged claim in our name is gone; everything else is as stored.
-            assert FORGED not in data
+            # The sender's forged claims in our name are gone (ours are one each, computed);
+            # another host's Authentication-Results and everything else are as stored.
             assert data.endswith(BODY[len(FORGED) :])
+            assert b"bank.test" not in data and b"forged" not in data
+            assert b"ALL_TRUSTED" not in data and b"X-Spam" not in data  # action was deliver
+            assert head.count(b"\r\nX-MXGate: action=deliver; id=") == 1
+            assert head.lower().count(b"authentication-results: gw.deliver.test") == 0
             # The ARC set is on top and verifies against the key published in DNS.
             assert head.startswith(b"ARC-Seal: i=1;")
             resolver = Resolver([dns.address])

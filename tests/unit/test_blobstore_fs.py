@@ -28,8 +28,8 @@ from mxgate.settings import StoreSettings
 
 
 def _files(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (temp files included)."""
-    return [p for p in root.rglob("*") if p.is_file()]
+    """Every regular file under ``root`` (temp files included; gc's directory locks not)."""
+    return [p for p in root.rglob("*") if p.is_file() and p.name != ".lock"]
 
 
 class TestFsContract(BlobStoreContract):
@@ -60,11 +60,14 @@ def test_key_layout() -> None:
 
 
 async def test_file_layout_and_no_temp_files_left(tmp_path: Path) -> None:
-    """The body is one file at root/key with exactly the bytes received."""
+    """The body is one file at root/key with exactly the bytes received (beside its
+    directory's lock file, which puts and gc share)."""
     store = FsBlobStore(tmp_path)
     ref = await store.put(b"exact bytes\r\n")
     assert (tmp_path / ref.key).read_bytes() == b"exact bytes\r\n"
-    assert _files(tmp_path) == [tmp_path / ref.key]
+    body = tmp_path / ref.key
+    assert _files(tmp_path) == [body]
+    assert (body.parent / ".lock").is_file()
 
 
 async def test_existing_object_is_not_rewritten(tmp_path: Path) -> None:
@@ -188,3 +191,47 @@ def test_any_bytes_round_trip_and_key_is_content(
         assert (other_ref.key == ref.key) == (other == data)
 
     asyncio.run(scenario())
+
+
+async def test_gc_delete_keeps_a_body_put_since_its_stamp(tmp_path: Path) -> None:
+    """delete_if_unchanged deletes only the body as gc saw it: a put since (even within one
+    clock tick: puts move the mtime strictly forward) keeps it."""
+    store = FsBlobStore(tmp_path)
+    ref = await store.put(b"orphan?")
+    seen = await store.stamp(ref.key)
+    assert seen is not None
+    await store.put(b"orphan?")  # a new message with the same bytes
+    assert not await store.delete_if_unchanged(ref.key, seen)
+    assert await store.get(ref.key) == b"orphan?"
+    now = await store.stamp(ref.key)
+    assert now is not None and now != seen
+    assert await store.delete_if_unchanged(ref.key, now)
+    assert not await store.exists(ref.key)
+    assert not await store.delete_if_unchanged(ref.key, now)  # gone: nothing to delete
+    assert await store.stamp(ref.key) is None
+
+
+async def test_put_while_gc_deletes_leaves_the_body(tmp_path: Path) -> None:
+    """A put that arrives while gc is between its check and its unlink waits for the unlink
+    and then writes the body anew: when the put returns, the body is there."""
+    from mxgate.blobstore import _dir_lock
+
+    store = FsBlobStore(tmp_path)
+    ref = await store.put(b"racing body")
+    path = tmp_path / ref.key
+    with _dir_lock(path.parent, exclusive=True):  # gc: checked the stamp, about to unlink
+        put = asyncio.create_task(store.put(b"racing body"))
+        await asyncio.sleep(0.3)
+        assert not put.done(), "a put must wait for gc's check-and-delete"
+        path.unlink()  # gc's delete
+    assert await put == ref
+    assert await store.get(ref.key) == b"racing body"
+
+
+async def test_put_replaces_a_damaged_file_of_the_right_size(tmp_path: Path) -> None:
+    """An existing file is trusted only when its hash matches, not for its size alone."""
+    store = FsBlobStore(tmp_path)
+    ref = await store.put(b"original")
+    (tmp_path / ref.key).write_bytes(b"0riginal")
+    assert await store.put(b"original") == ref
+    assert await store.get(ref.key) == b"original"
