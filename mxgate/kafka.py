@@ -25,12 +25,37 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import Counter, Gauge
 
 import schemas
 from mxgate import catalog
+from mxgate.blobstore import BlobUnavailable
 from mxgate.settings import KafkaSettings, Settings
+from mxgate.timeutil import utcnow
 
 log = structlog.get_logger("mxgate.kafka")
+
+# The consume loops' health, in the process's default registry (like the roles' other metrics).
+DEAD_LETTERED = Counter(
+    "mxgate_kafka_dead_lettered",
+    "Input records set aside on mxgate.deadletter.v1, by group, source topic and cause.",
+    ["group", "topic", "cause"],
+)
+BATCH_FAILURES = Counter(
+    "mxgate_kafka_batch_failures",
+    "Aborted batch transactions, by group and kind (transient: store or broker unavailable).",
+    ["group", "kind"],
+)
+UNKNOWN_SCHEMA = Counter(
+    "mxgate_kafka_unknown_schema_records",
+    "Times a partition was paused on a record of an unknown writer schema.",
+    ["group", "topic"],
+)
+WAITING_FOR_SCHEMA = Gauge(
+    "mxgate_kafka_partitions_waiting_for_schema",
+    "Partitions paused now on a record of an unknown writer schema (alert when above 0).",
+    ["group"],
+)
 
 
 class KafkaUnavailable(Exception):
@@ -199,12 +224,45 @@ Handler = Callable[[Sequence[Incoming]], Awaitable[Sequence[Output]]]
 HoldCheck = Callable[[Incoming], Hold | None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One record of a batch: its decoded event, or why it is no event (then it goes to the
+    dead-letter topic with the batch)."""
+
+    msg: Message
+    incoming: Incoming | None
+    error: str = ""
+
+
+def transient(e: BaseException) -> bool:
+    """Whether ``e`` says a dependency is unavailable (the store, the broker) rather than that
+    the record cannot be processed: such failures never count towards dead-lettering."""
+    if isinstance(e, BlobUnavailable | ConnectionError | KafkaUnavailable):
+        return True
+    if isinstance(e, KafkaException) and isinstance(e.args[0], KafkaError):
+        err: KafkaError = e.args[0]
+        return bool(err.retriable()) or err.code() in _NO_LEADER_YET
+    return False
+
+
 class TransactionalLoop:
     """Consume a batch, handle it, produce the outputs and commit the input offsets in one
     Kafka transaction: a crash or rebalance never loses or duplicates a decision.
 
-    The handler gets the batch's records decoded; a record that is not a known event is
-    logged and skipped (its offset is committed with the batch: retrying cannot fix it).
+    Nothing loops, stalls or is skipped:
+
+    * A batch whose handling fails is aborted and tried again; once a batch holding a record
+      has failed ``max_attempts`` times, the batch is split and its records are tried one by
+      one. A record that fails alone is produced to ``mxgate.deadletter.v1`` (a
+      ``DeadLettered`` with its value and error) in the transaction that commits its offset;
+      the others carry on. Failures of an unavailable store or broker (:func:`transient`) do
+      not count: the batch waits for them, with backoff.
+    * A record that is no event (not single-object encoding, or a body that does not decode)
+      is dead-lettered with the batch it came in.
+    * A record whose writer schema is *unknown* (a newer writer in a rolling upgrade) is not
+      poison: its partition is paused at it (nothing past it is committed), counted and logged,
+      and the schemas are reread every ``schema_retry`` seconds until it decodes.
+
     ``hold`` lets a stage leave records that are not yet due (retry tiers) in place: the
     partition is rewound to the held record and paused until it is due.
     """
@@ -221,12 +279,17 @@ class TransactionalLoop:
     ) -> None:
         self._settings = settings
         self._role = role
+        self._group = f"{settings.group_prefix}.{role}"
         self._topics = list(topics)
         self._handler = handler
         self._batch = batch_size
         self._hold = hold
         self._poll_timeout = poll_timeout
         self._paused: dict[tuple[str, int], float] = {}
+        self._schema_wait: set[tuple[str, int]] = set()  # paused on an unknown writer schema
+        self._attempts: dict[tuple[str, int, int], int] = {}  # failed batches holding a record
+        self._failures = 0  # consecutive failed attempts, for the backoff
+        self._deadletter = catalog.name(catalog.DEADLETTER, settings.topic_prefix)
         tid = f"{settings.group_prefix}.{role}.{settings.instance_id}"
         self._producer = Producer(producer_config(settings, transactional_id=tid))
         self._consumer = Consumer(consumer_config(settings, role))
@@ -237,17 +300,26 @@ class TransactionalLoop:
         # init_transactions fences a dead predecessor with the same transactional.id and aborts
         # its open transaction, so its half-done batch becomes invisible downstream.
         await asyncio.to_thread(self._producer.init_transactions, 60)
-        await asyncio.to_thread(self._consumer.subscribe, self._topics)
+        await asyncio.to_thread(self._consumer.subscribe, self._topics, on_revoke=self._revoked)
         try:
             while not stop.is_set():
                 self._resume_due()
                 msgs = await asyncio.to_thread(self._next_batch)
-                batch, events = self._filter(msgs)
-                if batch:
-                    await self._process(batch, events)
+                items = self._filter(msgs)
+                if items:
+                    await self._process(items)
         finally:
             await asyncio.to_thread(self._consumer.close)
             await asyncio.to_thread(self._producer.flush, 10)
+
+    def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Forget what was kept about partitions another member takes over."""
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        for k in gone:
+            self._paused.pop(k, None)
+            self._schema_wait.discard(k)
+        self._attempts = {k: v for k, v in self._attempts.items() if k[:2] not in gone}
+        WAITING_FOR_SCHEMA.labels(self._group).set(len(self._schema_wait))
 
     def _next_batch(self) -> list[Message]:
         """Wait for one record, then take whatever else is already fetched (up to the batch
@@ -258,10 +330,9 @@ class TransactionalLoop:
             return first
         return first + self._consumer.consume(self._batch - 1, 0.002)
 
-    def _filter(self, msgs: list[Message]) -> tuple[list[Message], list[Incoming]]:
-        """The records to commit with this batch, and the decoded events among them."""
-        out: list[Message] = []
-        events: list[Incoming] = []
+    def _filter(self, msgs: list[Message]) -> list[_Item]:
+        """The records to commit with this batch, decoded (or with why they are no event)."""
+        out: list[_Item] = []
         held: set[tuple[str, int]] = set()
         for m in msgs:
             err = m.error()
@@ -275,20 +346,39 @@ class TransactionalLoop:
                 continue
             try:
                 event = schemas.decode_event(m.value() or b"")
-            except schemas.SchemaError as e:
-                self.log.error("undecodable input skipped", topic=topic, offset=offset,
-                               error=str(e))  # fmt: skip
-                out.append(m)
+            except schemas.UnknownSchema as e:
+                # A newer writer: wait for its schema, never commit past this record.
+                held.add(tp)
+                self._wait_for_schema(m, e)
                 continue
+            except schemas.SchemaError as e:
+                out.append(_Item(m, None, str(e)))  # no event: dead-lettered with the batch
+                continue
+            if tp in self._schema_wait:
+                self._schema_wait.discard(tp)
+                WAITING_FOR_SCHEMA.labels(self._group).set(len(self._schema_wait))
+                self.log.warning("writer schema learnt, partition resumed", topic=topic,
+                                 partition=partition, offset=offset)  # fmt: skip
             incoming = Incoming(topic, partition, offset, _key(m), event)
             h = self._hold(incoming) if self._hold else None
             if h is not None:
                 held.add(tp)
                 self._pause(m, h.seconds)
                 continue
-            out.append(m)
-            events.append(incoming)
-        return out, events
+            out.append(_Item(m, incoming))
+        return out
+
+    def _wait_for_schema(self, m: Message, e: schemas.UnknownSchema) -> None:
+        topic, partition, offset = position(m)
+        tp = (topic, partition)
+        if tp not in self._schema_wait:
+            self._schema_wait.add(tp)
+            UNKNOWN_SCHEMA.labels(self._group, topic).inc()
+            WAITING_FOR_SCHEMA.labels(self._group).set(len(self._schema_wait))
+            self.log.error("unknown writer schema: partition paused until it is known",
+                           topic=topic, partition=partition, offset=offset,
+                           fingerprint=e.fingerprint.hex())  # fmt: skip
+        self._pause(m, self._settings.schema_retry)
 
     def _pause(self, m: Message, seconds: float) -> None:
         topic, partition, offset = position(m)
@@ -300,27 +390,65 @@ class TransactionalLoop:
     def _resume_due(self) -> None:
         now = time.monotonic()
         due = [k for k, t in self._paused.items() if t <= now]
-        if due:
-            self._consumer.resume([TopicPartition(t, p) for t, p in due])
-            for k in due:
-                del self._paused[k]
+        if not due:
+            return
+        if self._schema_wait & set(due):
+            # Learn schemas deployed since (a newer release's files, or the extra folders).
+            schemas.reload(tuple(self._settings.schema_dirs))
+        self._consumer.resume([TopicPartition(t, p) for t, p in due])
+        for k in due:
+            del self._paused[k]
 
-    async def _process(self, batch: list[Message], events: list[Incoming]) -> None:
+    async def _process(self, items: list[_Item]) -> None:
+        limit = self._settings.max_attempts
+        if not any(self._attempts.get(position(it.msg), 0) >= limit for it in items):
+            await self._attempt(items)
+            return
+        # Split: one record per transaction, in order per partition; a record that fails alone
+        # is dead-lettered, and a partition whose record could not be settled stops here (it
+        # was rewound to that record).
+        stopped: set[tuple[str, int]] = set()
+        settled: dict[tuple[str, int], int] = {}  # next offset, where a failure rewound us
+        for it in items:
+            topic, partition, offset = position(it.msg)
+            tp = (topic, partition)
+            if tp in stopped:
+                continue
+            error = await self._attempt([it])
+            if error is not None and not transient(error):
+                error = await self._attempt([it], dead=repr(error))
+                settled[tp] = offset + 1
+            if error is not None:
+                stopped.add(tp)
+            elif tp in settled:
+                settled[tp] = offset + 1
+        # A failure seeked its partition back to the record that is now settled: go on after
+        # the last record committed, or it would be read (and decided) twice.
+        for (t, part), off in settled.items():
+            if (t, part) not in stopped:
+                with contextlib.suppress(KafkaException):
+                    self._consumer.seek(TopicPartition(t, part, off))
+
+    async def _attempt(self, items: list[_Item], dead: str = "") -> BaseException | None:
+        """Handle ``items`` in one transaction (with ``dead``: only dead-letter them, with that
+        error). Returns the error that aborted it, or None when committed."""
         p = self._producer
         await asyncio.to_thread(p.begin_transaction)
         try:
-            outputs = await self._handler(events) if events else []
+            events = [it.incoming for it in items if it.incoming is not None]
+            outputs = await self._handler(events) if events and not dead else []
             for o in outputs:
-                value = schemas.encode_event(o.event)
-                while True:
-                    try:
-                        p.produce(o.topic, key=o.key.encode(), value=value)
-                        break
-                    except BufferError:
-                        await asyncio.to_thread(p.poll, 0.1)
+                await self._produce(o.topic, o.key, schemas.encode_event(o.event))
+            letters = [
+                self._dead_letter(it, dead or it.error, "handler" if dead else "undecodable")
+                for it in items
+                if dead or it.incoming is None
+            ]
+            for d in letters:
+                await self._produce(self._deadletter, d.key, schemas.encode_event(d))
             offsets: dict[tuple[str, int], int] = {}
-            for m in batch:
-                topic, partition, offset = position(m)
+            for it in items:
+                topic, partition, offset = position(it.msg)
                 k = (topic, partition)
                 offsets[k] = max(offsets.get(k, -1), offset + 1)
             tps = [TopicPartition(t, part, off) for (t, part), off in offsets.items()]
@@ -328,21 +456,56 @@ class TransactionalLoop:
             await asyncio.to_thread(p.send_offsets_to_transaction, tps, meta, 60)
             await asyncio.to_thread(p.commit_transaction, 60)
         except BaseException as e:
-            self.log.error("batch failed, aborting transaction", error=repr(e), size=len(batch))
+            kind = "transient" if transient(e) else "failed"
+            self.log.error("batch failed, aborting transaction", error=repr(e), size=len(items),
+                           kind=kind)  # fmt: skip
+            BATCH_FAILURES.labels(self._group, kind).inc()
             with contextlib.suppress(KafkaException):
                 await asyncio.to_thread(p.abort_transaction, 60)
-            self._rewind(batch)
+            self._rewind(items)
             if isinstance(e, KafkaException) and e.args[0].fatal():
                 raise
             if not isinstance(e, Exception):
                 raise
-            await asyncio.sleep(1.0)
+            if kind != "transient":
+                for it in items:
+                    at = position(it.msg)
+                    self._attempts[at] = self._attempts.get(at, 0) + 1
+            self._failures += 1
+            await asyncio.sleep(min(30.0, self._settings.retry_backoff * 2 ** (self._failures - 1)))
+            return e
+        self._failures = 0
+        for it in items:
+            self._attempts.pop(position(it.msg), None)
+        for d in letters:
+            DEAD_LETTERED.labels(self._group, d.topic, d.cause).inc()
+            self.log.error("record dead-lettered", topic=d.topic, partition=d.partition,
+                           offset=d.offset, key=d.key, cause=d.cause, attempts=d.attempts,
+                           error=d.error, deadletter=self._deadletter)  # fmt: skip
+        return None
 
-    def _rewind(self, batch: list[Message]) -> None:
+    async def _produce(self, topic: str, key: str, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, key=key.encode(), value=value)
+                return
+            except BufferError:
+                await asyncio.to_thread(self._producer.poll, 0.1)
+
+    def _dead_letter(self, it: _Item, error: str, cause: str) -> schemas.DeadLettered:
+        topic, partition, offset = position(it.msg)
+        return schemas.DeadLettered(
+            topic=topic, partition=partition, offset=offset, key=_key(it.msg),
+            value=it.msg.value() or b"", cause=cause, error=error[:4000],
+            attempts=self._attempts.get((topic, partition, offset), 0),
+            group=self._group, instance=self._settings.instance_id, dead_lettered_at=utcnow(),
+        )  # fmt: skip
+
+    def _rewind(self, batch: list[_Item]) -> None:
         """Seek back to the first record of the batch in each partition, to process it again."""
         first: dict[tuple[str, int], int] = {}
-        for m in batch:
-            topic, partition, offset = position(m)
+        for it in batch:
+            topic, partition, offset = position(it.msg)
             k = (topic, partition)
             first[k] = min(first.get(k, offset), offset)
         for (t, part), off in first.items():
