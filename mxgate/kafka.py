@@ -494,10 +494,10 @@ class TransactionalLoop:
 
     def _dead_letter(self, it: _Item, error: str, cause: str) -> schemas.DeadLettered:
         topic, partition, offset = position(it.msg)
+        tried = 0 if cause == "undecodable" else self._attempts.get((topic, partition, offset), 0)
         return schemas.DeadLettered(
             topic=topic, partition=partition, offset=offset, key=_key(it.msg),
-            value=it.msg.value() or b"", cause=cause, error=error[:4000],
-            attempts=self._attempts.get((topic, partition, offset), 0),
+            value=it.msg.value() or b"", cause=cause, error=error[:4000], attempts=tried,
             group=self._group, instance=self._settings.instance_id, dead_lettered_at=utcnow(),
         )  # fmt: skip
 
@@ -530,26 +530,70 @@ def _topics(settings: Settings) -> list[str]:
     return [catalog.name(t, settings.kafka.topic_prefix) for t in catalog.all_topics(tiers)]
 
 
-def read_events(
-    settings: Settings, keys: set[str] | None = None, topics: Iterable[str] | None = None
-) -> Iterator[schemas.Event]:
+class IncompleteRead(KafkaUnavailable):
+    """Some partitions could not be read up to the end captured when the read started (or hold
+    records of a writer schema this reader does not know): what was read is not everything."""
+
+    def __init__(self, missing: dict[tuple[str, int], str]) -> None:
+        shown = ", ".join(f"{t}[{p}]: {why}" for (t, p), why in sorted(missing.items())[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        super().__init__(f"incomplete read of {len(missing)} partition(s): {shown}{more}")
+        self.missing = missing
+
+
+class EventReader:
     """Every committed event on mxgate's topics (optionally only those keyed by ``keys``, or
-    only on the full topic names ``topics``), read from the beginning up to the end as it was
-    when the call started."""
-    consumer = Consumer(
-        base_config(settings.kafka)
-        | {
-            "group.id": "ops.trace",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    try:
+    only on the full topic names ``topics``), from the beginning up to the end offsets captured
+    when iteration starts; iterate it once.
+
+    It reads *to those ends*: a partition is done when the consumer's position reaches its end
+    (transaction markers can sit past the last data record: the position, not the last record's
+    offset, says when). Transient partition errors are waited out; when a partition makes no
+    progress for ``stall`` seconds, iteration stops with ``complete`` False and ``missing``
+    saying why (:func:`read_events` raises :class:`IncompleteRead` instead). A record of an
+    unknown writer schema also makes the read incomplete (a newer writer's event we could not
+    read); bytes that are no event at all are counted in ``undecodable`` and passed over.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        keys: set[str] | None = None,
+        topics: Iterable[str] | None = None,
+        stall: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._topics = list(topics) if topics is not None else None
+        self._stall = stall
+        self.complete = False
+        """True once every partition was read to its end and every record decoded."""
+        self.missing: dict[tuple[str, int], str] = {}
+        """Partitions not read to their end (or holding unknown schemas), with why."""
+        self.undecodable = 0
+        """Records passed over because they are no event (they are on the dead-letter path)."""
+
+    def __iter__(self) -> Iterator[schemas.Event]:
+        consumer = Consumer(
+            base_config(self._settings.kafka)
+            | {
+                "group.id": "ops.trace",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        try:
+            yield from self._read(consumer)
+        finally:
+            consumer.close()
+
+    def _read(self, consumer: Consumer) -> Iterator[schemas.Event]:
         meta = consumer.list_topics(timeout=10)
         ends: dict[tuple[str, int], int] = {}
         assign = []
-        for topic in _topics(settings) if topics is None else topics:
+        for topic in _topics(self._settings) if self._topics is None else self._topics:
             if topic not in meta.topics:
                 continue
             for p in meta.topics[topic].partitions:
@@ -558,30 +602,72 @@ def read_events(
                     ends[(topic, p)] = hi
                     assign.append(TopicPartition(topic, p, lo))
         if not assign:
+            self.complete = True
             return
         consumer.assign(assign)
         pending = set(ends)
+        errors: dict[tuple[str, int], str] = {}
+        unknown: dict[tuple[str, int], str] = {}
+        last_progress = time.monotonic()
         while pending:
-            batch = consumer.consume(500, 5.0)
-            if not batch:
-                break  # five quiet seconds: the rest is transaction markers, or nothing
+            batch = consumer.consume(500, 1.0)
             for m in batch:
-                if m.error():
-                    pending.discard((m.topic() or "", m.partition() or 0))  # partition EOF
+                k = (m.topic() or "", m.partition() or 0)
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(k)  # at the end as of now: the captured end is behind
+                        last_progress = time.monotonic()
+                    else:
+                        errors[k] = str(err)  # a transient error is waited out (stall)
                     continue
-                topic, partition, offset = position(m)
-                k = (topic, partition)
+                last_progress = time.monotonic()
+                offset = position(m)[2]
+                if offset >= ends[k]:
+                    pending.discard(k)
+                    continue
                 if offset >= ends[k] - 1:
                     pending.discard(k)
-                if offset >= ends[k]:
+                if self._keys is not None and _key(m) not in self._keys:
                     continue
-                if keys is None or _key(m) in keys:
-                    try:
-                        yield schemas.decode_event(m.value() or b"")
-                    except schemas.SchemaError:
-                        continue
-    finally:
-        consumer.close()
+                try:
+                    yield schemas.decode_event(m.value() or b"")
+                except schemas.UnknownSchema as e:
+                    unknown[k] = f"offset {offset}: {e}"
+                except schemas.SchemaError:
+                    self.undecodable += 1
+            if not batch and pending:
+                # Past the last data record only markers may remain: the position says so.
+                for tp in consumer.position([TopicPartition(t, p) for t, p in pending]):
+                    k = (tp.topic, tp.partition)
+                    if tp.offset >= 0 and tp.offset >= ends[k]:
+                        pending.discard(k)
+                if pending and time.monotonic() - last_progress > self._stall:
+                    break
+        self.missing = {
+            k: errors.get(k, f"stalled before offset {ends[k]}") for k in pending
+        } | unknown
+        self.complete = not self.missing
+
+
+def read_events(
+    settings: Settings,
+    keys: set[str] | None = None,
+    topics: Iterable[str] | None = None,
+    stall: float = 30.0,
+) -> Iterator[schemas.Event]:
+    """Every committed event on mxgate's topics (optionally only those keyed by ``keys``, or
+    only on the full topic names ``topics``), read from the beginning up to the end as it was
+    when the call started.
+
+    Raises :class:`IncompleteRead` (after yielding what it read) when some partition could not
+    be read to that end: never a silent partial answer. Use :class:`EventReader` to get the
+    events with a ``complete`` flag instead (e.g. gc: incomplete means keep everything).
+    """
+    reader = EventReader(settings, keys, topics, stall)
+    yield from reader
+    if not reader.complete:
+        raise IncompleteRead(reader.missing)
 
 
 _NO_LEADER_YET = frozenset(

@@ -46,6 +46,8 @@ def _is_time(field_name: str) -> bool:
 def _message_id(event: schemas.Event) -> str | None:
     """The message an event is about; None for control events (engine switched off, a hash
     listed …), which are about no one message."""
+    if isinstance(event, schemas.DeadLettered | schemas.DeadLetterRetried):
+        return event.key  # set aside from a message topic: keyed by its message ID
     mid = getattr(event, "message_id", None)
     return mid if isinstance(mid, str) else None
 

@@ -4,6 +4,8 @@
   alone once more, and lands on ``mxgate.deadletter.v1`` with its value and error; every other
   record is processed exactly once.
 * Bytes that are no event are dead-lettered at once (cause ``undecodable``).
+* ``mxgate deadletter list|show|retry --json`` (the console script) finds them, shows the
+  original record, and puts it back on its source topic, recorded as ``DeadLetterRetried``.
 * A record written with a schema the reader does not know (a newer writer in a rolling upgrade)
   stays uncommitted, with its partition paused, and is processed once the reader learns the
   schema; the other partition carries on meanwhile.
@@ -12,10 +14,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime as dt
 import io
 import json
+import os
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +32,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from fastavro import parse_schema, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from prometheus_client import REGISTRY
+from support.cli import MXGATE
 
 import schemas
 from mxgate import catalog
@@ -73,6 +79,20 @@ def _produce(s: Settings, topic: str, records: list[tuple[int, str, bytes]]) -> 
     for partition, key, value in records:
         p.produce(topic, key=key.encode(), value=value, partition=partition)
     assert p.flush(30) == 0
+
+
+def _cli(s: Settings, cwd: Path, *args: str) -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXGATE_")} | {
+        "MXGATE_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+        "MXGATE_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
+        "MXGATE_TENANTS_FILE": str(s.tenants_file),
+    }
+    done = subprocess.run(
+        [MXGATE, "deadletter", *args, "--json"],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def _committed(s: Settings, role: str, topic: str, partition: int) -> int:
@@ -163,6 +183,29 @@ async def test_a_record_that_always_fails_is_dead_lettered_and_the_rest_go_on_on
         {"group": d.group, "topic": received, "cause": "handler"},
     )
     assert sample == 1.0
+
+    # Ops find them, look at one, and put the poison back once its cause is fixed.
+    listed = _cli(s, tmp_path, "list")
+    assert {x["key"]: x["id"] for x in listed} == {"poison": d.id, "garbage": g.id}
+    assert _cli(s, tmp_path, "list", "--topic", catalog.RECEIVED.name) == listed
+    assert _cli(s, tmp_path, "list", "--topic", "mxgate.delivery.v1") == []
+    shown = _cli(s, tmp_path, "show", d.id)
+    assert (shown["cause"], shown["attempts"], shown["state"]) == ("handler", 4, "dead")
+    assert base64.b64decode(shown["value_base64"]) == schemas.encode_event(poison)
+    assert shown["event"]["type"] == "MessageReceived"
+    assert shown["event"]["message_id"] == "poison"
+    assert _cli(s, tmp_path, "show", g.id)["event"] is None
+    done = _cli(s, tmp_path, "retry", d.id, "--reason", "fixed", "--by", "ops@test")
+    assert (done["id"], done["state"], done["retried_by"]) == (d.id, "retried", "ops@test")
+    assert [x["key"] for x in _cli(s, tmp_path, "list")] == ["garbage"]
+    (again,) = _cli(s, tmp_path, "list", "--state", "retried")
+    assert again["history"][0]["by"] == "ops@test" and again["history"][0]["reason"] == "fixed"
+    back = [e for e in read_events(s, topics=[received]) if isinstance(e, schemas.MessageReceived)]
+    assert [e.message_id for e in back].count("poison") == 2  # the original and the retry
+    retried = [
+        e for e in read_events(s, topics=[dead_topic]) if isinstance(e, schemas.DeadLetterRetried)
+    ]
+    assert [(r.id, r.retried_by) for r in retried] == [(d.id, "ops@test")]
 
 
 def _v2_writer() -> tuple[dict[str, Any], bytes]:
