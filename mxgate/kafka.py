@@ -136,16 +136,48 @@ def create_topics(
     return created
 
 
+class _PossiblyPersisted(Exception):
+    """The delivery report said the record timed out: it may have been sent and written."""
+
+    def __init__(self, err: KafkaError, partition: int, timestamp_ms: int) -> None:
+        super().__init__(str(err))
+        self.partition = partition
+        self.timestamp_ms = timestamp_ms
+
+
 class AsyncProducer:
     """A confluent-kafka producer whose ``produce`` is awaitable until the broker acks.
 
     One background thread serves delivery reports; librdkafka batches concurrent produces,
     so many sessions awaiting at once share one request (group commit for free).
+
+    A produce that *timed out* is not a definite failure: the request may have been sent and
+    the record written, and answering 451 then makes the sender send the message again (two
+    message IDs, delivered twice). Within ``message.timeout.ms`` librdkafka already retries
+    with the idempotent producer's sequence numbers (no duplicates). After a timeout,
+    :meth:`produce` reads the partition back from the record's timestamp on: found, it was
+    persisted (success); not found, it produces the record again with the same key (the same
+    message ID, which every later stage dedupes on), while ``retry_within`` seconds last. Only
+    a definite error, or the bound running out, raises :class:`KafkaUnavailable`.
+
+    What remains: a record that the broker writes *after* the read-back found nothing (a
+    request stuck in the broker past its timeout) is followed by its re-produced twin: two
+    ``MessageReceived`` with one message ID, which the scanner decides twice and the
+    deliverer's dedupe (by message ID and recipient) delivers once; and when the broker stays
+    unreachable through the bound, the answer is 451 although the record may have landed (the
+    sender's retry is then a second message: the one duplicate Kafka cannot rule out here).
     """
 
-    def __init__(self, settings: KafkaSettings, message_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        message_timeout: float = 30.0,
+        retry_within: float | None = None,
+    ) -> None:
+        self._settings = settings
         self._producer = Producer(producer_config(settings, message_timeout=message_timeout))
         self._timeout = message_timeout
+        self._retry_within = message_timeout if retry_within is None else retry_within
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="kafka-producer", daemon=True)
         self._thread.start()
@@ -155,19 +187,51 @@ class AsyncProducer:
             self._producer.poll(0.05)
 
     async def produce(self, topic: str, key: str, value: bytes) -> None:
-        """Produce one record and wait for librdkafka's definite delivery report (acks=all).
+        """Produce one record and wait for librdkafka's definite delivery report (acks=all); a
+        timed-out one is checked and retried as the class says.
 
         librdkafka reports every record within message.timeout.ms, success or failure, so
         there is no shorter asyncio timeout here (see receiver.handler for why that matters).
         """
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout + self._retry_within
+        attempt = 1
+        while True:
+            try:
+                await self._produce_once(topic, key, value)
+                if attempt > 1:
+                    log.warning("timed-out produce retried", topic=topic, key=key, attempt=attempt)
+                return
+            except _PossiblyPersisted as e:
+                last = e
+            log.warning("produce timed out; reading the partition back", topic=topic, key=key,
+                        partition=last.partition, attempt=attempt, error=str(last))  # fmt: skip
+            left = deadline - loop.time()
+            if last.partition >= 0 and left > 0:
+                found = await asyncio.to_thread(
+                    self._persisted, topic, last.partition, key, value, last.timestamp_ms, left
+                )
+                if found:
+                    log.warning("timed-out produce was persisted", topic=topic, key=key)
+                    return
+            if deadline - loop.time() <= 0:
+                raise KafkaUnavailable(f"produce timed out {attempt}x, not confirmed: {last}")
+            attempt += 1
+
+    async def _produce_once(self, topic: str, key: str, value: bytes) -> None:
+        loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
 
-        def done(err: KafkaError | None, _msg: Message) -> None:
+        def done(err: KafkaError | None, msg: Message) -> None:
             def settle() -> None:
                 if fut.done():
                     return
-                if err is not None:
+                if err is not None and err.code() == KafkaError._MSG_TIMED_OUT:
+                    part = msg.partition()
+                    fut.set_exception(
+                        _PossiblyPersisted(err, -1 if part is None else part, msg.timestamp()[1])
+                    )
+                elif err is not None:
                     fut.set_exception(KafkaUnavailable(str(err)))
                 else:
                     fut.set_result(None)
@@ -186,11 +250,67 @@ class AsyncProducer:
         except TimeoutError:
             raise KafkaUnavailable("no delivery report from librdkafka") from None
 
+    def _persisted(
+        self, topic: str, partition: int, key: str, value: bytes, ts_ms: int, within: float
+    ) -> bool:
+        """Whether the record (same key and value) is on the partition, written since
+        ``ts_ms`` (a little earlier: clocks); False when that cannot be told in ``within`` s."""
+        return record_on_partition(self._settings, topic, partition, key, value, ts_ms, within)
+
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued and stop the delivery-report thread."""
         self._producer.flush(timeout)
         self._stop.set()
         self._thread.join(timeout)
+
+
+def record_on_partition(
+    settings: KafkaSettings,
+    topic: str,
+    partition: int,
+    key: str,
+    value: bytes,
+    since_ms: int,
+    within: float,
+) -> bool:
+    """Whether a record with exactly ``key`` and ``value`` is on ``topic``/``partition`` at or
+    after the time ``since_ms`` (less 60 s for clock skew); reads at most ``within`` seconds,
+    False when it cannot tell (broker unreachable)."""
+    end = time.monotonic() + within
+    c = Consumer(
+        base_config(settings)
+        | {
+            "group.id": "mxgate.produce-check",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+            "enable.partition.eof": True,
+        }
+    )
+    want = key.encode()
+    try:
+        start = max(0, since_ms - 60_000) if since_ms > 0 else 0
+        (tp,) = c.offsets_for_times([TopicPartition(topic, partition, start)], timeout=within)
+        if tp.offset < 0:
+            return False  # nothing written since then
+        _, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=within)
+        c.assign([TopicPartition(topic, partition, tp.offset)])
+        while time.monotonic() < end:
+            for m in c.consume(500, 0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return False
+                    continue
+                if m.key() == want and m.value() == value:
+                    return True
+                off = m.offset()
+                if off is not None and off >= hi - 1:
+                    return False
+        return False
+    except KafkaException:
+        return False
+    finally:
+        c.close()
 
 
 @dataclass(frozen=True, slots=True)
