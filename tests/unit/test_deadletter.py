@@ -97,3 +97,23 @@ def test_an_unknown_writer_schema_is_told_apart_from_garbage_and_learnt_on_reloa
         schemas.reload()
     with pytest.raises(schemas.UnknownSchema):
         schemas.decode_event(value)
+
+
+def test_trace_shows_a_message_set_aside_until_it_is_retried() -> None:
+    from ops.trace import fold as trace
+
+    received = schemas.MessageReceived(
+        message_id="m1", tenant="t", received_at=NOW, accepted_at=NOW, receiver="r",
+        client_ip="192.0.2.1", helo="h", mail_from="a@x", rcpt_to=("b@y",), size=1,
+        sha256="0" * 64, object_key="k",
+    )  # fmt: skip
+    d = _letter(value=schemas.encode_event(received))
+    other = schemas.DeadLettered(**{**d.to_avro(), "key": "m2", "offset": 9})
+    h = trace([received, d, other], "m1")
+    assert h["outcome"] == "dead-lettered"
+    assert [e["event"] for e in h["events"]] == ["MessageReceived", "DeadLettered"]
+    retried = schemas.DeadLetterRetried(
+        topic=d.topic, partition=d.partition, offset=d.offset, key="m1", retried_by="ops",
+        retried_at=NOW,
+    )  # fmt: skip
+    assert trace([received, d, retried], "m1")["outcome"] == "received"
