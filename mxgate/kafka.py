@@ -420,6 +420,8 @@ class TransactionalLoop:
         # init_transactions fences a dead predecessor with the same transactional.id and aborts
         # its open transaction, so its half-done batch becomes invisible downstream.
         await asyncio.to_thread(self._producer.init_transactions, 60)
+        if self._settings.schema_dirs:
+            schemas.reload(tuple(self._settings.schema_dirs))  # newer writers known up front
         await asyncio.to_thread(self._consumer.subscribe, self._topics, on_revoke=self._revoked)
         try:
             while not stop.is_set():
@@ -694,6 +696,8 @@ class EventReader:
         """Records passed over because they are no event (they are on the dead-letter path)."""
 
     def __iter__(self) -> Iterator[schemas.Event]:
+        if self._settings.kafka.schema_dirs:
+            schemas.reload(tuple(self._settings.kafka.schema_dirs))
         consumer = Consumer(
             base_config(self._settings.kafka)
             | {

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from fastavro import parse_schema, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from prometheus_client import REGISTRY
@@ -98,8 +98,15 @@ def _cli(s: Settings, cwd: Path, *args: str) -> Any:
 def _committed(s: Settings, role: str, topic: str, partition: int) -> int:
     c = Consumer(base_config(s.kafka) | {"group.id": f"{s.kafka.group_prefix}.{role}"})
     try:
-        (tp,) = c.committed([TopicPartition(topic, partition)], timeout=10)
-        return int(tp.offset)
+        for attempt in range(6):
+            try:
+                (tp,) = c.committed([TopicPartition(topic, partition)], timeout=10)
+                return int(tp.offset)
+            except KafkaException:
+                # A transaction's offsets still being written (unstable), or a slow coordinator.
+                if attempt == 5:
+                    raise
+        raise AssertionError("unreachable")
     finally:
         c.close()
 
