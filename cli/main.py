@@ -12,10 +12,11 @@ from typing import Annotated
 import typer
 
 from cli import gc, replay, scoreboard, spam, stack, trace
+from cli.deadletter import deadletter_app
 from cli.engines import engines_app
 from cli.quarantine import quarantine_app
 from cli.topics import topics_app
-from mxgate.kafka import KafkaUnavailable
+from mxgate.kafka import IncompleteRead, KafkaUnavailable
 
 app = typer.Typer(
     help="mxgate: inbound email security gateway.",
@@ -46,6 +47,9 @@ def main() -> None:
     """Entry point: a broker that is not configured or not reachable is one line, not a trace."""
     try:
         app()
+    except IncompleteRead as e:
+        typer.echo(f"error: {e}: the answer would be partial, so there is none", err=True)
+        sys.exit(2)
     except KafkaUnavailable as e:
         typer.echo(
             f"error: {e}: start `mxgate up` in this directory (`make run`) or set "
@@ -59,6 +63,7 @@ stack.register(app)
 app.add_typer(topics_app, name="topics")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(engines_app, name="engines")
+app.add_typer(deadletter_app, name="deadletter")
 app.command()(trace.trace)
 app.command()(replay.replay)
 app.command()(replay.retroscan)

@@ -117,6 +117,15 @@ REPUTATION = Topic(
     compacted=True,
 )
 
+DEADLETTER = Topic(
+    "mxgate.deadletter.v1",
+    (schemas.DEAD_LETTERED, schemas.DEAD_LETTER_RETRIED),
+    "Input records a consumer set aside (a handler kept failing on them, or they are no event), "
+    "each with its original value and error, and operators' retries of them "
+    "(`mxgate deadletter`).",
+    retention_ms=365 * DAY_MS,  # kept long: every one is mail someone must still look at
+)
+
 TOPICS: tuple[Topic, ...] = (
     RECEIVED,
     SCANNED,
@@ -128,6 +137,7 @@ TOPICS: tuple[Topic, ...] = (
     CONTROL,
     REJECTED,
     REPUTATION,
+    DEADLETTER,
 )
 
 

@@ -25,12 +25,37 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import Counter, Gauge
 
 import schemas
 from mxgate import catalog
+from mxgate.blobstore import BlobUnavailable
 from mxgate.settings import KafkaSettings, Settings
+from mxgate.timeutil import utcnow
 
 log = structlog.get_logger("mxgate.kafka")
+
+# The consume loops' health, in the process's default registry (like the roles' other metrics).
+DEAD_LETTERED = Counter(
+    "mxgate_kafka_dead_lettered",
+    "Input records set aside on mxgate.deadletter.v1, by group, source topic and cause.",
+    ["group", "topic", "cause"],
+)
+BATCH_FAILURES = Counter(
+    "mxgate_kafka_batch_failures",
+    "Aborted batch transactions, by group and kind (transient: store or broker unavailable).",
+    ["group", "kind"],
+)
+UNKNOWN_SCHEMA = Counter(
+    "mxgate_kafka_unknown_schema_records",
+    "Times a partition was paused on a record of an unknown writer schema.",
+    ["group", "topic"],
+)
+WAITING_FOR_SCHEMA = Gauge(
+    "mxgate_kafka_partitions_waiting_for_schema",
+    "Partitions paused now on a record of an unknown writer schema (alert when above 0).",
+    ["group"],
+)
 
 
 class KafkaUnavailable(Exception):
@@ -111,16 +136,48 @@ def create_topics(
     return created
 
 
+class _PossiblyPersisted(Exception):
+    """The delivery report said the record timed out: it may have been sent and written."""
+
+    def __init__(self, err: KafkaError, partition: int, timestamp_ms: int) -> None:
+        super().__init__(str(err))
+        self.partition = partition
+        self.timestamp_ms = timestamp_ms
+
+
 class AsyncProducer:
     """A confluent-kafka producer whose ``produce`` is awaitable until the broker acks.
 
     One background thread serves delivery reports; librdkafka batches concurrent produces,
     so many sessions awaiting at once share one request (group commit for free).
+
+    A produce that *timed out* is not a definite failure: the request may have been sent and
+    the record written, and answering 451 then makes the sender send the message again (two
+    message IDs, delivered twice). Within ``message.timeout.ms`` librdkafka already retries
+    with the idempotent producer's sequence numbers (no duplicates). After a timeout,
+    :meth:`produce` reads the partition back from the record's timestamp on: found, it was
+    persisted (success); not found, it produces the record again with the same key (the same
+    message ID, which every later stage dedupes on), while ``retry_within`` seconds last. Only
+    a definite error, or the bound running out, raises :class:`KafkaUnavailable`.
+
+    What remains: a record that the broker writes *after* the read-back found nothing (a
+    request stuck in the broker past its timeout) is followed by its re-produced twin: two
+    ``MessageReceived`` with one message ID, which the scanner decides twice and the
+    deliverer's dedupe (by message ID and recipient) delivers once; and when the broker stays
+    unreachable through the bound, the answer is 451 although the record may have landed (the
+    sender's retry is then a second message: the one duplicate Kafka cannot rule out here).
     """
 
-    def __init__(self, settings: KafkaSettings, message_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        message_timeout: float = 30.0,
+        retry_within: float | None = None,
+    ) -> None:
+        self._settings = settings
         self._producer = Producer(producer_config(settings, message_timeout=message_timeout))
         self._timeout = message_timeout
+        self._retry_within = message_timeout if retry_within is None else retry_within
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="kafka-producer", daemon=True)
         self._thread.start()
@@ -130,19 +187,51 @@ class AsyncProducer:
             self._producer.poll(0.05)
 
     async def produce(self, topic: str, key: str, value: bytes) -> None:
-        """Produce one record and wait for librdkafka's definite delivery report (acks=all).
+        """Produce one record and wait for librdkafka's definite delivery report (acks=all); a
+        timed-out one is checked and retried as the class says.
 
         librdkafka reports every record within message.timeout.ms, success or failure, so
         there is no shorter asyncio timeout here (see receiver.handler for why that matters).
         """
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout + self._retry_within
+        attempt = 1
+        while True:
+            try:
+                await self._produce_once(topic, key, value)
+                if attempt > 1:
+                    log.warning("timed-out produce retried", topic=topic, key=key, attempt=attempt)
+                return
+            except _PossiblyPersisted as e:
+                last = e
+            log.warning("produce timed out; reading the partition back", topic=topic, key=key,
+                        partition=last.partition, attempt=attempt, error=str(last))  # fmt: skip
+            left = deadline - loop.time()
+            if last.partition >= 0 and left > 0:
+                found = await asyncio.to_thread(
+                    self._persisted, topic, last.partition, key, value, last.timestamp_ms, left
+                )
+                if found:
+                    log.warning("timed-out produce was persisted", topic=topic, key=key)
+                    return
+            if deadline - loop.time() <= 0:
+                raise KafkaUnavailable(f"produce timed out {attempt}x, not confirmed: {last}")
+            attempt += 1
+
+    async def _produce_once(self, topic: str, key: str, value: bytes) -> None:
+        loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
 
-        def done(err: KafkaError | None, _msg: Message) -> None:
+        def done(err: KafkaError | None, msg: Message) -> None:
             def settle() -> None:
                 if fut.done():
                     return
-                if err is not None:
+                if err is not None and err.code() == KafkaError._MSG_TIMED_OUT:
+                    part = msg.partition()
+                    fut.set_exception(
+                        _PossiblyPersisted(err, -1 if part is None else part, msg.timestamp()[1])
+                    )
+                elif err is not None:
                     fut.set_exception(KafkaUnavailable(str(err)))
                 else:
                     fut.set_result(None)
@@ -161,11 +250,67 @@ class AsyncProducer:
         except TimeoutError:
             raise KafkaUnavailable("no delivery report from librdkafka") from None
 
+    def _persisted(
+        self, topic: str, partition: int, key: str, value: bytes, ts_ms: int, within: float
+    ) -> bool:
+        """Whether the record (same key and value) is on the partition, written since
+        ``ts_ms`` (a little earlier: clocks); False when that cannot be told in ``within`` s."""
+        return record_on_partition(self._settings, topic, partition, key, value, ts_ms, within)
+
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued and stop the delivery-report thread."""
         self._producer.flush(timeout)
         self._stop.set()
         self._thread.join(timeout)
+
+
+def record_on_partition(
+    settings: KafkaSettings,
+    topic: str,
+    partition: int,
+    key: str,
+    value: bytes,
+    since_ms: int,
+    within: float,
+) -> bool:
+    """Whether a record with exactly ``key`` and ``value`` is on ``topic``/``partition`` at or
+    after the time ``since_ms`` (less 60 s for clock skew); reads at most ``within`` seconds,
+    False when it cannot tell (broker unreachable)."""
+    end = time.monotonic() + within
+    c = Consumer(
+        base_config(settings)
+        | {
+            "group.id": "mxgate.produce-check",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+            "enable.partition.eof": True,
+        }
+    )
+    want = key.encode()
+    try:
+        start = max(0, since_ms - 60_000) if since_ms > 0 else 0
+        (tp,) = c.offsets_for_times([TopicPartition(topic, partition, start)], timeout=within)
+        if tp.offset < 0:
+            return False  # nothing written since then
+        _, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=within)
+        c.assign([TopicPartition(topic, partition, tp.offset)])
+        while time.monotonic() < end:
+            for m in c.consume(500, 0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return False
+                    continue
+                if m.key() == want and m.value() == value:
+                    return True
+                off = m.offset()
+                if off is not None and off >= hi - 1:
+                    return False
+        return False
+    except KafkaException:
+        return False
+    finally:
+        c.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,12 +344,45 @@ Handler = Callable[[Sequence[Incoming]], Awaitable[Sequence[Output]]]
 HoldCheck = Callable[[Incoming], Hold | None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One record of a batch: its decoded event, or why it is no event (then it goes to the
+    dead-letter topic with the batch)."""
+
+    msg: Message
+    incoming: Incoming | None
+    error: str = ""
+
+
+def transient(e: BaseException) -> bool:
+    """Whether ``e`` says a dependency is unavailable (the store, the broker) rather than that
+    the record cannot be processed: such failures never count towards dead-lettering."""
+    if isinstance(e, BlobUnavailable | ConnectionError | KafkaUnavailable):
+        return True
+    if isinstance(e, KafkaException) and isinstance(e.args[0], KafkaError):
+        err: KafkaError = e.args[0]
+        return bool(err.retriable()) or err.code() in _NO_LEADER_YET
+    return False
+
+
 class TransactionalLoop:
     """Consume a batch, handle it, produce the outputs and commit the input offsets in one
     Kafka transaction: a crash or rebalance never loses or duplicates a decision.
 
-    The handler gets the batch's records decoded; a record that is not a known event is
-    logged and skipped (its offset is committed with the batch: retrying cannot fix it).
+    Nothing loops, stalls or is skipped:
+
+    * A batch whose handling fails is aborted and tried again; once a batch holding a record
+      has failed ``max_attempts`` times, the batch is split and its records are tried one by
+      one. A record that fails alone is produced to ``mxgate.deadletter.v1`` (a
+      ``DeadLettered`` with its value and error) in the transaction that commits its offset;
+      the others carry on. Failures of an unavailable store or broker (:func:`transient`) do
+      not count: the batch waits for them, with backoff.
+    * A record that is no event (not single-object encoding, or a body that does not decode)
+      is dead-lettered with the batch it came in.
+    * A record whose writer schema is *unknown* (a newer writer in a rolling upgrade) is not
+      poison: its partition is paused at it (nothing past it is committed), counted and logged,
+      and the schemas are reread every ``schema_retry`` seconds until it decodes.
+
     ``hold`` lets a stage leave records that are not yet due (retry tiers) in place: the
     partition is rewound to the held record and paused until it is due.
     """
@@ -221,12 +399,17 @@ class TransactionalLoop:
     ) -> None:
         self._settings = settings
         self._role = role
+        self._group = f"{settings.group_prefix}.{role}"
         self._topics = list(topics)
         self._handler = handler
         self._batch = batch_size
         self._hold = hold
         self._poll_timeout = poll_timeout
         self._paused: dict[tuple[str, int], float] = {}
+        self._schema_wait: set[tuple[str, int]] = set()  # paused on an unknown writer schema
+        self._attempts: dict[tuple[str, int, int], int] = {}  # failed batches holding a record
+        self._failures = 0  # consecutive failed attempts, for the backoff
+        self._deadletter = catalog.name(catalog.DEADLETTER, settings.topic_prefix)
         tid = f"{settings.group_prefix}.{role}.{settings.instance_id}"
         self._producer = Producer(producer_config(settings, transactional_id=tid))
         self._consumer = Consumer(consumer_config(settings, role))
@@ -237,17 +420,28 @@ class TransactionalLoop:
         # init_transactions fences a dead predecessor with the same transactional.id and aborts
         # its open transaction, so its half-done batch becomes invisible downstream.
         await asyncio.to_thread(self._producer.init_transactions, 60)
-        await asyncio.to_thread(self._consumer.subscribe, self._topics)
+        if self._settings.schema_dirs:
+            schemas.reload(tuple(self._settings.schema_dirs))  # newer writers known up front
+        await asyncio.to_thread(self._consumer.subscribe, self._topics, on_revoke=self._revoked)
         try:
             while not stop.is_set():
                 self._resume_due()
                 msgs = await asyncio.to_thread(self._next_batch)
-                batch, events = self._filter(msgs)
-                if batch:
-                    await self._process(batch, events)
+                items = self._filter(msgs)
+                if items:
+                    await self._process(items)
         finally:
             await asyncio.to_thread(self._consumer.close)
             await asyncio.to_thread(self._producer.flush, 10)
+
+    def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Forget what was kept about partitions another member takes over."""
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        for k in gone:
+            self._paused.pop(k, None)
+            self._schema_wait.discard(k)
+        self._attempts = {k: v for k, v in self._attempts.items() if k[:2] not in gone}
+        WAITING_FOR_SCHEMA.labels(self._group).set(len(self._schema_wait))
 
     def _next_batch(self) -> list[Message]:
         """Wait for one record, then take whatever else is already fetched (up to the batch
@@ -258,10 +452,9 @@ class TransactionalLoop:
             return first
         return first + self._consumer.consume(self._batch - 1, 0.002)
 
-    def _filter(self, msgs: list[Message]) -> tuple[list[Message], list[Incoming]]:
-        """The records to commit with this batch, and the decoded events among them."""
-        out: list[Message] = []
-        events: list[Incoming] = []
+    def _filter(self, msgs: list[Message]) -> list[_Item]:
+        """The records to commit with this batch, decoded (or with why they are no event)."""
+        out: list[_Item] = []
         held: set[tuple[str, int]] = set()
         for m in msgs:
             err = m.error()
@@ -275,20 +468,39 @@ class TransactionalLoop:
                 continue
             try:
                 event = schemas.decode_event(m.value() or b"")
-            except schemas.SchemaError as e:
-                self.log.error("undecodable input skipped", topic=topic, offset=offset,
-                               error=str(e))  # fmt: skip
-                out.append(m)
+            except schemas.UnknownSchema as e:
+                # A newer writer: wait for its schema, never commit past this record.
+                held.add(tp)
+                self._wait_for_schema(m, e)
                 continue
+            except schemas.SchemaError as e:
+                out.append(_Item(m, None, str(e)))  # no event: dead-lettered with the batch
+                continue
+            if tp in self._schema_wait:
+                self._schema_wait.discard(tp)
+                WAITING_FOR_SCHEMA.labels(self._group).set(len(self._schema_wait))
+                self.log.warning("writer schema learnt, partition resumed", topic=topic,
+                                 partition=partition, offset=offset)  # fmt: skip
             incoming = Incoming(topic, partition, offset, _key(m), event)
             h = self._hold(incoming) if self._hold else None
             if h is not None:
                 held.add(tp)
                 self._pause(m, h.seconds)
                 continue
-            out.append(m)
-            events.append(incoming)
-        return out, events
+            out.append(_Item(m, incoming))
+        return out
+
+    def _wait_for_schema(self, m: Message, e: schemas.UnknownSchema) -> None:
+        topic, partition, offset = position(m)
+        tp = (topic, partition)
+        if tp not in self._schema_wait:
+            self._schema_wait.add(tp)
+            UNKNOWN_SCHEMA.labels(self._group, topic).inc()
+            WAITING_FOR_SCHEMA.labels(self._group).set(len(self._schema_wait))
+            self.log.error("unknown writer schema: partition paused until it is known",
+                           topic=topic, partition=partition, offset=offset,
+                           fingerprint=e.fingerprint.hex())  # fmt: skip
+        self._pause(m, self._settings.schema_retry)
 
     def _pause(self, m: Message, seconds: float) -> None:
         topic, partition, offset = position(m)
@@ -300,27 +512,65 @@ class TransactionalLoop:
     def _resume_due(self) -> None:
         now = time.monotonic()
         due = [k for k, t in self._paused.items() if t <= now]
-        if due:
-            self._consumer.resume([TopicPartition(t, p) for t, p in due])
-            for k in due:
-                del self._paused[k]
+        if not due:
+            return
+        if self._schema_wait & set(due):
+            # Learn schemas deployed since (a newer release's files, or the extra folders).
+            schemas.reload(tuple(self._settings.schema_dirs))
+        self._consumer.resume([TopicPartition(t, p) for t, p in due])
+        for k in due:
+            del self._paused[k]
 
-    async def _process(self, batch: list[Message], events: list[Incoming]) -> None:
+    async def _process(self, items: list[_Item]) -> None:
+        limit = self._settings.max_attempts
+        if not any(self._attempts.get(position(it.msg), 0) >= limit for it in items):
+            await self._attempt(items)
+            return
+        # Split: one record per transaction, in order per partition; a record that fails alone
+        # is dead-lettered, and a partition whose record could not be settled stops here (it
+        # was rewound to that record).
+        stopped: set[tuple[str, int]] = set()
+        settled: dict[tuple[str, int], int] = {}  # next offset, where a failure rewound us
+        for it in items:
+            topic, partition, offset = position(it.msg)
+            tp = (topic, partition)
+            if tp in stopped:
+                continue
+            error = await self._attempt([it])
+            if error is not None and not transient(error):
+                error = await self._attempt([it], dead=repr(error))
+                settled[tp] = offset + 1
+            if error is not None:
+                stopped.add(tp)
+            elif tp in settled:
+                settled[tp] = offset + 1
+        # A failure seeked its partition back to the record that is now settled: go on after
+        # the last record committed, or it would be read (and decided) twice.
+        for (t, part), off in settled.items():
+            if (t, part) not in stopped:
+                with contextlib.suppress(KafkaException):
+                    self._consumer.seek(TopicPartition(t, part, off))
+
+    async def _attempt(self, items: list[_Item], dead: str = "") -> BaseException | None:
+        """Handle ``items`` in one transaction (with ``dead``: only dead-letter them, with that
+        error). Returns the error that aborted it, or None when committed."""
         p = self._producer
         await asyncio.to_thread(p.begin_transaction)
         try:
-            outputs = await self._handler(events) if events else []
+            events = [it.incoming for it in items if it.incoming is not None]
+            outputs = await self._handler(events) if events and not dead else []
             for o in outputs:
-                value = schemas.encode_event(o.event)
-                while True:
-                    try:
-                        p.produce(o.topic, key=o.key.encode(), value=value)
-                        break
-                    except BufferError:
-                        await asyncio.to_thread(p.poll, 0.1)
+                await self._produce(o.topic, o.key, schemas.encode_event(o.event))
+            letters = [
+                self._dead_letter(it, dead or it.error, "handler" if dead else "undecodable")
+                for it in items
+                if dead or it.incoming is None
+            ]
+            for d in letters:
+                await self._produce(self._deadletter, d.key, schemas.encode_event(d))
             offsets: dict[tuple[str, int], int] = {}
-            for m in batch:
-                topic, partition, offset = position(m)
+            for it in items:
+                topic, partition, offset = position(it.msg)
                 k = (topic, partition)
                 offsets[k] = max(offsets.get(k, -1), offset + 1)
             tps = [TopicPartition(t, part, off) for (t, part), off in offsets.items()]
@@ -328,21 +578,56 @@ class TransactionalLoop:
             await asyncio.to_thread(p.send_offsets_to_transaction, tps, meta, 60)
             await asyncio.to_thread(p.commit_transaction, 60)
         except BaseException as e:
-            self.log.error("batch failed, aborting transaction", error=repr(e), size=len(batch))
+            kind = "transient" if transient(e) else "failed"
+            self.log.error("batch failed, aborting transaction", error=repr(e), size=len(items),
+                           kind=kind)  # fmt: skip
+            BATCH_FAILURES.labels(self._group, kind).inc()
             with contextlib.suppress(KafkaException):
                 await asyncio.to_thread(p.abort_transaction, 60)
-            self._rewind(batch)
+            self._rewind(items)
             if isinstance(e, KafkaException) and e.args[0].fatal():
                 raise
             if not isinstance(e, Exception):
                 raise
-            await asyncio.sleep(1.0)
+            if kind != "transient":
+                for it in items:
+                    at = position(it.msg)
+                    self._attempts[at] = self._attempts.get(at, 0) + 1
+            self._failures += 1
+            await asyncio.sleep(min(30.0, self._settings.retry_backoff * 2 ** (self._failures - 1)))
+            return e
+        self._failures = 0
+        for it in items:
+            self._attempts.pop(position(it.msg), None)
+        for d in letters:
+            DEAD_LETTERED.labels(self._group, d.topic, d.cause).inc()
+            self.log.error("record dead-lettered", topic=d.topic, partition=d.partition,
+                           offset=d.offset, key=d.key, cause=d.cause, attempts=d.attempts,
+                           error=d.error, deadletter=self._deadletter)  # fmt: skip
+        return None
 
-    def _rewind(self, batch: list[Message]) -> None:
+    async def _produce(self, topic: str, key: str, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, key=key.encode(), value=value)
+                return
+            except BufferError:
+                await asyncio.to_thread(self._producer.poll, 0.1)
+
+    def _dead_letter(self, it: _Item, error: str, cause: str) -> schemas.DeadLettered:
+        topic, partition, offset = position(it.msg)
+        tried = 0 if cause == "undecodable" else self._attempts.get((topic, partition, offset), 0)
+        return schemas.DeadLettered(
+            topic=topic, partition=partition, offset=offset, key=_key(it.msg),
+            value=it.msg.value() or b"", cause=cause, error=error[:4000], attempts=tried,
+            group=self._group, instance=self._settings.instance_id, dead_lettered_at=utcnow(),
+        )  # fmt: skip
+
+    def _rewind(self, batch: list[_Item]) -> None:
         """Seek back to the first record of the batch in each partition, to process it again."""
         first: dict[tuple[str, int], int] = {}
-        for m in batch:
-            topic, partition, offset = position(m)
+        for it in batch:
+            topic, partition, offset = position(it.msg)
             k = (topic, partition)
             first[k] = min(first.get(k, offset), offset)
         for (t, part), off in first.items():
@@ -367,26 +652,72 @@ def _topics(settings: Settings) -> list[str]:
     return [catalog.name(t, settings.kafka.topic_prefix) for t in catalog.all_topics(tiers)]
 
 
-def read_events(
-    settings: Settings, keys: set[str] | None = None, topics: Iterable[str] | None = None
-) -> Iterator[schemas.Event]:
+class IncompleteRead(KafkaUnavailable):
+    """Some partitions could not be read up to the end captured when the read started (or hold
+    records of a writer schema this reader does not know): what was read is not everything."""
+
+    def __init__(self, missing: dict[tuple[str, int], str]) -> None:
+        shown = ", ".join(f"{t}[{p}]: {why}" for (t, p), why in sorted(missing.items())[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        super().__init__(f"incomplete read of {len(missing)} partition(s): {shown}{more}")
+        self.missing = missing
+
+
+class EventReader:
     """Every committed event on mxgate's topics (optionally only those keyed by ``keys``, or
-    only on the full topic names ``topics``), read from the beginning up to the end as it was
-    when the call started."""
-    consumer = Consumer(
-        base_config(settings.kafka)
-        | {
-            "group.id": "ops.trace",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    try:
+    only on the full topic names ``topics``), from the beginning up to the end offsets captured
+    when iteration starts; iterate it once.
+
+    It reads *to those ends*: a partition is done when the consumer's position reaches its end
+    (transaction markers can sit past the last data record: the position, not the last record's
+    offset, says when). Transient partition errors are waited out; when a partition makes no
+    progress for ``stall`` seconds, iteration stops with ``complete`` False and ``missing``
+    saying why (:func:`read_events` raises :class:`IncompleteRead` instead). A record of an
+    unknown writer schema also makes the read incomplete (a newer writer's event we could not
+    read); bytes that are no event at all are counted in ``undecodable`` and passed over.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        keys: set[str] | None = None,
+        topics: Iterable[str] | None = None,
+        stall: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._topics = list(topics) if topics is not None else None
+        self._stall = stall
+        self.complete = False
+        """True once every partition was read to its end and every record decoded."""
+        self.missing: dict[tuple[str, int], str] = {}
+        """Partitions not read to their end (or holding unknown schemas), with why."""
+        self.undecodable = 0
+        """Records passed over because they are no event (they are on the dead-letter path)."""
+
+    def __iter__(self) -> Iterator[schemas.Event]:
+        if self._settings.kafka.schema_dirs:
+            schemas.reload(tuple(self._settings.kafka.schema_dirs))
+        consumer = Consumer(
+            base_config(self._settings.kafka)
+            | {
+                "group.id": "ops.trace",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        try:
+            yield from self._read(consumer)
+        finally:
+            consumer.close()
+
+    def _read(self, consumer: Consumer) -> Iterator[schemas.Event]:
         meta = consumer.list_topics(timeout=10)
         ends: dict[tuple[str, int], int] = {}
         assign = []
-        for topic in _topics(settings) if topics is None else topics:
+        for topic in _topics(self._settings) if self._topics is None else self._topics:
             if topic not in meta.topics:
                 continue
             for p in meta.topics[topic].partitions:
@@ -395,30 +726,72 @@ def read_events(
                     ends[(topic, p)] = hi
                     assign.append(TopicPartition(topic, p, lo))
         if not assign:
+            self.complete = True
             return
         consumer.assign(assign)
         pending = set(ends)
+        errors: dict[tuple[str, int], str] = {}
+        unknown: dict[tuple[str, int], str] = {}
+        last_progress = time.monotonic()
         while pending:
-            batch = consumer.consume(500, 5.0)
-            if not batch:
-                break  # five quiet seconds: the rest is transaction markers, or nothing
+            batch = consumer.consume(500, 1.0)
             for m in batch:
-                if m.error():
-                    pending.discard((m.topic() or "", m.partition() or 0))  # partition EOF
+                k = (m.topic() or "", m.partition() or 0)
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(k)  # at the end as of now: the captured end is behind
+                        last_progress = time.monotonic()
+                    else:
+                        errors[k] = str(err)  # a transient error is waited out (stall)
                     continue
-                topic, partition, offset = position(m)
-                k = (topic, partition)
+                last_progress = time.monotonic()
+                offset = position(m)[2]
+                if offset >= ends[k]:
+                    pending.discard(k)
+                    continue
                 if offset >= ends[k] - 1:
                     pending.discard(k)
-                if offset >= ends[k]:
+                if self._keys is not None and _key(m) not in self._keys:
                     continue
-                if keys is None or _key(m) in keys:
-                    try:
-                        yield schemas.decode_event(m.value() or b"")
-                    except schemas.SchemaError:
-                        continue
-    finally:
-        consumer.close()
+                try:
+                    yield schemas.decode_event(m.value() or b"")
+                except schemas.UnknownSchema as e:
+                    unknown[k] = f"offset {offset}: {e}"
+                except schemas.SchemaError:
+                    self.undecodable += 1
+            if not batch and pending:
+                # Past the last data record only markers may remain: the position says so.
+                for tp in consumer.position([TopicPartition(t, p) for t, p in pending]):
+                    k = (tp.topic, tp.partition)
+                    if tp.offset >= 0 and tp.offset >= ends[k]:
+                        pending.discard(k)
+                if pending and time.monotonic() - last_progress > self._stall:
+                    break
+        self.missing = {
+            k: errors.get(k, f"stalled before offset {ends[k]}") for k in pending
+        } | unknown
+        self.complete = not self.missing
+
+
+def read_events(
+    settings: Settings,
+    keys: set[str] | None = None,
+    topics: Iterable[str] | None = None,
+    stall: float = 30.0,
+) -> Iterator[schemas.Event]:
+    """Every committed event on mxgate's topics (optionally only those keyed by ``keys``, or
+    only on the full topic names ``topics``), read from the beginning up to the end as it was
+    when the call started.
+
+    Raises :class:`IncompleteRead` (after yielding what it read) when some partition could not
+    be read to that end: never a silent partial answer. Use :class:`EventReader` to get the
+    events with a ``complete`` flag instead (e.g. gc: incomplete means keep everything).
+    """
+    reader = EventReader(settings, keys, topics, stall)
+    yield from reader
+    if not reader.complete:
+        raise IncompleteRead(reader.missing)
 
 
 _NO_LEADER_YET = frozenset(

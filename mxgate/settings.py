@@ -37,6 +37,28 @@ class KafkaSettings(BaseModel):
     transaction_timeout_ms: int = Field(
         default=60_000, ge=1_000, description="Kafka transaction timeout of scanner and deliverer."
     )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Failed attempts of a batch before it is split and the record that still "
+        "fails alone goes to mxgate.deadletter.v1 (store or broker outages do not count).",
+    )
+    retry_backoff: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds before a failed batch is tried again (doubling, at most 30).",
+    )
+    schema_retry: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between rereads of the schemas while a partition waits on a record "
+        "of an unknown writer schema (it is never skipped).",
+    )
+    schema_dirs: tuple[Path, ...] = Field(
+        default=(),
+        description="Extra folders of self-contained writer schemas (.avsc) that consumers learn "
+        "newer event versions from without a restart.",
+    )
 
 
 class StoreSettings(BaseModel):

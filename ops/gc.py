@@ -168,6 +168,12 @@ def _note(
 ) -> None:
     """Fold one event into the reference set and the held-in-quarantine index."""
     if not quarantine:
+        if isinstance(event, schemas.DeadLettered):
+            # A record set aside still names its body: `mxgate deadletter retry` needs it.
+            original = event.original()
+            if original is not None:
+                _note(original, False, referenced, held)
+            return
         # Every event that names a body says so in its object_key field.
         key = getattr(event, "object_key", None)
         if isinstance(key, str) and key:

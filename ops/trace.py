@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import enum
@@ -26,6 +27,8 @@ def _plain(v: Any) -> Any:
         return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, tuple | list):
         return [_plain(x) for x in v]
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode()  # a dead letter's original value
     return v
 
 
@@ -46,6 +49,8 @@ def _is_time(field_name: str) -> bool:
 def _message_id(event: schemas.Event) -> str | None:
     """The message an event is about; None for control events (engine switched off, a hash
     listed …), which are about no one message."""
+    if isinstance(event, schemas.DeadLettered | schemas.DeadLetterRetried):
+        return event.key  # set aside from a message topic: keyed by its message ID
     mid = getattr(event, "message_id", None)
     return mid if isinstance(mid, str) else None
 
@@ -60,7 +65,8 @@ def fold(events: Iterable[schemas.Event], message_id: str) -> dict[str, Any]:
 
     ``outcome`` is one of: delivered, quarantined, discarded, released, deleted, bounced,
     expired, deferred, scanned (decided, not yet carried out), received (not yet decided),
-    unknown. ``recipients`` maps each recipient to its latest delivery status.
+    dead-lettered (set aside on mxgate.deadletter.v1 and not retried since), unknown.
+    ``recipients`` maps each recipient to its latest delivery status.
     ``events`` lists every event about the message, of every kind (those added later too:
     kinds without a place of their own are listed as they are), plus the control events
     (events without a message ID, e.g. an engine switched off) from its arrival to its last
@@ -72,6 +78,7 @@ def fold(events: Iterable[schemas.Event], message_id: str) -> dict[str, Any]:
     released: list[schemas.QuarantineReleased] = []
     deleted: schemas.QuarantineDeleted | None = None
     deliveries: list[schemas.DeliveryAttempted] = []
+    dead: schemas.DeadLettered | None = None  # set aside and not retried since
     mine: list[schemas.Event] = []
     control: list[schemas.Event] = []
     for ev in events:
@@ -96,6 +103,10 @@ def fold(events: Iterable[schemas.Event], message_id: str) -> dict[str, Any]:
             deleted = ev
         elif isinstance(ev, schemas.DeliveryAttempted):
             deliveries.append(ev)
+        elif isinstance(ev, schemas.DeadLettered):
+            dead = ev
+        elif isinstance(ev, schemas.DeadLetterRetried):
+            dead = None
     deliveries.sort(key=lambda d: (d.attempt, d.attempted_at))
     recipients: dict[str, str] = {}
     for d in deliveries:
@@ -112,6 +123,8 @@ def fold(events: Iterable[schemas.Event], message_id: str) -> dict[str, Any]:
         outcome = delivery_outcome or "released"
     elif quarantine is not None:
         outcome = "quarantined" if quarantine.action == "quarantine" else "discarded"
+    elif dead is not None:
+        outcome = "dead-lettered"
     elif delivery_outcome:
         outcome = delivery_outcome
     elif scanned is not None:

@@ -9,6 +9,8 @@ See schemas/README.md.
 from schemas.events import (
     EVENT_TYPES,
     RECORD_TYPES,
+    DeadLettered,
+    DeadLetterRetried,
     DeliveryAttempted,
     DeliveryRetry,
     EngineControlled,
@@ -33,6 +35,8 @@ from schemas.events import (
     encode_event,
 )
 from schemas.wire import (
+    DEAD_LETTER_RETRIED,
+    DEAD_LETTERED,
     DELIVERY_ATTEMPTED,
     DELIVERY_RETRY,
     ENGINE_CONTROLLED,
@@ -53,13 +57,17 @@ from schemas.wire import (
     TRAINING_LABELLED,
     Schema,
     SchemaError,
+    UnknownSchema,
     decode,
     encode,
     history,
+    reload,
     schema,
 )
 
 __all__ = [
+    "DEAD_LETTERED",
+    "DEAD_LETTER_RETRIED",
     "DELIVERY_ATTEMPTED",
     "DELIVERY_RETRY",
     "ENGINE_CONTROLLED",
@@ -80,6 +88,8 @@ __all__ = [
     "RETROSCAN_ALERT",
     "SCHEMA_DIR",
     "TRAINING_LABELLED",
+    "DeadLetterRetried",
+    "DeadLettered",
     "DeliveryAttempted",
     "DeliveryRetry",
     "EngineControlled",
@@ -101,11 +111,13 @@ __all__ = [
     "SchemaError",
     "TlsInfo",
     "TrainingLabelled",
+    "UnknownSchema",
     "WorkKind",
     "decode",
     "decode_event",
     "encode",
     "encode_event",
     "history",
+    "reload",
     "schema",
 ]

@@ -22,6 +22,8 @@ from schemas.wire import SchemaError, decode, encode
 __all__ = [
     "EVENT_TYPES",
     "RECORD_TYPES",
+    "DeadLetterRetried",
+    "DeadLettered",
     "DeliveryAttempted",
     "DeliveryRetry",
     "EngineControlled",
@@ -126,6 +128,72 @@ class Record:
     def to_avro(self) -> dict[str, Any]:
         """The record as the Avro dict fastavro writes."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLettered(Record):
+    """A consumer gave up on one input record (a handler that kept failing on it, or bytes that are
+    no event) and set it aside, in the same transaction that committed its offset. Topic
+    mxgate.deadletter.v1, key: the record's own key (a message ID)."""
+
+    SCHEMA: ClassVar[str] = "mxgate.events.DeadLettered"
+
+    topic: str
+    """Full name of the topic the record was on."""
+    partition: int
+    offset: int
+    key: str
+    """The record's key (UTF-8; undecodable bytes replaced)."""
+    value: bytes
+    """The record's value exactly as it was (empty for none)."""
+    cause: str
+    """handler (processing it kept failing) | undecodable (not an event)"""
+    error: str
+    """The last error, as text."""
+    attempts: int
+    """Failed attempts before it was set aside (0 for undecodable)."""
+    group: str
+    """Consumer group that gave up on it."""
+    instance: str = ""
+    """The group member (instance id) that did."""
+    dead_lettered_at: dt.datetime
+
+    @property
+    def id(self) -> str:
+        """The dead letter's id: ``<topic>:<partition>:<offset>`` of the original record."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    def original(self) -> Event | None:
+        """The event the record held, when its bytes decode (None for undecodable ones)."""
+        try:
+            return decode_event(self.value)
+        except SchemaError:
+            return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterRetried(Record):
+    """An operator put a dead-lettered record back on its source topic (`mxgate deadletter retry`),
+    in the same transaction as this event. Topic mxgate.deadletter.v1, key: the record's key."""
+
+    SCHEMA: ClassVar[str] = "mxgate.events.DeadLetterRetried"
+
+    topic: str
+    """Source topic of the dead letter (where the value went again)."""
+    partition: int
+    """Partition of the original record."""
+    offset: int
+    """Offset of the original record: with topic and partition, the dead letter's id."""
+    key: str
+    retried_by: str
+    """Who retried it (user@host)."""
+    reason: str = ""
+    retried_at: dt.datetime
+
+    @property
+    def id(self) -> str:
+        """The id of the dead letter this retried (see :attr:`DeadLettered.id`)."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -579,6 +647,8 @@ Event = (
     | EngineStatus
     | MessageRejected
     | ReputationListed
+    | DeadLettered
+    | DeadLetterRetried
 )
 """Every record that travels as a top-level event (the others are nested in them)."""
 
@@ -597,6 +667,8 @@ EVENT_TYPES: Mapping[str, type[Event]] = {
     EngineStatus.SCHEMA: EngineStatus,
     MessageRejected.SCHEMA: MessageRejected,
     ReputationListed.SCHEMA: ReputationListed,
+    DeadLettered.SCHEMA: DeadLettered,
+    DeadLetterRetried.SCHEMA: DeadLetterRetried,
 }
 """The event dataclass for each full name of ``schemas.EVENTS``."""
 

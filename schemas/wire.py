@@ -35,6 +35,8 @@ ENGINE_CONTROLLED = "mxgate.events.EngineControlled"
 ENGINE_STATUS = "mxgate.events.EngineStatus"
 MESSAGE_REJECTED = "mxgate.events.MessageRejected"
 REPUTATION_LISTED = "mxgate.events.ReputationListed"
+DEAD_LETTERED = "mxgate.events.DeadLettered"
+DEAD_LETTER_RETRIED = "mxgate.events.DeadLetterRetried"
 
 # Records that travel as top-level events (the others are nested types).
 EVENTS = (
@@ -52,6 +54,8 @@ EVENTS = (
     ENGINE_STATUS,
     MESSAGE_REJECTED,
     REPUTATION_LISTED,
+    DEAD_LETTERED,
+    DEAD_LETTER_RETRIED,
 )
 
 HISTORY_DIR = SCHEMA_DIR / "history"
@@ -61,6 +65,15 @@ events written before a change stay decodable by fingerprint (see schemas/README
 
 class SchemaError(Exception):
     """A value is not a valid single-object encoded event of a known schema."""
+
+
+class UnknownSchema(SchemaError):
+    """A single-object encoded value whose writer schema this reader does not hold (yet): a
+    newer writer in a rolling upgrade, not garbage. Wait for the schema (:func:`reload`)."""
+
+    def __init__(self, fingerprint: bytes) -> None:
+        super().__init__(f"unknown writer schema fingerprint {fingerprint.hex()}")
+        self.fingerprint = fingerprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +115,48 @@ def history() -> tuple[Schema, ...]:
     return tuple(out)
 
 
+_extra_dirs: tuple[Path, ...] = ()
+
+
+def _load(path: Path) -> Schema:
+    parsed = load_schema(str(path))
+    canonical = to_parsing_canonical_form(parsed)
+    fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    name = parsed["name"] if isinstance(parsed, dict) else path.name.rsplit(".", 2)[0]
+    if isinstance(parsed, dict) and "." not in name and parsed.get("namespace"):
+        name = f"{parsed['namespace']}.{name}"
+    return Schema(name, parsed, canonical, fp)
+
+
 @cache
 def _by_fingerprint() -> dict[bytes, Schema]:
-    known = {s.fingerprint: s for s in history()}
+    known: dict[bytes, Schema] = {}
+    for folder in _extra_dirs:
+        for path in sorted(folder.glob("*.avsc")):
+            try:
+                s = _load(path)
+            except Exception:  # a half-written or foreign file must not stop decoding
+                continue
+            if s.name in EVENTS:
+                known[s.fingerprint] = s
+    known.update({s.fingerprint: s for s in history()})
     known.update({schema(n).fingerprint: schema(n) for n in EVENTS})
     return known
+
+
+def reload(extra_dirs: tuple[Path, ...] = ()) -> None:
+    """Forget the schemas read so far and read them again, plus the self-contained writer
+    schemas in ``extra_dirs`` (newer versions of our events, e.g. from a newer release).
+
+    A consumer waiting on an :class:`UnknownSchema` calls this now and then: a schema file
+    deployed beside it (or into ``extra_dirs``) is learnt without a restart. Events are still
+    resolved into this reader's own current schema, so fields it does not know are dropped.
+    """
+    global _extra_dirs
+    _extra_dirs = tuple(extra_dirs)
+    schema.cache_clear()
+    history.cache_clear()
+    _by_fingerprint.cache_clear()
 
 
 def encode(name: str, record: dict[str, Any]) -> bytes:
@@ -127,8 +177,8 @@ def decode(value: bytes, reader: Schema | None = None) -> tuple[str, dict[str, A
         raise SchemaError("not Avro single-object encoding (missing C3 01 marker)")
     writer = _by_fingerprint().get(value[2:10])
     if writer is None:
-        raise SchemaError(f"unknown writer schema fingerprint {value[2:10].hex()}")
-    if reader is None and writer is not schema(writer.name):
+        raise UnknownSchema(value[2:10])
+    if reader is None and writer.fingerprint != schema(writer.name).fingerprint:
         reader = schema(writer.name)  # an earlier version: resolve into the current shape
     try:
         rec = schemaless_reader(

@@ -19,7 +19,14 @@ from schemas import WorkKind
 
 NOW = dt.datetime(2026, 3, 1, 8, 30, 0, 123456, tzinfo=dt.UTC)
 FILES = sorted(schemas.SCHEMA_DIR.glob("*.avsc"))
-PRIMITIVE = {"string": str, "int": int, "long": int, "double": float, "boolean": bool}
+PRIMITIVE = {
+    "string": str,
+    "bytes": bytes,
+    "int": int,
+    "long": int,
+    "double": float,
+    "boolean": bool,
+}
 
 
 def _doc(name: str) -> dict[str, Any]:
@@ -94,6 +101,8 @@ def _sample(t: Any) -> Any:
     """A value of the Python type ``t`` that is not its field's default."""
     if t is str:
         return "x\u00e9"
+    if t is bytes:
+        return b"\xc3\x01\xff\x00"
     if t is int:
         return 7
     if t is float:
