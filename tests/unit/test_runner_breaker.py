@@ -95,7 +95,12 @@ async def test_ops_switch_takes_an_engine_out_and_back_without_restart() -> None
     assert (await r.run(_msg())).active == ["a", "b"]
     sw.off["a"] = "false positives"
     res = await r.run(_msg())
-    assert res.active == ["b"] and [f.engine for f in res.findings] == ["b"]
+    assert res.active == ["b"] and a.calls == 1  # not asked while switched off...
+    off, on = res.findings
+    # ...but recorded: a switched-off engine is a missing verdict, not a silent gap.
+    assert (off.engine, off.outcome, off.detail["missing"]) == ("a", "disabled", "disabled")
+    assert off.error == "disabled: false positives"
+    assert (on.engine, on.outcome) == ("b", "clean")
     assert r.state("a") == "disabled"
     del sw.off["a"]
     assert (await r.run(_msg())).active == ["a", "b"]
