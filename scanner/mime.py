@@ -24,6 +24,8 @@ Defect strings are stable codes, so policies and dashboards can key on them:
 - ``mime-limit:parts`` — more MIME parts than ``max_parts``; the rest is only in ``raw``;
 - ``mime-limit:depth`` — MIME nesting deeper than ``max_mime_depth``; the deeper structure is
   kept as one undecoded part (its siblings are still parsed);
+- ``mime-ambiguous:<header>`` — a part has two Content-Type, Content-Transfer-Encoding or
+  Content-Disposition headers: which one counts depends on the reader;
 - ``mime-error:<Exception>`` — the parser itself failed; only ``raw`` is scanned;
 - ``budget:time`` — the message's parse budget (``max_seconds``) ran out; what was parsed and
   unpacked by then is kept, the rest only in ``raw``;
@@ -88,9 +90,24 @@ _LZMA_MEMLIMIT = 128 * 1024 * 1024
 _FIRST_STEP = 256
 _MAX_STEP = 1024 * 1024
 
-UNSCANNABLE_DEFECTS: tuple[str, ...] = ("mime-error:", "mime-limit:", "archive-limit:", "budget:")
+UNSCANNABLE_DEFECTS: tuple[str, ...] = (
+    "mime-error:",
+    "mime-limit:",
+    "mime-ambiguous:",
+    "archive-limit:",
+    "budget:",
+    # The declared structure was not found, so the parts were never split out and decoded:
+    # the body went to the engines still encoded (mail clients may well find the parts).
+    "mime:StartBoundaryNotFoundDefect",
+    "mime:NoBoundaryInMultipartDefect",
+    "mime:MultipartInvariantViolationDefect",
+)
 """Defect prefixes that mean some content was not scanned decoded: each makes the message
 ``unscannable`` (:func:`scan_finding`)."""
+# Headers that decide how a part is read: when one is given twice, readers disagree on which
+# counts (compat32 takes the first, other parsers the last), so the scan may not see what the
+# recipient's client shows.
+_STRUCTURAL_HEADERS = ("content-type", "content-transfer-encoding", "content-disposition")
 
 ArchiveKind = Literal["zip", "zip-embedded", "tar", "gzip", "bz2", "xz", "7z"]
 
@@ -383,6 +400,9 @@ def _leaves(
 def _add_defects(node: Message, defects: _Defects) -> None:
     for d in getattr(node, "defects", ()):
         defects.add(f"mime:{type(d).__name__}")
+    for name in _STRUCTURAL_HEADERS:
+        if len(node.get_all(name) or ()) > 1:
+            defects.add(f"mime-ambiguous:{name}")
 
 
 def _leaf(node: Message, section: str, defects: _Defects) -> list[Part]:
