@@ -16,14 +16,19 @@ import functools
 import itertools
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import hostile, samples
+from support import factories, hostile, samples
 
-from mxgate.tenants import Policy
+import schemas
+from mxgate.blobstore import FsBlobStore
+from mxgate.tenants import Policy, Route, Tenant, Tenants
+from mxgate.timeutil import utcnow
+from ops.trace import fold, render
 from scanner import mime
 from scanner.engines.attachments import AttachmentsEngine
 from scanner.engines.common import Finding, ParsedMessage
@@ -31,6 +36,7 @@ from scanner.engines.yara_engine import YaraEngine
 from scanner.mime import RAW_PATH, UnpackLimits, parse, scan_finding
 from scanner.policy import decide
 from scanner.runner import EngineRunner
+from scanner.service import Scanner
 
 EICAR_RULE = "virus:yara:EICAR_Test_File"
 # What holds each case back: every listed reason must be in the decision.
@@ -294,3 +300,61 @@ def test_generated_mime_structures_never_raise_and_never_deliver_eicar(
     if any(p.data == samples.eicar() for p in msg.parts):
         assert decision.action == "quarantine", (decision, msg.defects)
         assert EICAR_RULE in decision.reasons
+
+
+# --- through the scanner service and the trace ---------------------------------------------
+
+
+def _scanned(
+    tmp_path: Path, raw: bytes, policy: Policy, controls: Any = None
+) -> tuple[schemas.MessageReceived, schemas.MessageScanned]:
+    """``raw`` stored in a real fs store and decided by :class:`Scanner` (no Kafka needed)."""
+
+    async def run() -> tuple[schemas.MessageReceived, schemas.MessageScanned]:
+        store = FsBlobStore(tmp_path / "store")
+        ref = await store.put(raw)
+        tenant = Tenant(name="t", domains=("example.test",), route=Route(host="h"), policy=policy)
+        scanner = Scanner(
+            factories.settings(tmp_path),
+            Tenants([tenant]),
+            store,
+            [_shared_yara(), AttachmentsEngine()],
+            controls=controls,
+        )
+        received = schemas.MessageReceived(
+            message_id="M1", tenant="t", received_at=utcnow(), accepted_at=utcnow(),
+            receiver="r", client_ip="192.0.2.1", helo="h", mail_from="a@evil.test",
+            rcpt_to=("c@example.test",), size=ref.size, sha256=ref.sha256, object_key=ref.key,
+        )  # fmt: skip
+        return received, await scanner.scan(received)
+
+    return asyncio.run(run())
+
+
+def test_the_scanner_records_the_unscannable_verdict_and_quarantines(tmp_path: Path) -> None:
+    received, scanned = _scanned(tmp_path, hostile.many_parts(), Policy())
+    assert scanned.action == "quarantine"
+    (mime_verdict,) = [v for v in scanned.verdicts if v.engine == "mime"]
+    assert mime_verdict.outcome == "unscannable" and "mime-limit:parts" in mime_verdict.symbols
+    assert "unscannable:mime:mime-limit:parts" in scanned.reasons
+    assert "mime-limit:parts" in scanned.defects
+    text = render(fold([received, scanned], "M1"))
+    assert "verdict   mime" in text and "unscannable" in text
+
+
+def test_the_trace_names_the_rule_that_delivered_an_unscanned_message(tmp_path: Path) -> None:
+    class Off:
+        def disabled_reason(self, engine: str) -> str | None:
+            return "FP storm" if engine == "yara" else None
+
+    lenient = Policy(on_engine_error="deliver")
+    received, scanned = _scanned(tmp_path, samples.clean_message(1), lenient, controls=Off())
+    assert scanned.action == "deliver"
+    assert "allowed:on_engine_error=deliver" in scanned.reasons
+    text = render(fold([received, scanned], "M1"))
+    assert "yara" in text and " disabled " in text and "error=disabled: FP storm" in text
+    assert "allowed:on_engine_error=deliver" in text
+    # The same message under the default policy is held back.
+    _, held = _scanned(tmp_path, samples.clean_message(1), Policy(), controls=Off())
+    assert held.action == "quarantine"
+    assert held.reasons == ("av-unavailable", "av-missing:yara:disabled")
