@@ -167,9 +167,10 @@ async def test_killing_engines_mid_scan_still_decides_every_message(tmp_path: Pa
             # A detection, or no antivirus answered at all: held back either way.
             assert dec.action == "quarantine", (i, res.findings)
         else:
-            # One antivirus answered clean while another failed: "degraded", which this
-            # policy delivers, saying so.
+            # Clean, or one antivirus answered clean while another failed: "degraded", which
+            # this policy delivers, saying so.
             assert dec.action == "deliver", (i, res.findings)
-            assert "allowed:on_av_partial_failure=deliver" in dec.reasons, (i, dec)
+            if "error" in outcomes.values() or "timeout" in outcomes.values():
+                assert "allowed:on_av_partial_failure=deliver" in dec.reasons, (i, dec)
         if i % 3 == 0 and outcomes["yara"] == "clean":
             pytest.fail(f"YARA missed EICAR in message {i}")
