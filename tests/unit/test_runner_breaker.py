@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mxgate.tenants import Policy
 from scanner.engines.common import Finding, Kind, ParsedMessage
+from scanner.policy import decide
 from scanner.runner import EngineRunner
 
 
@@ -67,7 +69,14 @@ async def test_breaker_opens_after_consecutive_failures_and_probes_back() -> Non
     assert r.state("av") == "open"
     res = await r.run(_msg())
     assert res.findings[0].outcome == "error" and res.findings[0].error == "circuit-open"
+    assert res.findings[0].detail["missing"] == "circuit-open"
     assert res.active == [] and e.calls == 3  # not asked while open
+    # A missing verdict, which the default policy holds back, naming why.
+    held = decide(res.findings, Policy())
+    assert (held.action, held.reasons) == (
+        "quarantine",
+        ("av-unavailable", "av-missing:av:circuit-open"),
+    )
     clock.now = 11
     assert r.state("av") == "half-open"
     await r.run(_msg())  # the probe fails: open again for another cooldown
