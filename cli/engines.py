@@ -135,7 +135,12 @@ def engines_disable(
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Switch engine NAME off on every scanner, now, without a restart."""
+    """Switch engine NAME off on every scanner, now, without a restart.
+
+    Each message then records a `disabled` verdict for it. For an antivirus engine that is a
+    missing verdict: under the default tenant policy (on_engine_error / on_av_partial_failure
+    = quarantine) the mail it would have scanned is quarantined, not delivered unscanned.
+    """
     if not reason.strip():
         typer.echo("error: --reason must say why", err=True)
         raise typer.Exit(2)

@@ -301,6 +301,12 @@ class ScannerSettings(BaseModel):
         "verdict, not the scanner; a crashed or hung worker is replaced.",
     )
     isolation_workers: int = Field(default=2, ge=1, description="Worker processes per engine.")
+    isolation_queue_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a scan may wait for a free isolated-engine worker; not counted in "
+        "the engine timeout. Running out is a recorded missing verdict (fail closed).",
+    )
     isolation_memory_mb: int = Field(
         default=2048, ge=64, description="Address-space limit of one engine worker process."
     )

@@ -12,7 +12,7 @@ Tenants live in one TOML file (``MXGATE_TENANTS_FILE``)::
     spam_tag = 5.0
     spam_quarantine = 10.0
     spam_discard = inf              # TOML's infinity: never discard (the default)
-    on_engine_error = "deliver"     # what a failed antivirus scan means: deliver | quarantine
+    on_engine_error = "quarantine"  # no antivirus verdict: deliver | tag | hold | quarantine
 
 A bad file raises :class:`mxgate.errors.ConfigError` naming the file and the key.
 """
@@ -100,12 +100,17 @@ class Policy(BaseModel):
     spam_quarantine: float = 10.0
     # Discarding loses mail for good, so it is off (infinite) unless a tenant sets a threshold.
     spam_discard: float = float("inf")
-    # What a failed antivirus scan means. on_engine_error: every antivirus engine failed;
-    # on_av_partial_failure: some failed while another answered. "tag" delivers with a warning
-    # header; "hold" rescans the failed engines (hold_rescans times, hold_rescan_delay apart)
-    # and applies on_hold_expired if they still fail.
-    on_engine_error: Literal["deliver", "tag", "hold", "quarantine"] = "deliver"
-    on_av_partial_failure: Literal["deliver", "tag", "hold", "quarantine"] = "deliver"
+    # What a missing antivirus verdict means (the engine errored, timed out, was disabled by
+    # ops, had its circuit open or found no free worker). on_engine_error: no antivirus engine
+    # answered; on_av_partial_failure: some failed while another answered clean. "tag" delivers
+    # with a warning header; "hold" rescans the failed engines (hold_rescans times,
+    # hold_rescan_delay apart) and applies on_hold_expired if they still fail. Fail closed by
+    # default; a delivered message names the rule that let it through ("allowed:...").
+    on_engine_error: Literal["deliver", "tag", "hold", "quarantine"] = "quarantine"
+    on_av_partial_failure: Literal["deliver", "tag", "hold", "quarantine"] = "quarantine"
+    # A message that could not be parsed or unpacked completely (parse error, MIME or archive
+    # limit, parse budget): some of its content was never scanned as decoded.
+    on_unscannable: Action = "quarantine"
     on_hold_expired: Action = "quarantine"
     hold_rescans: int = Field(default=2, ge=0, le=10)
     hold_rescan_delay: float = Field(default=5.0, ge=0, le=60)

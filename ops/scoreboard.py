@@ -65,6 +65,9 @@ __all__ = [
 DAY = 86_400.0
 DETECTED = frozenset({"infected", "spam", "match"})
 FAILED = frozenset({"error", "timeout"})
+# Verdicts that are no engine's answer: not applicable, switched off by ops, or the parser's own
+# "could not scan all of it" (pseudo-engine mime). They neither answer nor disagree.
+_NO_ANSWER = FAILED | {"skipped", "disabled", "unscannable"}
 _GROWTH = 1.12  # histogram bucket ratio: percentiles within about 12 %
 
 
@@ -88,10 +91,10 @@ def facts(scanned: schemas.MessageScanned, window: float) -> list[dict[str, Any]
         others = [
             w
             for j, w in enumerate(verdicts)
-            if j != i and not w.shadow and w.outcome not in FAILED | {"skipped"}
+            if j != i and not w.shadow and w.outcome not in _NO_ANSWER
         ]
         detected = v.outcome in DETECTED
-        answered = v.outcome not in FAILED | {"skipped"}
+        answered = v.outcome not in _NO_ANSWER
         yes = sum(w.outcome in DETECTED for w in others)
         majority = yes * 2 > len(others)
         out.append(

@@ -22,10 +22,30 @@ Defect strings are stable codes, so policies and dashboards can key on them:
 - ``header-error:<name>`` — a header the parser could not interpret (kept raw);
 - ``header-limit`` — a header too long to decode, or the decoding budget was spent: kept raw;
 - ``mime-limit:parts`` — more MIME parts than ``max_parts``; the rest is only in ``raw``;
+- ``mime-limit:depth`` — MIME nesting deeper than ``max_mime_depth``; the deeper structure is
+  kept as one undecoded part (its siblings are still parsed);
+- ``mime-ambiguous:<header>`` — a part has two Content-Type, Content-Transfer-Encoding or
+  Content-Disposition headers: which one counts depends on the reader;
 - ``mime-error:<Exception>`` — the parser itself failed; only ``raw`` is scanned;
+- ``budget:time`` — the message's parse budget (``max_seconds``) ran out; what was parsed and
+  unpacked by then is kept, the rest only in ``raw``;
 - ``encoding-broken`` — a transfer encoding could not be undone cleanly;
 - ``archive-limit:depth|members|bytes|ratio`` — an unpacking limit stopped that branch;
 - ``archive-encrypted``, ``archive-corrupt``, ``archive-unsupported``.
+
+A defect that means some content was *not* scanned as decoded (a parse failure, a limit, the
+budget: :data:`UNSCANNABLE_DEFECTS`) also becomes a verdict: :func:`scan_finding` turns it into
+an ``unscannable`` finding of the ``mime`` pseudo-engine, which the tenant's policy acts on
+(``Policy.on_unscannable``, quarantine by default), so hostile structure cannot buy a message a
+lighter scan than an honest one gets.
+
+Time is bounded per message (``UnpackLimits.max_seconds``, CPU seconds): the deadline is
+checked while the structure is fed to the parser, between parts and while unpacking (zip, tar,
+gzip/bz2/xz, 7z). It runs in the scanner's worker thread, not a process: every step here works
+on a bounded chunk between two checks, so the checks bound it; a worker process would cost a
+spawn per scanner and send the raw message and every decoded part across a pipe (up to
+hundreds of MB per message), and the native code that can crash already runs in the engines'
+isolated workers.
 """
 
 from __future__ import annotations
@@ -35,20 +55,22 @@ import io
 import lzma
 import re
 import tarfile
+import time
 import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy as email_policy
+from email.feedparser import FeedParser
 from email.header import decode_header, make_header
 from email.message import Message
-from email.parser import BytesParser
 from email.policy import Compat32
 from typing import Any, Literal
 
-from scanner.engines.common import ParsedMessage, Part
+import mxgate
+from scanner.engines.common import Finding, ParsedMessage, Part
 
-__all__ = ["RAW_PATH", "UnpackLimits", "parse"]
+__all__ = ["RAW_PATH", "UNSCANNABLE_DEFECTS", "UnpackLimits", "parse", "scan_finding"]
 
 RAW_PATH = "raw"
 """The path of the part that holds the whole raw message."""
@@ -64,6 +86,30 @@ _MAX_HEADER_CHARS = 16 * 1024
 _HEADER_DECODE_BUDGET = 128 * 1024
 # xz/lzma streams declare their dictionary size; without a cap a tiny file can demand GiBs.
 _LZMA_MEMLIMIT = 128 * 1024 * 1024
+# Compressed input is fed to a stream decompressor in steps that start small and double within
+# one member: the decompressor copies what it did not use (``unused_data``) at a member's end,
+# so a fixed big step would make many tiny concatenated members quadratic again.
+_FIRST_STEP = 256
+_MAX_STEP = 1024 * 1024
+
+UNSCANNABLE_DEFECTS: tuple[str, ...] = (
+    "mime-error:",
+    "mime-limit:",
+    "mime-ambiguous:",
+    "archive-limit:",
+    "budget:",
+    # The declared structure was not found, so the parts were never split out and decoded:
+    # the body went to the engines still encoded (mail clients may well find the parts).
+    "mime:StartBoundaryNotFoundDefect",
+    "mime:NoBoundaryInMultipartDefect",
+    "mime:MultipartInvariantViolationDefect",
+)
+"""Defect prefixes that mean some content was not scanned decoded: each makes the message
+``unscannable`` (:func:`scan_finding`)."""
+# Headers that decide how a part is read: when one is given twice, readers disagree on which
+# counts (compat32 takes the first, other parsers the last), so the scan may not see what the
+# recipient's client shows.
+_STRUCTURAL_HEADERS = ("content-type", "content-transfer-encoding", "content-disposition")
 
 ArchiveKind = Literal["zip", "zip-embedded", "tar", "gzip", "bz2", "xz", "7z"]
 
@@ -80,6 +126,11 @@ class UnpackLimits:
     ``ratio_floor`` bytes are exempt, since small text legitimately compresses beyond 100:1.
     ``max_parts``: MIME leaf parts decoded per message; parsing stops before the boundary line
     that would start one more, and the rest of the message is scanned only as ``raw``.
+    ``max_mime_depth``: MIME nesting (multipart and message/*) parsed; a part nested deeper is
+    kept whole as one undecoded part. It also keeps the stdlib parser, which recurses once per
+    level, far from the interpreter's recursion limit.
+    ``max_seconds``: the parse budget of one message (CPU seconds of the parsing thread); when it
+    runs out parsing stops where it is (defect ``budget:time``).
     """
 
     max_depth: int = 5
@@ -88,6 +139,8 @@ class UnpackLimits:
     max_ratio: float = 100.0
     ratio_floor: int = 1024 * 1024
     max_parts: int = 5000
+    max_mime_depth: int = 50
+    max_seconds: float = 20.0
 
 
 class _StructurePolicy(Compat32):
@@ -116,24 +169,29 @@ def parse(
     client_ip: str = "",
     helo: str = "",
     limits: UnpackLimits = UnpackLimits(),
+    clock: Callable[[], float] = time.thread_time,
 ) -> ParsedMessage:
     """Parse ``raw`` into headers, decoded leaf parts and archive members. Never raises.
 
     Parts come in document order, each archive's members right after the archive itself
-    (depth first), and the raw message last as path ``"raw"``.
+    (depth first), and the raw message last as path ``"raw"``. ``clock`` measures the time
+    budget (``limits.max_seconds``): by default the CPU time of the calling thread, so that 50
+    messages parsed side by side under one GIL do not spend each other's budget; tests pass
+    their own.
     """
     raw = bytes(raw)  # accept bytearray/memoryview; parts must be immutable
     defects = _Defects()
+    deadline = _Deadline(clock, limits.max_seconds, defects)
     headers: tuple[tuple[str, str], ...] = ()
     leaves: list[Part] = []
     try:
-        msg = BytesParser(policy=_STRUCTURE).parsebytes(_cut_parts(raw, limits, defects))
+        msg = _parse_structure(_cut_parts(raw, limits, defects), limits, defects, deadline)
         headers = _headers(msg, defects)
-        leaves = _leaves(msg, limits, defects)
+        leaves = _leaves(msg, limits, defects, deadline)
     except Exception as e:
         # The stdlib parser has had crash bugs on hostile input; raw is still scanned.
         defects.add(f"mime-error:{type(e).__name__}")
-    parts = _expand(leaves, limits, defects)
+    parts = _expand(leaves, limits, defects, deadline)
     parts.append(Part(path=RAW_PATH, filename=None, content_type="message/rfc822", data=raw))
     return ParsedMessage(
         message_id=message_id,
@@ -147,6 +205,107 @@ def parse(
         client_ip=client_ip,
         helo=helo,
     )
+
+
+def scan_finding(parsed: ParsedMessage) -> Finding | None:
+    """The ``unscannable`` finding for a message whose parse left content unscanned, or None.
+
+    Its symbols are the defects concerned (see :data:`UNSCANNABLE_DEFECTS`), so the policy's
+    reason names them; kind ``policy``, engine ``mime``.
+    """
+    symbols = tuple(d for d in parsed.defects if d.startswith(UNSCANNABLE_DEFECTS))
+    if not symbols:
+        return None
+    return Finding(
+        engine="mime",
+        engine_version=mxgate.__version__,
+        rules_version="mime-1",
+        outcome="unscannable",
+        symbols=symbols,
+        kind="policy",
+        detail={"defects": ",".join(symbols)[:1000]},
+    )
+
+
+class _BudgetSpent(Exception):
+    """Raised inside the parse when its time budget is gone; caught where work can stop."""
+
+
+class _Deadline:
+    """One message's parse deadline; :meth:`check` raises :class:`_BudgetSpent` past it."""
+
+    def __init__(self, clock: Callable[[], float], seconds: float, defects: _Defects) -> None:
+        self._clock = clock
+        self._at = clock() + seconds
+        self._defects = defects
+        self.spent = False
+
+    def check(self) -> None:
+        """Raise :class:`_BudgetSpent` (recording ``budget:time`` once) if the time is up."""
+        if self.spent or self._clock() > self._at:
+            if not self.spent:
+                self._defects.add("budget:time")
+            self.spent = True
+            raise _BudgetSpent
+
+
+class _StructureMessage(Message):
+    """A compat32 message that the parser can be told to treat as one opaque leaf."""
+
+    flattened = False
+
+    def get_content_type(self) -> str:
+        """text/plain for a flattened part, so that the parser does not descend into it."""
+        return "text/plain" if self.flattened else super().get_content_type()
+
+    def get_content_maintype(self) -> str:
+        """See :meth:`get_content_type`."""
+        return "text" if self.flattened else super().get_content_maintype()
+
+
+# The parser's private hook, looked up once (the stubs do not declare it).
+_FEED_NEW_MESSAGE: Callable[[FeedParser], None] = vars(FeedParser)["_new_message"]
+
+
+class _BoundedParser(FeedParser):
+    """The stdlib feed parser, stopped from descending past ``max_depth`` nested parts.
+
+    The stdlib parser recurses once per nesting level (multipart or message/*), so ~1,000
+    levels raise RecursionError and lose the whole parse, siblings included. Each message it
+    starts below the limit is marked flattened: the parser then reads it as a single leaf up to
+    its parent's boundary, so the deep branch is scanned as one undecoded part and the rest of
+    the message is parsed as usual. ``_new_message``/``_msgstack`` are the parser's own hooks
+    (stable since Python 3.2); there is no public one.
+    """
+
+    def __init__(self, max_depth: int, defects: _Defects) -> None:
+        super().__init__(_StructureMessage, policy=_STRUCTURE)
+        self._max_depth = max(1, max_depth)
+        self._mx_defects = defects
+
+    def _new_message(self) -> None:
+        _FEED_NEW_MESSAGE(self)
+        stack: list[Message] = vars(self)["_msgstack"]
+        if len(stack) > self._max_depth:
+            cur = stack[-1]
+            if isinstance(cur, _StructureMessage):
+                cur.flattened = True
+                self._mx_defects.add("mime-limit:depth")
+
+
+def _parse_structure(
+    raw: bytes, limits: UnpackLimits, defects: _Defects, deadline: _Deadline
+) -> Message:
+    """The MIME tree of ``raw`` (compat32, bounded depth), fed in chunks against the deadline."""
+    text = raw.decode("ascii", "surrogateescape")  # what BytesParser does
+    parser = _BoundedParser(limits.max_mime_depth, defects)
+    try:
+        for start in range(0, len(text), _CHUNK):
+            deadline.check()
+            parser.feed(text[start : start + _CHUNK])
+    except _BudgetSpent:
+        pass  # close() finishes the tree from what was fed; the rest is only in raw
+    return parser.close()
 
 
 @dataclass
@@ -210,13 +369,19 @@ def _headers(msg: Message, defects: _Defects) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _leaves(msg: Message, limits: UnpackLimits, defects: _Defects) -> list[Part]:
+def _leaves(
+    msg: Message, limits: UnpackLimits, defects: _Defects, deadline: _Deadline
+) -> list[Part]:
     """Every non-multipart part, depth first, with IMAP-like section numbers ("1", "2.1")."""
     out: list[Part] = []
     # An explicit stack rather than Message.walk(): hostile nesting must not hit the recursion
     # limit here (the parser has its own, and its failure is caught by parse()).
     stack: list[tuple[Message, str]] = [(msg, "")]
     while stack:
+        try:
+            deadline.check()
+        except _BudgetSpent:
+            break
         node, section = stack.pop()
         if node.is_multipart():
             _add_defects(node, defects)
@@ -239,6 +404,9 @@ def _leaves(msg: Message, limits: UnpackLimits, defects: _Defects) -> list[Part]
 def _add_defects(node: Message, defects: _Defects) -> None:
     for d in getattr(node, "defects", ()):
         defects.add(f"mime:{type(d).__name__}")
+    for name in _STRUCTURAL_HEADERS:
+        if len(node.get_all(name) or ()) > 1:
+            defects.add(f"mime-ambiguous:{name}")
 
 
 def _leaf(node: Message, section: str, defects: _Defects) -> list[Part]:
@@ -337,6 +505,7 @@ class _Budget:
 
     limits: UnpackLimits
     defects: _Defects
+    deadline: _Deadline
     members: int = 0
     total: int = 0
 
@@ -375,14 +544,22 @@ class _Budget:
             self.defects.add("archive-limit:ratio" if ratio_hit else "archive-limit:bytes")
 
 
-def _expand(leaves: list[Part], limits: UnpackLimits, defects: _Defects) -> list[Part]:
-    """The leaves with every archive's members inserted after it, depth first."""
-    budget = _Budget(limits, defects)
+def _expand(
+    leaves: list[Part], limits: UnpackLimits, defects: _Defects, deadline: _Deadline
+) -> list[Part]:
+    """The leaves with every archive's members inserted after it, depth first.
+
+    Once the time budget is spent, the parts already decoded are still kept (they cost nothing
+    more to hand to the engines), but no further archive is opened.
+    """
+    budget = _Budget(limits, defects, deadline)
     out: list[Part] = []
     stack = list(reversed(leaves))
     while stack:
         part = stack.pop()
         out.append(part)
+        if deadline.spent:
+            continue
         kind = _archive_kind(part.data)
         if kind is None:
             continue
@@ -390,7 +567,10 @@ def _expand(leaves: list[Part], limits: UnpackLimits, defects: _Defects) -> list
             defects.add("archive-limit:depth")
             continue
         try:
+            deadline.check()
             members = _OPENERS[kind](part, budget)
+        except _BudgetSpent:
+            members = []  # an opener stopped mid-archive: what it had is lost, the rest raw
         except Exception:
             # Each opener handles its own errors; this is the last line of defence.
             if kind != "zip-embedded":
@@ -433,15 +613,23 @@ def _member(parent: Part, name: str, data: bytes) -> Part:
     )
 
 
-def _read_bounded(f: io.BufferedIOBase | Any, cap: int) -> tuple[bytes, bool, bool]:
-    """Read at most ``cap`` bytes: (data, more data was left, the read failed part-way)."""
+def _read_bounded(
+    f: io.BufferedIOBase | Any, cap: int, deadline: _Deadline
+) -> tuple[bytes, bool, bool]:
+    """Read at most ``cap`` bytes: (data, more data was left, the read failed part-way).
+
+    Raises :class:`_BudgetSpent` when the time budget runs out between chunks.
+    """
     buf = bytearray()
     try:
         while len(buf) <= cap:
+            deadline.check()
             chunk = f.read(min(_CHUNK, cap + 1 - len(buf)))
             if not chunk:
                 return bytes(buf), False, False
             buf += chunk
+    except _BudgetSpent:
+        raise
     except Exception:
         return bytes(buf[:cap]), False, True
     return bytes(buf[:cap]), True, False
@@ -457,33 +645,36 @@ def _open_zip(part: Part, budget: _Budget, *, embedded: bool = False) -> list[Pa
         return []
     out: list[Part] = []
     with zf:
-        for info in zf.infolist():
-            if not budget.take_member():
-                break
-            if info.is_dir():
-                continue
-            if info.flag_bits & 0x1:
-                defects.add("archive-encrypted")
-                continue
-            if not budget.check_declared(info.file_size, info.compress_size):
-                if budget.remaining < info.file_size <= budget.ratio_cap(info.compress_size):
-                    break  # the message's byte allowance is spent: stop this archive
-                continue  # only this member is a bomb; its siblings may still carry malware
-            cap = min(budget.remaining, budget.ratio_cap(info.compress_size))
-            try:
-                f = zf.open(info)
-            except NotImplementedError:
-                defects.add("archive-unsupported")
-                continue
-            except Exception:
-                defects.add("archive-corrupt")
-                continue
-            with f:
-                data, overflow, failed = _read_bounded(f, cap)
-            if failed:
-                defects.add("archive-corrupt")
-            budget.charge(data, overflow=overflow, compressed=info.compress_size)
-            out.append(_member(part, info.filename, data))
+        try:
+            for info in zf.infolist():
+                if not budget.take_member():
+                    break
+                if info.is_dir():
+                    continue
+                if info.flag_bits & 0x1:
+                    defects.add("archive-encrypted")
+                    continue
+                if not budget.check_declared(info.file_size, info.compress_size):
+                    if budget.remaining < info.file_size <= budget.ratio_cap(info.compress_size):
+                        break  # the message's byte allowance is spent: stop this archive
+                    continue  # only this member is a bomb; its siblings may still carry malware
+                cap = min(budget.remaining, budget.ratio_cap(info.compress_size))
+                try:
+                    f = zf.open(info)
+                except NotImplementedError:
+                    defects.add("archive-unsupported")
+                    continue
+                except Exception:
+                    defects.add("archive-corrupt")
+                    continue
+                with f:
+                    data, overflow, failed = _read_bounded(f, cap, budget.deadline)
+                if failed:
+                    defects.add("archive-corrupt")
+                budget.charge(data, overflow=overflow, compressed=info.compress_size)
+                out.append(_member(part, info.filename, data))
+        except _BudgetSpent:
+            pass  # keep the members read so far
     return out
 
 
@@ -509,11 +700,15 @@ def _open_tar(part: Part, budget: _Budget) -> list[Part]:
                 f = tf.extractfile(ti)
                 if f is None:
                     continue
-                data, overflow, failed = _read_bounded(f, min(ti.size, budget.remaining))
+                data, overflow, failed = _read_bounded(
+                    f, min(ti.size, budget.remaining), budget.deadline
+                )
                 if failed:
                     defects.add("archive-corrupt")
                 budget.charge(data, overflow=overflow, compressed=len(part.data))
                 out.append(_member(part, ti.name, data))
+        except _BudgetSpent:
+            pass  # keep the members read so far
         except Exception:
             defects.add("archive-corrupt")
     return out
@@ -541,16 +736,27 @@ def _open_stream(part: Part, budget: _Budget, kind: str) -> list[Part]:
     cap = min(budget.remaining, budget.ratio_cap(compressed))
     out = bytearray()
     overflow = False
-    pending = data
+    view = memoryview(data)
+    pos = 0
     try:
-        # Loop for concatenated streams (multi-member gzip, pbzip2 output).
-        while pending[: len(magic)] == magic and not overflow:
+        # Loop for concatenated streams (multi-member gzip, pbzip2 output). Input is fed from
+        # offsets into one memoryview in growing steps, so the work is linear in the input
+        # however many members it holds (see _FIRST_STEP).
+        while view[pos : pos + len(magic)] == magic and not overflow:
+            budget.deadline.check()
             d = factory()
-            out += d.decompress(pending, cap + 1 - len(out))
-            overflow = len(out) > cap
+            step = _FIRST_STEP
+            while not d.eof and pos < compressed and not overflow:
+                chunk = view[pos : pos + step]
+                pos += len(chunk)
+                out += d.decompress(chunk, cap + 1 - len(out))
+                overflow = len(out) > cap
+                step = min(step * 2, _MAX_STEP)
             if not d.eof:
                 break  # truncated, or cut at the cap: keep what we have
-            pending = d.unused_data
+            pos -= len(d.unused_data)  # the next member starts where this one's input ended
+    except _BudgetSpent:
+        pass  # keep what was decompressed so far
     except Exception:
         defects.add("archive-corrupt")
     extracted = bytes(out[:cap])
@@ -584,12 +790,14 @@ class _CappedWriter:
     7z bomb costs, not just the memory.
     """
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, deadline: _Deadline) -> None:
         self.cap = cap
+        self.deadline = deadline
         self.buf = io.BytesIO()
         self.overflow = False
 
     def write(self, s: bytes | bytearray) -> int:
+        self.deadline.check()  # py7zr lets it out of extract(), which stops the work
         if self.buf.tell() + len(s) > self.cap:
             self.buf.write(bytes(s[: self.cap - self.buf.tell()]))
             self.overflow = True
@@ -663,14 +871,14 @@ def _open_7z(part: Part, budget: _Budget) -> list[Part]:
 
         class _Factory(WriterFactory):
             def create(self, filename: str) -> Any:
-                w = _CappedWriter(max(0, cap - used))
+                w = _CappedWriter(max(0, cap - used), budget.deadline)
                 writers[filename] = w
                 return w
 
         try:
             archive.extract(targets=wanted, factory=_Factory())
-        except _SevenZipOverflow:
-            pass
+        except (_SevenZipOverflow, _BudgetSpent):
+            pass  # keep what was written so far
         except Exception:
             defects.add("archive-corrupt")
         for name, w in writers.items():

@@ -23,12 +23,21 @@ kept (in findings order):
 - a sandbox finding with ``score >= policy.sandbox_malicious`` counts as a detection
   (``policy.on_virus``, reason ``sandbox:<engine>:<symbol>``); a sandbox ``timeout`` ->
   ``policy.on_sandbox_timeout``, reason ``sandbox-timeout:<engine>``;
-- antivirus unavailable: at least one antivirus engine failed (error/timeout) and none answered
-  ``clean`` -> ``policy.on_engine_error``, reason ``av-unavailable``; some failed while another
-  answered ``clean`` -> ``policy.on_av_partial_failure``, reason ``av-degraded`` (no reason when
-  that is ``deliver``). Either may be ``hold``: unless ``final``, the decision then names the
-  failed engines in ``rescan`` and the caller scans them again; a ``final`` decision applies
-  ``policy.on_hold_expired`` instead, reason ``av-hold-expired``.
+- unscannable: an ``unscannable`` finding (the parser's ``mime`` pseudo-engine: a parse that
+  failed, hit a limit or ran out of budget) -> ``policy.on_unscannable``, reasons
+  ``unscannable:<engine>:<defect>``;
+- antivirus verdict missing: at least one antivirus engine gave no verdict (error, timeout,
+  disabled by ops, circuit open, no free worker) and none answered ``clean`` ->
+  ``policy.on_engine_error``, reason ``av-unavailable``; some failed while another answered
+  ``clean`` -> ``policy.on_av_partial_failure``, reason ``av-degraded``; either way also
+  ``av-missing:<engine>:<why>`` for each. Either may be ``hold``: unless ``final``, the decision
+  then names the failed engines in ``rescan`` and the caller scans them again; a ``final``
+  decision applies ``policy.on_hold_expired`` instead, reason ``av-hold-expired``.
+
+Failing closed is the default (quarantine). When a tenant's policy lets a message with a
+missing verdict or unscanned content through (``deliver`` or ``tag``), the reasons say which
+rule did: ``allowed:<policy field>=<action>`` (e.g. ``allowed:on_engine_error=deliver``), so
+``mxgate trace`` shows why unscanned mail went out.
 
 "infected" counts as a virus whatever the reporting engine's kind (failing safe). The
 antivirus-unavailable rule deliberately ignores detections: a detection must never be able to
@@ -43,14 +52,15 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mxgate.tenants import Action, Policy
-from scanner.engines.common import Finding
+from scanner.engines.common import MISSING, Finding
 
 __all__ = ["SEVERITY", "Decision", "decide"]
 
 SEVERITY: Final[dict[Action, int]] = {"deliver": 0, "tag": 1, "quarantine": 2, "discard": 3}
 """Actions from least to most severe."""
 
-_FAILED = ("error", "timeout")
+_FAILED = MISSING
+_LETS_THROUGH = ("deliver", "tag")
 # Authentication findings with an action of their own in the policy (symbol -> Policy field).
 _AUTH_RULES: Final[dict[str, str]] = {
     "DMARC_POLICY_REJECT": "on_dmarc_reject",
@@ -96,6 +106,10 @@ def decide(findings: Sequence[Finding], policy: Policy, *, final: bool = True) -
             apply(policy.on_virus, *(f"virus:{f.engine}:{s}" for s in symbols))
         elif f.outcome == "match":
             _match(f, symbols, policy, apply)
+        elif f.outcome == "unscannable":
+            apply(policy.on_unscannable, *(f"unscannable:{f.engine}:{s}" for s in symbols))
+            if policy.on_unscannable in _LETS_THROUGH:
+                apply(policy.on_unscannable, f"allowed:on_unscannable={policy.on_unscannable}")
         elif f.outcome == "timeout" and f.kind == "policy" and f.engine == "sandbox":
             apply(policy.on_sandbox_timeout, f"sandbox-timeout:{f.engine}")
         # A timeout may still carry the malscore of attachments that did finish.
@@ -118,20 +132,27 @@ def decide(findings: Sequence[Finding], policy: Policy, *, final: bool = True) -
         apply(spam_action, f"spam-score:{spam_score:.2f}", *contributors)
 
     av = [f for f in findings if f.kind == "antivirus"]
-    failed = tuple(dict.fromkeys(f.engine for f in av if f.outcome in _FAILED))
+    missing = [f for f in av if f.outcome in _FAILED]
+    failed = tuple(dict.fromkeys(f.engine for f in missing))
     rescan: tuple[str, ...] = ()
     if failed:
         if any(f.outcome == "clean" for f in av):
-            mode, why = policy.on_av_partial_failure, "av-degraded"
+            field, mode, why = "on_av_partial_failure", policy.on_av_partial_failure, "av-degraded"
         else:
-            mode, why = policy.on_engine_error, "av-unavailable"
+            field, mode, why = "on_engine_error", policy.on_engine_error, "av-unavailable"
+        each = tuple(dict.fromkeys(f"av-missing:{f.engine}:{_why_missing(f)}" for f in missing))
         if mode == "hold":
             if final:
-                apply(policy.on_hold_expired, why, "av-hold-expired")
+                expired = policy.on_hold_expired
+                apply(expired, why, *each, "av-hold-expired")
+                if expired in _LETS_THROUGH:
+                    apply(expired, f"allowed:on_hold_expired={expired}")
             else:
                 rescan = failed
-        elif mode != "deliver" or why == "av-unavailable":
-            apply(mode, why)
+        else:
+            apply(mode, why, *each)
+            if mode in _LETS_THROUGH:
+                apply(mode, f"allowed:{field}={mode}")
 
     return Decision(
         action=action,
@@ -164,6 +185,12 @@ def _match(f: Finding, symbols: tuple[str, ...], policy: Policy, apply: Any) -> 
             plain.append(s)
     if plain or not symbols:
         apply(policy.on_content_match, *(f"content:{f.engine}:{s}" for s in plain or symbols))
+
+
+def _why_missing(f: Finding) -> str:
+    """Why ``f`` has no verdict: ``detail["missing"]`` (disabled, circuit-open, queue-wait, ...),
+    else its outcome (findings recorded before that key existed)."""
+    return f.detail.get("missing") or f.outcome
 
 
 def _listed(what: str, listed: Sequence[str]) -> bool:

@@ -2,7 +2,10 @@
 
 An engine that raises becomes an ``error`` finding and one that does not answer in time a
 ``timeout`` finding (:func:`scanner.engines.common.failure`); the other engines still report, and
-the tenant's policy decides what a missing verdict means.
+the tenant's policy decides what a missing verdict means. Time an engine spends waiting for a
+shared worker (:func:`scanner.engines.common.queue_wait`) does not count against its timeout;
+an engine whose wait runs out raises :class:`~scanner.engines.common.EngineBusy`, recorded as an
+``error`` with ``detail["missing"] = "queue-wait"``.
 
 Engines must be cooperative: the timeout cancels ``check()`` at its next ``await``, so blocking
 work belongs in a worker thread or process (see :mod:`scanner.engines.isolated`), never on the
@@ -15,7 +18,8 @@ event loop.
   sees an antivirus engine missing) until ``breaker_cooldown`` has passed, then one message
   probes it: success closes the circuit, failure opens it again;
 - **runtime switch**: an engine that ops disabled (``mxgate engines disable``, see
-  :mod:`mxgate.enginecontrol`) is not run and not listed as active, with no restart;
+  :mod:`mxgate.enginecontrol`) is not run and not listed as active, with no restart; it is
+  recorded as a ``disabled`` finding, so the policy sees the verdict missing (fail closed);
 - **verdict cache**: a conclusive finding of a ``cacheable`` engine is reused for an identical
   body scanned by the same engine, engine version and rules version;
 - **status**: per-engine state, error rate over the last scans and p50/p99 scan time, which the
@@ -33,7 +37,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from scanner.engines.common import Engine, Finding, ParsedMessage, failure
+from scanner.engines.common import (
+    Engine,
+    EngineBusy,
+    Finding,
+    ParsedMessage,
+    failure,
+    scan_clock,
+)
 
 __all__ = ["Controls", "EngineRunner", "RunResult", "VerdictCache", "run_engines"]
 
@@ -61,8 +72,11 @@ async def _run_one(engine: Engine, msg: ParsedMessage, timeout: float) -> Findin
         return (time.perf_counter() - start) * 1000.0
 
     try:
-        async with asyncio.timeout(timeout):
-            finding = await engine.check(msg)
+        async with asyncio.timeout(timeout) as cm:
+            with scan_clock(cm):
+                finding = await engine.check(msg)
+    except EngineBusy as e:
+        return failure(engine, "error", f"queue-wait: {e}", elapsed(), missing="queue-wait")
     except TimeoutError:
         return failure(engine, "timeout", f"no answer within {timeout:g}s", elapsed())
     except asyncio.CancelledError:
@@ -184,12 +198,16 @@ class EngineRunner:
         for e in self.engines:
             if wanted is not None and e.name not in wanted:
                 continue
-            if self.state(e.name) == "disabled":
+            reason = self.controls.disabled_reason(e.name) if self.controls else None
+            if reason is not None:
+                # Not asked, but recorded: a switched-off antivirus is a missing verdict.
+                tasks.append(_done(failure(e, "disabled", f"disabled: {reason}", 0.0)))
                 continue
             h = self._health[e.name]
             if h.opened_at is not None:
                 if h.probing or self._clock() - h.opened_at < self.breaker_cooldown:
-                    tasks.append(_done(failure(e, "error", CIRCUIT_OPEN, 0.0)))
+                    f = failure(e, "error", CIRCUIT_OPEN, 0.0, missing=CIRCUIT_OPEN)
+                    tasks.append(_done(f))
                     continue
                 h.probing = True  # this message is the probe; others still see it open
             active.append(e.name)
@@ -228,6 +246,13 @@ class EngineRunner:
         failed = f.outcome in _FAILED
         h.scans += 1
         h.recent.append((failed, f.duration_ms))
+        if f.detail.get("missing") == "queue-wait":
+            # Every worker was busy: load, not a broken engine. Counted in the error rate, but
+            # it must not open the circuit (which would fail every other message too).
+            h.errors += 1
+            h.last_error = f.error
+            h.probing = False
+            return
         if failed:
             h.errors += 1
             h.last_error = f.error

@@ -1,8 +1,11 @@
 """The scanner service: MessageReceived in, exactly one MessageScanned out, in one transaction.
 
 Each batch is read, scanned and decided, and the decisions are produced together with the
-input offsets in one Kafka transaction. The body is fetched once and parsed once per message;
-the parsed message goes to every enabled engine concurrently.
+input offsets in one Kafka transaction. The body is fetched once and parsed once per message
+(within the parse budget, :mod:`scanner.mime`); the parsed message goes to every enabled engine
+concurrently. A parse that left content unscanned adds an ``unscannable`` verdict of the
+``mime`` pseudo-engine, and every antivirus verdict that is missing (error, timeout, disabled,
+circuit open, queue wait) is recorded too: the tenant's policy decides, failing closed.
 """
 
 from __future__ import annotations
@@ -125,6 +128,10 @@ class Scanner:
                 run_engines(self.shadow, parsed, self.settings.scanner.engine_timeout),
             )
             findings, active = run.findings, run.active
+            # A parse that failed, hit a limit or ran out of budget is a verdict of its own.
+            unscannable = mime.scan_finding(parsed)
+            if unscannable is not None:
+                findings = [unscannable, *findings]
             findings, decision = await self._hold(parsed, findings, policy)
         log.info(
             "decided",

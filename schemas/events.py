@@ -371,7 +371,7 @@ class EngineVerdict(Record):
     rules_version: str
     """Signature or rule set version."""
     outcome: str
-    """clean | infected | spam | match | error | timeout | skipped"""
+    """clean | infected | spam | match | error | timeout | skipped | disabled | unscannable"""
     score: float = 0.0
     symbols: tuple[str, ...] = ()
     duration_ms: float = 0.0

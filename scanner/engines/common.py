@@ -21,7 +21,9 @@ with it, so ``check(message)`` stays the whole interface.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+import contextlib
+import contextvars
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
 
@@ -32,9 +34,11 @@ from mxgate.resolver import Resolver, shared_resolver
 from mxgate.settings import ScannerSettings
 
 __all__ = [
+    "MISSING",
     "DnsSettings",
     "Engine",
     "EngineBase",
+    "EngineBusy",
     "EngineSettings",
     "EngineSpec",
     "Finding",
@@ -45,12 +49,27 @@ __all__ = [
     "Part",
     "ScanContext",
     "failure",
+    "queue_wait",
 ]
 
 Kind = Literal["antivirus", "antispam", "auth", "policy"]
 # clean: nothing found. infected: malware. spam: unwanted. match: a policy/content rule hit.
 # error / timeout: the engine could not answer. skipped: not applicable to this message.
-Outcome = Literal["clean", "infected", "spam", "match", "error", "timeout", "skipped"]
+# disabled: switched off by ops, so not asked. unscannable: the message could not be parsed or
+# unpacked completely (pseudo-engine "mime"), so some content went unscanned.
+Outcome = Literal[
+    "clean",
+    "infected",
+    "spam",
+    "match",
+    "error",
+    "timeout",
+    "skipped",
+    "disabled",
+    "unscannable",
+]
+MISSING: tuple[Outcome, ...] = ("error", "timeout", "disabled")
+"""Outcomes that mean the engine gave no verdict (the policy's missing-verdict rules apply)."""
 
 T = TypeVar("T")
 S = TypeVar("S", bound="EngineSettings")
@@ -252,8 +271,20 @@ class EngineBase:
         """Nothing to release by default."""
 
 
-def failure(engine: Engine, outcome: Literal["error", "timeout"], error: str, ms: float) -> Finding:
-    """The finding recorded for an engine that raised or timed out."""
+def failure(
+    engine: Engine,
+    outcome: Literal["error", "timeout", "disabled"],
+    error: str,
+    ms: float,
+    *,
+    missing: str | None = None,
+) -> Finding:
+    """The finding recorded for an engine that gave no verdict: it raised, timed out, was
+    switched off, its circuit was open or no worker was free.
+
+    ``detail["missing"]`` says which (``error``, ``timeout``, ``disabled``, ``circuit-open``,
+    ``queue-wait``; default: the outcome), so the policy's reason and the trace can name it.
+    """
     return Finding(
         engine=engine.name,
         engine_version=_safe(lambda: engine.version),
@@ -262,7 +293,68 @@ def failure(engine: Engine, outcome: Literal["error", "timeout"], error: str, ms
         duration_ms=ms,
         error=error[:500],
         kind=engine.kind,
+        detail={"missing": missing or outcome},
     )
+
+
+class EngineBusy(Exception):
+    """No worker became free for the engine within its queue-wait budget (not an engine fault:
+    the runner records it as a missing verdict and does not count it against the breaker)."""
+
+
+class _ScanClock:
+    """The runner's timeout for one engine scan, which :func:`queue_wait` can pause."""
+
+    def __init__(self, timeout: asyncio.Timeout) -> None:
+        self.timeout = timeout
+        self.remaining: float | None = None
+
+    def pause(self) -> None:
+        when = self.timeout.when()
+        if when is not None and self.remaining is None:
+            loop = asyncio.get_running_loop()
+            self.remaining = max(0.0, when - loop.time())
+            self.timeout.reschedule(None)
+
+    def resume(self) -> None:
+        if self.remaining is not None:
+            loop = asyncio.get_running_loop()
+            self.timeout.reschedule(loop.time() + self.remaining)
+            self.remaining = None
+
+
+_SCAN_CLOCK: contextvars.ContextVar[_ScanClock | None] = contextvars.ContextVar(
+    "mxgate_scan_clock", default=None
+)
+
+
+@contextlib.contextmanager
+def scan_clock(timeout: asyncio.Timeout) -> Iterator[None]:
+    """Within this block (the runner's), :func:`queue_wait` can pause ``timeout``."""
+    token = _SCAN_CLOCK.set(_ScanClock(timeout))
+    try:
+        yield
+    finally:
+        _SCAN_CLOCK.reset(token)
+
+
+@contextlib.contextmanager
+def queue_wait() -> Iterator[None]:
+    """Time spent in this block does not count against the engine's timeout.
+
+    An engine that waits for a resource shared by all scans (an isolated engine's worker
+    slot) wraps the wait in it, so 50 messages queued on 2 workers do not time out because of
+    each other; the engine must bound the wait itself (and raise :class:`EngineBusy`).
+    """
+    clock = _SCAN_CLOCK.get()
+    if clock is None:
+        yield
+        return
+    clock.pause()
+    try:
+        yield
+    finally:
+        clock.resume()
 
 
 def _safe(f: Callable[[], object]) -> str:

@@ -11,6 +11,10 @@ the finding comes back the same way.
   be interrupted any other way; the next scan gets a fresh worker.
 - Each worker runs under an address-space limit, so a decompression or parser bomb inside an
   engine ends in ``MemoryError`` (an ``error`` finding) instead of swapping the host.
+- Waiting for a free worker is not scan time: the wait is excluded from the runner's engine
+  timeout (:func:`~scanner.engines.common.queue_wait`) and bounded by its own
+  ``queue_timeout``; running out of it raises :class:`~scanner.engines.common.EngineBusy`, a
+  recorded missing verdict that does not open the engine's circuit.
 
 Hand-written rather than ``concurrent.futures.ProcessPoolExecutor``: the pool cannot kill one
 hung worker (only shut the whole pool down), and it breaks every pending future when one worker
@@ -31,7 +35,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanner.engines.common import Engine, EngineBase, Finding, Kind, ParsedMessage
+from scanner.engines.common import (
+    Engine,
+    EngineBase,
+    EngineBusy,
+    Finding,
+    Kind,
+    ParsedMessage,
+    queue_wait,
+)
 
 __all__ = ["EngineCrashed", "IsolatedEngine"]
 
@@ -122,15 +134,18 @@ class IsolatedEngine(EngineBase):
         workers: int = 2,
         memory_mb: int = 2048,
         cacheable: bool = True,
+        queue_timeout: float = 30.0,
     ) -> None:
         """``factory(settings)`` builds the real engine in each worker; both must pickle
-        (a module-level function and a pydantic settings object do)."""
+        (a module-level function and a pydantic settings object do). ``queue_timeout``: the
+        longest one scan waits for a free worker."""
         self.name = name
         self.kind = kind
         self.cacheable = cacheable
         self._factory = factory
         self._settings = settings
         self._memory_mb = memory_mb
+        self.queue_timeout = queue_timeout
         self._version = "unknown"
         self._rules = "unknown"
         self._free: asyncio.Queue[_Worker | None] | None = None
@@ -236,7 +251,13 @@ class IsolatedEngine(EngineBase):
     async def check(self, message: ParsedMessage) -> Finding:
         """Scan in a worker; :class:`EngineCrashed` if it died, cancellation kills it."""
         q = self._queue()
-        job = _Job(await q.get())
+        try:
+            with queue_wait():
+                async with asyncio.timeout(self.queue_timeout):
+                    slot = await q.get()
+        except TimeoutError:
+            raise EngineBusy(f"no free {self.name} worker within {self.queue_timeout:g}s") from None
+        job = _Job(slot)
         fut = asyncio.get_running_loop().run_in_executor(
             self._threads, self._roundtrip, job, message
         )

@@ -77,6 +77,7 @@ def build_engines(
                 workers=settings.isolation_workers,
                 memory_mb=settings.isolation_memory_mb,
                 cacheable=spec.engine.cacheable,
+                queue_timeout=settings.isolation_queue_timeout,
             )
         out.append(engine)
     return out

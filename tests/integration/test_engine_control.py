@@ -63,7 +63,14 @@ async def test_disable_and_enable_through_the_cli_reach_the_runner(kafka, monkey
         assert r.exit_code == 0, r.output
         _wait(lambda: watcher.disabled_reason("clamav") == "FP storm", "the switch")
         res = await runner.run(msg)
-        assert res.active == ["yara"] and [f.engine for f in res.findings] == ["yara"]
+        # Not asked, but on record: the switched-off engine is a `disabled` verdict, which the
+        # policy treats as a missing antivirus verdict.
+        assert res.active == ["yara"]
+        assert [(f.engine, f.outcome) for f in res.findings] == [
+            ("clamav", "disabled"),
+            ("yara", "clean"),
+        ]
+        assert res.findings[0].error == "disabled: FP storm"
 
         # The scanner reports status; `mxgate engines --json` shows it with the switch.
         from confluent_kafka import Producer

@@ -2,7 +2,8 @@
 
 The body decides: ``SEGV`` crashes the interpreter with a real segmentation fault (what a bug in
 native code does), ``EXIT`` kills the process, ``HANG`` blocks in a non-cancellable call,
-``RAISE`` raises, ``ALLOC`` asks for more memory than the worker's limit; anything else is clean.
+``RAISE`` raises, ``ALLOC`` asks for more memory than the worker's limit, ``SLOW`` holds the
+worker for a second and then answers clean; anything else is clean.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class CrashyEngine:
             os._exit(3)
         if b"HANG" in body:
             time.sleep(3600)  # noqa: ASYNC251 - a blocking hang, as native code hangs
+        if b"SLOW" in body:
+            time.sleep(1.0)  # noqa: ASYNC251 - a busy worker, as a long native scan is
         if b"RAISE" in body:
             raise ValueError("engine exploded")
         if b"ALLOC" in body:

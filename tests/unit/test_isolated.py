@@ -6,8 +6,10 @@ import asyncio
 
 from support.crashy import crashy_factory
 
+from mxgate.tenants import Policy
 from scanner.engines.common import ParsedMessage
 from scanner.engines.isolated import EngineCrashed, IsolatedEngine
+from scanner.policy import decide
 from scanner.runner import EngineRunner
 
 
@@ -104,3 +106,39 @@ async def test_a_factory_that_fails_is_reported_at_start() -> None:
 
 def _no_engine(settings: object) -> object:
     raise RuntimeError("no rules")
+
+
+async def test_waiting_for_a_worker_does_not_count_against_the_engine_timeout() -> None:
+    # Four scans of a second each share one worker: the last waits three seconds for it. The
+    # engine timeout (2.5 s) covers each scan, not the queue in front of it.
+    e = IsolatedEngine("crashy", "antivirus", crashy_factory, None, workers=1, queue_timeout=60)
+    runner = EngineRunner([e], timeout=2.5, breaker_failures=1)
+    try:
+        await e.start()
+        results = await asyncio.gather(*(runner.run(_msg(b"SLOW", f"m{i}")) for i in range(4)))
+    finally:
+        await e.aclose()
+    assert [r.findings[0].outcome for r in results] == ["clean"] * 4
+    assert runner.state("crashy") == "enabled"
+
+
+async def test_a_queue_wait_overrun_is_a_missing_verdict_that_does_not_open_the_breaker() -> None:
+    e = IsolatedEngine("crashy", "antivirus", crashy_factory, None, workers=1, queue_timeout=0.3)
+    runner = EngineRunner([e], timeout=20.0, breaker_failures=1)
+    try:
+        await e.start()
+        busy, waited = await asyncio.gather(
+            runner.run(_msg(b"SLOW", "first")), runner.run(_msg(b"ok", "second"))
+        )
+        assert busy.findings[0].outcome == "clean"
+        lost = waited.findings[0]
+        assert (lost.outcome, lost.detail["missing"]) == ("error", "queue-wait")
+        assert (lost.error or "").startswith("queue-wait: no free crashy worker")
+        # One failure opens this breaker, but a full queue is load, not a broken engine.
+        assert runner.state("crashy") == "enabled"
+        assert (await runner.run(_msg(b"ok", "third"))).findings[0].outcome == "clean"
+    finally:
+        await e.aclose()
+    decision = decide([lost], Policy())
+    assert decision.action == "quarantine"
+    assert decision.reasons == ("av-unavailable", "av-missing:crashy:queue-wait")

@@ -99,14 +99,29 @@ def test_engine_weights() -> None:
 def test_antivirus_unavailable() -> None:
     failed = Finding("yara", "1", "r1", "timeout", kind="antivirus", error="slow")
     d = decide([failed, spam(0.0, outcome="clean")], POLICY)
-    assert (d.action, d.reasons) == ("quarantine", ("av-unavailable",))
+    assert (d.action, d.reasons) == ("quarantine", ("av-unavailable", "av-missing:yara:timeout"))
+    # A policy that lets the message through says so: the rule is on record.
     open_policy = POLICY.model_copy(update={"on_engine_error": "deliver"})
-    assert decide([failed], open_policy) == Decision("deliver", ("av-unavailable",), 0.0, "p1")
+    assert decide([failed], open_policy) == Decision(
+        "deliver",
+        ("av-unavailable", "av-missing:yara:timeout", "allowed:on_engine_error=deliver"),
+        0.0,
+        "p1",
+    )
 
 
-def test_one_antivirus_answer_is_enough() -> None:
+def test_one_antivirus_answer_is_enough_only_when_the_tenant_says_so() -> None:
     failed = Finding("clamav", "1", "r1", "error", kind="antivirus", error="boom")
-    assert decide([failed, av()], POLICY).action == "deliver"
+    # Fail closed by default: one engine's clean does not stand in for the missing one.
+    assert decide([failed, av()], POLICY).action == "quarantine"
+    lenient = POLICY.model_copy(update={"on_av_partial_failure": "deliver"})
+    d = decide([failed, av()], lenient)
+    assert d.action == "deliver"
+    assert d.reasons == (
+        "av-degraded",
+        "av-missing:clamav:error",
+        "allowed:on_av_partial_failure=deliver",
+    )
 
 
 def test_failed_antispam_is_not_av_unavailable() -> None:
@@ -127,7 +142,17 @@ def test_non_finite_scores_do_not_break_the_sum() -> None:
 
 # --- properties ----------------------------------------------------------------------------
 
-OUTCOMES = ["clean", "infected", "spam", "match", "error", "timeout", "skipped"]
+OUTCOMES = [
+    "clean",
+    "infected",
+    "spam",
+    "match",
+    "error",
+    "timeout",
+    "skipped",
+    "disabled",
+    "unscannable",
+]
 ACTIONS = list(SEVERITY)
 
 findings_st = st.builds(

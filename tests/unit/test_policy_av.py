@@ -20,16 +20,26 @@ def pol(engine: str, outcome: str, *symbols: str, score: float = 0.0) -> Finding
 
 def test_partial_failure_modes() -> None:
     f = [av("clamav", "error"), av("yara", "clean")]
-    assert decide(f, Policy()).action == "deliver"
+    d = decide(f, Policy())  # fail closed by default
+    assert (d.action, d.reasons) == ("quarantine", ("av-degraded", "av-missing:clamav:error"))
     d = decide(f, Policy(on_av_partial_failure="tag"))
-    assert (d.action, d.reasons) == ("tag", ("av-degraded",))
-    assert decide(f, Policy(on_av_partial_failure="quarantine")).action == "quarantine"
+    assert (d.action, d.reasons) == (
+        "tag",
+        ("av-degraded", "av-missing:clamav:error", "allowed:on_av_partial_failure=tag"),
+    )
+    d = decide(f, Policy(on_av_partial_failure="deliver"))
+    assert d.action == "deliver" and "allowed:on_av_partial_failure=deliver" in d.reasons
 
 
 def test_total_failure_modes() -> None:
     f = [av("clamav", "timeout"), av("yara", "error")]
     assert decide(f, Policy(on_engine_error="tag")).action == "tag"
-    assert decide(f, Policy(on_engine_error="quarantine")).reasons == ("av-unavailable",)
+    assert decide(f, Policy(on_engine_error="quarantine")).reasons == (
+        "av-unavailable",
+        "av-missing:clamav:timeout",
+        "av-missing:yara:error",
+    )
+    assert decide(f, Policy()).action == "quarantine"  # the default fails closed
 
 
 def test_hold_asks_for_a_rescan_then_applies_the_expiry_action() -> None:
@@ -39,7 +49,16 @@ def test_hold_asks_for_a_rescan_then_applies_the_expiry_action() -> None:
     assert first.rescan == ("clamav", "yara") and first.action == "deliver"
     last = decide(f, p, final=True)
     assert last.rescan == () and last.action == "quarantine"
-    assert last.reasons == ("av-unavailable", "av-hold-expired")
+    assert last.reasons == (
+        "av-unavailable",
+        "av-missing:clamav:error",
+        "av-missing:yara:error",
+        "av-hold-expired",
+    )
+    # An expiry that lets the message through names that rule.
+    lenient = decide(f, p.model_copy(update={"on_hold_expired": "deliver"}), final=True)
+    assert lenient.action == "deliver"
+    assert lenient.reasons[-1] == "allowed:on_hold_expired=deliver"
     # Once an engine answers, there is nothing to hold for.
     assert decide([av("clamav", "clean")], p, final=False).rescan == ()
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mxgate.tenants import Policy
 from scanner.engines.common import Finding, Kind, ParsedMessage
+from scanner.policy import decide
 from scanner.runner import EngineRunner
 
 
@@ -67,7 +69,14 @@ async def test_breaker_opens_after_consecutive_failures_and_probes_back() -> Non
     assert r.state("av") == "open"
     res = await r.run(_msg())
     assert res.findings[0].outcome == "error" and res.findings[0].error == "circuit-open"
+    assert res.findings[0].detail["missing"] == "circuit-open"
     assert res.active == [] and e.calls == 3  # not asked while open
+    # A missing verdict, which the default policy holds back, naming why.
+    held = decide(res.findings, Policy())
+    assert (held.action, held.reasons) == (
+        "quarantine",
+        ("av-unavailable", "av-missing:av:circuit-open"),
+    )
     clock.now = 11
     assert r.state("av") == "half-open"
     await r.run(_msg())  # the probe fails: open again for another cooldown
@@ -95,7 +104,12 @@ async def test_ops_switch_takes_an_engine_out_and_back_without_restart() -> None
     assert (await r.run(_msg())).active == ["a", "b"]
     sw.off["a"] = "false positives"
     res = await r.run(_msg())
-    assert res.active == ["b"] and [f.engine for f in res.findings] == ["b"]
+    assert res.active == ["b"] and a.calls == 1  # not asked while switched off...
+    off, on = res.findings
+    # ...but recorded: a switched-off engine is a missing verdict, not a silent gap.
+    assert (off.engine, off.outcome, off.detail["missing"]) == ("a", "disabled", "disabled")
+    assert off.error == "disabled: false positives"
+    assert (on.engine, on.outcome) == ("b", "clean")
     assert r.state("a") == "disabled"
     del sw.off["a"]
     assert (await r.run(_msg())).active == ["a", "b"]

@@ -182,3 +182,17 @@ def test_scoreboard_counts_unique_catches_disagreement_failures_and_latency() ->
     p50 = board["clam"][window.isoformat()]["latency_ms"]["p50"]
     assert 50.0 <= p50 <= 50.0 * 1.12
     assert bucket(0.01) == 0 and bucket(1.0) < bucket(2.0)
+
+
+def test_scoreboard_does_not_count_disabled_or_unscannable_as_answers() -> None:
+    rec = schemas.MessageScanned(
+        message_id="M", tenant="t", scanned_at=at(10), scanner="s", action="quarantine",
+        reasons=(), policy_version="1", mail_from="", rcpt_to=(), object_key="k", sha256="h",
+        size=1, received_at=at(9), verdicts=(
+            verdict("mime", "unscannable"), verdict("clam", "disabled"),
+            verdict("yara", "infected")),
+    )  # fmt: skip
+    fs = {f["engine"]: f for f in facts(rec, window=3600)}
+    assert not fs["mime"]["answered"] and not fs["clam"]["answered"]
+    # Neither stands against yara's detection: it is still unique and undisputed.
+    assert fs["yara"]["unique"] and not fs["yara"]["disagree"]

@@ -1,0 +1,215 @@
+"""A generated hostile-mail corpus: each message hides a malware payload behind a parser trick.
+
+Every case carries the EICAR test file, usually zipped inside a base64 attachment, so that only
+a parser that really decoded and unpacked the message lets an antivirus engine see it. What a
+case must end in is the test's business (:mod:`tests.unit.test_hostile_mail`): held back with a
+reason, never delivered. Built in memory, deterministic, no files.
+
+``CASES`` maps a case name to a builder; :func:`corpus` builds them all.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import zlib
+from collections.abc import Callable
+
+from support.samples import eicar, zip_bytes
+
+__all__ = ["CASES", "concatenated_gzip", "corpus", "deep_nesting", "many_parts"]
+
+_HEAD = b"From: a@evil.test\r\nTo: c@example.test\r\nSubject: invoice\r\nMIME-Version: 1.0\r\n"
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def _zipped_eicar_part(boundary: bytes, name: bytes = b"invoice.zip") -> bytes:
+    """A base64 attachment part holding a zip of ``eicar.com``, opened by ``--boundary``."""
+    return (
+        b"--" + boundary + b"\r\n"
+        b"Content-Type: application/zip\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="'
+        + name
+        + b'"\r\n\r\n'
+        + _b64(zip_bytes({"eicar.com": eicar()}))
+    )
+
+
+def _mixed(boundary: bytes, *parts: bytes, close: bool = True) -> bytes:
+    body = b"".join(parts) + (b"--" + boundary + b"--\r\n" if close else b"")
+    return _HEAD + b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n' + body
+
+
+def deep_nesting(levels: int = 1200) -> bytes:
+    """A first part nested ``levels`` multiparts deep, then a zipped EICAR as its sibling."""
+    opening = b"".join(
+        b'--d%d\r\nContent-Type: multipart/mixed; boundary="d%d"\r\n\r\n' % (i, i + 1)
+        for i in range(levels)
+    )
+    closing = b"".join(b"--d%d--\r\n" % i for i in range(levels, 0, -1))
+    inner = b"--d%d\r\nContent-Type: text/plain\r\n\r\ndeep\r\n" % levels
+    return (
+        _HEAD
+        + b'Content-Type: multipart/mixed; boundary="d0"\r\n\r\n'
+        + opening
+        + inner
+        + closing
+        + _zipped_eicar_part(b"d0")
+        + b"--d0--\r\n"
+    )
+
+
+def many_parts(count: int = 10_000) -> bytes:
+    """``count`` small text parts, then a zipped EICAR after them."""
+    filler = b"".join(
+        b"--p\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i for i in range(count)
+    )
+    return _mixed(b"p", filler, _zipped_eicar_part(b"p"))
+
+
+def zip_bomb() -> bytes:
+    """A zip whose first member expands 64 MiB of zeros at a ratio far past the limit, with
+    ``eicar.com`` beside it."""
+    bomb = zip_bytes({"zeros.bin": bytes(64 * 1024 * 1024), "eicar.com": eicar()})
+    part = (
+        b"--z\r\nContent-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="bomb.zip"\r\n\r\n' + _b64(bomb)
+    )
+    return _mixed(b"z", part)
+
+
+def gzip_bomb() -> bytes:
+    """EICAR followed by 64 MiB of zeros, gzipped: only the start fits under the ratio cap."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunks = [c.compress(eicar())]
+    chunks += [c.compress(bytes(1024 * 1024)) for _ in range(64)]
+    data = b"".join([*chunks, c.flush()])
+    part = (
+        b"--g\r\nContent-Type: application/gzip\r\nContent-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="log.txt.gz"\r\n\r\n' + _b64(data)
+    )
+    return _mixed(b"g", part)
+
+
+def concatenated_gzip(members: int = 20_000, payload: bytes | None = None) -> bytes:
+    """A gzip of ``members`` concatenated members (tiny ones), the last holding ``payload``
+    (default: a zip of EICAR): the shape that made unpacking quadratic."""
+    tiny = gzip.compress(b"", mtime=0)
+    last = gzip.compress(zip_bytes({"eicar.com": eicar()}) if payload is None else payload, mtime=0)
+    return tiny * (members - 1) + last
+
+
+def _concatenated_gzip_message() -> bytes:
+    part = (
+        b"--c\r\nContent-Type: application/gzip\r\nContent-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="data.zip.gz"\r\n\r\n'
+        + _b64(concatenated_gzip())
+    )
+    return _mixed(b"c", part)
+
+
+def malformed_base64() -> bytes:
+    """The zip's base64 peppered with characters outside the alphabet and broken padding."""
+    text = _b64(zip_bytes({"eicar.com": eicar()})).decode()
+    noisy = "".join(ch + ("!*" if i % 7 == 3 else "") for i, ch in enumerate(text)) + "=%=\r\n"
+    part = (
+        b"--b\r\nContent-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="scan.zip"\r\n\r\n' + noisy.encode()
+    )
+    return _mixed(b"b", part)
+
+
+def malformed_qp() -> bytes:
+    """A zipped EICAR in quoted-printable behind invalid escapes (``=ZZ``, a lone ``=``)."""
+    # istext=False: CR and LF in the zip are escaped, so line breaks are only the soft ones.
+    qp = binascii.b2a_qp(zip_bytes({"eicar.com": eicar()}), istext=False).replace(b"\n", b"\r\n")
+    part = (
+        b"--q\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n"
+        b'Content-Disposition: attachment; filename="scan.bin"\r\n\r\n'
+        b"=ZZ=G1 junk = here=\r\n" + qp
+    )
+    return _mixed(b"q", part)
+
+
+def broken_boundary() -> bytes:
+    """A declared boundary the body never uses; the parts use another one."""
+    head = _HEAD + b'Content-Type: multipart/mixed; boundary="declared"\r\n\r\n'
+    body = b"--actual\r\nContent-Type: text/plain\r\n\r\nhi\r\n" + _zipped_eicar_part(b"actual")
+    return head + body + b"--actual--\r\n"
+
+
+def unclosed_boundary() -> bytes:
+    """The closing delimiter is missing and the last part runs to the end."""
+    return _mixed(b"u", b"--u\r\n\r\ntext\r\n", _zipped_eicar_part(b"u"), close=False)
+
+
+def nul_and_8bit_headers() -> bytes:
+    """NUL and raw 8-bit bytes in the headers, a NUL in the file name."""
+    head = (
+        b"From: \xff\xfe evil <a@evil.test>\r\nTo: c@example.test\r\n"
+        b"Subject: caf\xe9 \x00 \xc3\x28\r\nX-Null: a\x00b\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="n"\r\n\r\n'
+    )
+    return head + _zipped_eicar_part(b"n", name=b"doc\x00.pdf\xff.zip") + b"--n--\r\n"
+
+
+def rfc2231_filename() -> bytes:
+    """RFC 2231 continuations and charsets spelling ``invoice.pdf.exe``, against a plain name."""
+    part = (
+        b'--r\r\nContent-Type: application/octet-stream; name="invoice.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="invoice.pdf";\r\n'
+        b" filename*0*=utf-8'en'invoice%2Epdf; filename*1*=%E2%80%AE;\r\n"
+        b' filename*2="exe.zip"\r\n\r\n' + _b64(zip_bytes({"eicar.com": eicar()}))
+    )
+    return _mixed(b"r", part)
+
+
+def duplicate_content_type() -> bytes:
+    """Two Content-Type headers: the first says text/plain, the second is the real multipart."""
+    head = (
+        _HEAD + b'Content-Type: text/plain\r\nContent-Type: multipart/mixed; boundary="x"\r\n\r\n'
+    )
+    return head + b"--x\r\n\r\nhello\r\n" + _zipped_eicar_part(b"x") + b"--x--\r\n"
+
+
+def zip_nested_too_deep(levels: int = 8) -> bytes:
+    """EICAR inside zips nested deeper than the unpacking depth limit."""
+    data = eicar()
+    name = b"eicar.com".decode()
+    for i in range(levels):
+        data, name = zip_bytes({name: data}), f"level{i}.zip"
+    part = (
+        b"--k\r\nContent-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="nest.zip"\r\n\r\n' + _b64(data)
+    )
+    return _mixed(b"k", part)
+
+
+CASES: dict[str, Callable[[], bytes]] = {
+    "deep-nesting-1200": deep_nesting,
+    "parts-10000": many_parts,
+    "zip-bomb": zip_bomb,
+    "gzip-bomb": gzip_bomb,
+    "concatenated-gzip": _concatenated_gzip_message,
+    "malformed-base64": malformed_base64,
+    "malformed-qp": malformed_qp,
+    "broken-boundary": broken_boundary,
+    "unclosed-boundary": unclosed_boundary,
+    "nul-8bit-headers": nul_and_8bit_headers,
+    "rfc2231-filename": rfc2231_filename,
+    "duplicate-content-type": duplicate_content_type,
+    "zip-nested-too-deep": zip_nested_too_deep,
+}
+"""Case name -> builder of the raw message."""
+
+
+def corpus() -> dict[str, bytes]:
+    """Every case, built."""
+    return {name: build() for name, build in CASES.items()}
