@@ -283,6 +283,14 @@ class ScannerSettings(BaseModel):
     )
     engine_timeout: float = Field(default=20.0, gt=0, description="Seconds per engine per message.")
     batch_size: int = Field(default=50, ge=1, description="Messages per Kafka transaction.")
+    hold_deadline: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds from the start of a batch by which a tenant's hold rescans must "
+        "end: a rescan that could end later is not made, and on_hold_expired decides (reason "
+        "av-hold-deadline). Bounds the batch's open Kafka transaction; must stay at least 10s "
+        "under kafka.transaction_timeout_ms.",
+    )
     yara_rules: Path | None = Field(default=None, description="YARA rules dir; default: packaged.")
     auth: AuthSettings = AuthSettings()
     spam: SpamSettings = SpamSettings()
@@ -504,3 +512,20 @@ class Settings(BaseSettings):
     scanner: ScannerSettings = ScannerSettings()
     deliverer: DelivererSettings = DelivererSettings()
     ops: OpsSettings = OpsSettings()
+
+    @model_validator(mode="after")
+    def _deadlines_fit_the_transaction(self) -> Settings:
+        # A batch whose hold rescans outlast the transaction is aborted by the broker and
+        # retried until it is dead-lettered: refuse the configuration instead.
+        limit = self.kafka.transaction_timeout_ms / 1000 - 10
+        deadlines = {
+            "scanner.hold_deadline": self.scanner.hold_deadline,
+            "deliverer.batch_deadline": self.deliverer.batch_deadline,
+        }
+        over = [f"{k} ({v:g}s)" for k, v in deadlines.items() if v > limit]
+        if over:
+            raise ValueError(
+                f"{', '.join(over)} must be at most "
+                f"kafka.transaction_timeout_ms/1000 - 10 ({limit:g}s)"
+            )
+        return self
