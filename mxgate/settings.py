@@ -288,8 +288,8 @@ class ScannerSettings(BaseModel):
         gt=0,
         description="Seconds from the start of a batch by which a tenant's hold rescans must "
         "end: a rescan that could end later is not made, and on_hold_expired decides (reason "
-        "av-hold-deadline). Bounds the batch's open Kafka transaction; must stay at least 10s "
-        "under kafka.transaction_timeout_ms.",
+        "av-hold-deadline). Bounds the batch's open Kafka transaction: at most 3/4 of "
+        "kafka.transaction_timeout_ms.",
     )
     yara_rules: Path | None = Field(default=None, description="YARA rules dir; default: packaged.")
     auth: AuthSettings = AuthSettings()
@@ -517,7 +517,8 @@ class Settings(BaseSettings):
     def _deadlines_fit_the_transaction(self) -> Settings:
         # A batch whose hold rescans outlast the transaction is aborted by the broker and
         # retried until it is dead-lettered: refuse the configuration instead.
-        limit = self.kafka.transaction_timeout_ms / 1000 - 10
+        # A quarter of the transaction is left for producing the outputs and committing.
+        limit = self.kafka.transaction_timeout_ms / 1000 * 0.75
         deadlines = {
             "scanner.hold_deadline": self.scanner.hold_deadline,
             "deliverer.batch_deadline": self.deliverer.batch_deadline,
@@ -526,6 +527,6 @@ class Settings(BaseSettings):
         if over:
             raise ValueError(
                 f"{', '.join(over)} must be at most "
-                f"kafka.transaction_timeout_ms/1000 - 10 ({limit:g}s)"
+                f"3/4 of kafka.transaction_timeout_ms ({limit:g}s)"
             )
         return self
