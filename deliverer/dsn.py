@@ -20,11 +20,68 @@ from email.utils import format_datetime, make_msgid
 
 from deliverer.smtp import RecipientResult
 from deliverer.text import safe_address, safe_reply
-from schemas import WorkKind
+from mxgate.tenants import Tenant
+from schemas import EngineVerdict, WorkKind
 
 # Stands in for the UTF-8 delivery-status blocks while the generator runs (see build_dsn).
 _PLACEHOLDER = "x-mxgate-global-delivery-status-placeholder"
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def sender_authentication(verdicts: Sequence[EngineVerdict], mail_from: str) -> str:
+    """How the envelope sender was authenticated by the scan: ``"spf"`` (SPF passed for MAIL
+    FROM's domain), ``"dkim"`` (a DKIM signature of that domain, or of a parent or child of it,
+    verified), or ``""`` (neither, or no auth engine ran). A DSN goes only to an authenticated
+    sender unless the recipient was verified at RCPT time (:func:`bounce_allowed`)."""
+    domain = mail_from.strip().strip("<>").rpartition("@")[2].lower().rstrip(".")
+    if not domain:
+        return ""
+    for v in verdicts:
+        if v.shadow:
+            continue
+        if v.engine == "spf" and v.detail.get("result") == "pass":
+            # Older verdicts name only the checked domain: for a sender with a domain, it is
+            # MAIL FROM's (RFC 7208 section 2.4).
+            checked = v.detail.get("smtp.mailfrom") or v.detail.get("domain", "")
+            if checked.lower().rstrip(".") == domain:
+                return "spf"
+    for v in verdicts:
+        if v.shadow or v.engine != "dkim":
+            continue
+        for key, value in v.detail.items():
+            signer, slash, _selector = key.partition("/")
+            if slash and value.split(" ", 1)[0] == "pass" and _aligned(signer.lower(), domain):
+                return "dkim"
+    return ""
+
+
+def _aligned(signer: str, domain: str) -> bool:
+    # Relaxed alignment without a public-suffix list: the same domain, or one a subdomain of
+    # the other with at least two labels on the shorter side (a key under a bare TLD or a
+    # public suffix cannot be published by an attacker anyway).
+    signer = signer.rstrip(".")
+    if not signer or "." not in signer:
+        return False
+    return signer == domain or domain.endswith("." + signer) or signer.endswith("." + domain)
+
+
+def recipient_verified(tenant: Tenant | None, recipient: str) -> bool:
+    """True when the receiver verified ``recipient`` exists before it answered RCPT: a static
+    list naming the address itself (a ``@domain`` entry is a catch-all, no check), or a
+    callout that answers 451 when it cannot ask (``on_error="tempfail"``). Judged on the
+    tenant's configuration as it is now."""
+    check = tenant.recipients if tenant is not None else None
+    if check is None:
+        return False
+    if check.mode == "static":
+        return recipient.strip().strip("<>").lower() in check.addresses
+    return check.on_error == "tempfail"
+
+
+def bounce_allowed(sender_auth: str, tenant: Tenant | None, recipient: str) -> bool:
+    """Whether a DSN about ``recipient`` may go to the envelope sender (no backscatter, owner's
+    rule 7): only when the recipient was verified at RCPT time or the sender authenticated."""
+    return bool(sender_auth) or recipient_verified(tenant, recipient)
 
 
 def wants_dsn(kind: WorkKind, action: str, mail_from: str) -> bool:

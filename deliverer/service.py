@@ -23,12 +23,13 @@ from collections.abc import Sequence
 
 import structlog
 from confluent_kafka import KafkaException
+from prometheus_client import Counter
 
 import schemas
 from deliverer import smtp
 from deliverer.authres import AUTH_METHODS, arc_seal, authentication_results
 from deliverer.dedupe import DeliveredLog, rebuild_from_topic
-from deliverer.dsn import build_dsn, wants_dsn
+from deliverer.dsn import bounce_allowed, build_dsn, sender_authentication, wants_dsn
 from deliverer.headers import drop_forged_headers, tag_subject, trace_headers
 from deliverer.pool import Pool
 from deliverer.routes import Destination, RouteError, Router
@@ -45,6 +46,12 @@ from schemas import DeliveryRetry, WorkKind
 
 log = structlog.get_logger("mxgate.deliverer")
 
+DSN_WITHHELD = Counter(
+    "mxgate_deliverer_dsn_withheld",
+    "Bounces not reported to the sender: recipient unverified at RCPT, sender unauthenticated.",
+    ["tenant"],
+)
+
 DELIVERABLE = frozenset({"deliver", "tag"})
 # Mail the gateway writes itself; the only mail that may go to domains no tenant owns.
 OUTBOUND = frozenset({WorkKind.DSN, WorkKind.DIGEST})
@@ -55,14 +62,16 @@ def first_attempt(
 ) -> DeliveryRetry:
     """The work item of the first attempt for a deliver or tag decision. Its
     Authentication-Results header is computed here, once, from the verdicts (retries carry
-    it along); none when ``authserv_id`` is empty or no auth engine ran."""
+    it along); none when ``authserv_id`` is empty or no auth engine ran. How the sender was
+    authenticated (for the DSN rule, :func:`deliverer.dsn.bounce_allowed`) is noted too."""
     ran_auth = any(v.engine in AUTH_METHODS for v in scanned.verdicts)
     auth = (
         authentication_results(authserv_id, scanned.verdicts, scanned.mail_from).decode("ascii")
         if authserv_id and ran_auth
         else ""
     )
-    return DeliveryRetry.for_decision(scanned, now, auth_results=auth)
+    sender_auth = sender_authentication(scanned.verdicts, scanned.mail_from)
+    return DeliveryRetry.for_decision(scanned, now, auth_results=auth, sender_auth=sender_auth)
 
 
 def retry_tier_for(attempt: int, schedule: Sequence[float]) -> int:
@@ -329,6 +338,19 @@ class Deliverer:
         wanted = wants_dsn(w.kind, w.action, w.mail_from)
         if not failed or not self.settings.dsn_enabled or not wanted:
             return []
+        tenant = self.tenants.by_name(w.tenant)
+        withheld = [r for r in failed if not bounce_allowed(w.sender_auth, tenant, r.recipient)]
+        if withheld:
+            # Neither verified at RCPT time nor from an authenticated sender: the sender is
+            # likely forged, and a DSN to it would be backscatter. The failure itself is in the
+            # DeliveryAttempted event; the withheld bounce is logged and counted.
+            DSN_WITHHELD.labels(w.tenant).inc(len(withheld))
+            log.warning("dsn withheld: recipient unverified and sender unauthenticated",
+                        message_id=w.message_id, recipients=[r.recipient for r in withheld],
+                        mail_from=safe_address(w.mail_from))  # fmt: skip
+            failed = [r for r in failed if r not in withheld]
+            if not failed:
+                return []
         try:
             original = await self.store.get(w.object_key)
         except (BlobMissing, BlobCorrupt):

@@ -7,11 +7,12 @@ reads the environment. The README's settings reference lists them all.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -153,7 +154,15 @@ class ReceiverSettings(BaseModel):
     tls_cert: Path | None = Field(default=None, description="PEM certificate for STARTTLS.")
     tls_key: Path | None = Field(default=None, description="PEM private key for STARTTLS.")
     proxy_protocol: bool = Field(
-        default=False, description="Expect a PROXY v1/v2 header on every connection."
+        default=False,
+        description="Expect a PROXY v1/v2 header on every connection from a trusted proxy "
+        "(receiver.proxy_trusted, required then); a connection from a trusted proxy without "
+        "one is closed, a PROXY header from any other peer is refused (554 5.7.0).",
+    )
+    proxy_trusted: tuple[str, ...] = Field(
+        default=(),
+        description="CIDRs of the load balancers whose PROXY header is believed, e.g. "
+        '["10.0.0.0/24"]. Other peers are served as themselves.',
     )
     proxy_timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for the PROXY header."
@@ -175,6 +184,23 @@ class ReceiverSettings(BaseModel):
         description="rocksdict directory of recipient-callout results (one per worker).",
     )
     metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics port.")
+
+    @field_validator("proxy_trusted")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as e:
+                raise ValueError(f"proxy_trusted: {cidr!r} is not a CIDR ({e})") from e
+        return value
+
+    @model_validator(mode="after")
+    def _proxies_named(self) -> ReceiverSettings:
+        # Believing a PROXY header from anyone lets any client choose its own address.
+        if self.proxy_protocol and not self.proxy_trusted:
+            raise ValueError("proxy_protocol needs proxy_trusted: the CIDRs of the proxies")
+        return self
 
     @model_validator(mode="after")
     def _budget_holds_one_message(self) -> ReceiverSettings:
@@ -283,6 +309,14 @@ class ScannerSettings(BaseModel):
     )
     engine_timeout: float = Field(default=20.0, gt=0, description="Seconds per engine per message.")
     batch_size: int = Field(default=50, ge=1, description="Messages per Kafka transaction.")
+    hold_deadline: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds from the start of a batch by which a tenant's hold rescans must "
+        "end: a rescan that could end later is not made, and on_hold_expired decides (reason "
+        "av-hold-deadline). Bounds the batch's open Kafka transaction: at most 3/4 of "
+        "kafka.transaction_timeout_ms.",
+    )
     yara_rules: Path | None = Field(default=None, description="YARA rules dir; default: packaged.")
     auth: AuthSettings = AuthSettings()
     spam: SpamSettings = SpamSettings()
@@ -504,3 +538,21 @@ class Settings(BaseSettings):
     scanner: ScannerSettings = ScannerSettings()
     deliverer: DelivererSettings = DelivererSettings()
     ops: OpsSettings = OpsSettings()
+
+    @model_validator(mode="after")
+    def _deadlines_fit_the_transaction(self) -> Settings:
+        # A batch whose hold rescans outlast the transaction is aborted by the broker and
+        # retried until it is dead-lettered: refuse the configuration instead.
+        # A quarter of the transaction is left for producing the outputs and committing.
+        limit = self.kafka.transaction_timeout_ms / 1000 * 0.75
+        deadlines = {
+            "scanner.hold_deadline": self.scanner.hold_deadline,
+            "deliverer.batch_deadline": self.deliverer.batch_deadline,
+        }
+        over = [f"{k} ({v:g}s)" for k, v in deadlines.items() if v > limit]
+        if over:
+            raise ValueError(
+                f"{', '.join(over)} must be at most "
+                f"3/4 of kafka.transaction_timeout_ms ({limit:g}s)"
+            )
+        return self

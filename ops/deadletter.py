@@ -9,9 +9,6 @@ source topic and records who did it, in one Kafka transaction: both or neither.
 from __future__ import annotations
 
 import base64
-import dataclasses
-import datetime as dt
-import enum
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +21,7 @@ from mxgate import catalog
 from mxgate.kafka import producer_config, read_events
 from mxgate.settings import Settings
 from mxgate.timeutil import utcnow
+from ops.plain import plain
 
 __all__ = ["Letter", "fold", "index", "matches", "retry", "topic"]
 
@@ -55,25 +53,9 @@ class Letter:
             out["value_base64"] = base64.b64encode(d.value).decode()
             original = d.original()
             out["event"] = (
-                None if original is None else {"type": type(original).__name__} | _plain(original)
+                None if original is None else {"type": type(original).__name__} | plain(original)
             )
         return out
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, schemas.Record):
-        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-    if isinstance(v, dt.datetime):
-        return v.isoformat()
-    if isinstance(v, enum.Enum):
-        return v.value
-    if isinstance(v, bytes):
-        return base64.b64encode(v).decode()
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, tuple | list):
-        return [_plain(x) for x in v]
-    return v
 
 
 def topic(settings: Settings) -> str:

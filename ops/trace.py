@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
-import enum
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -13,23 +11,7 @@ from typing import Any
 import schemas
 from mxgate.kafka import read_events
 from mxgate.settings import Settings
-
-
-def _plain(v: Any) -> Any:
-    """A typed event (or one of its values) as JSON-ready data."""
-    if isinstance(v, schemas.Record):
-        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-    if isinstance(v, dt.datetime):
-        return v.isoformat()
-    if isinstance(v, enum.Enum):
-        return v.value
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, tuple | list):
-        return [_plain(x) for x in v]
-    if isinstance(v, bytes):
-        return base64.b64encode(v).decode()  # a dead letter's original value
-    return v
+from ops.plain import plain
 
 
 def _when(event: schemas.Event) -> dt.datetime | None:
@@ -143,13 +125,13 @@ def fold(events: Iterable[schemas.Event], message_id: str) -> dict[str, Any]:
         "message_id": message_id,
         "outcome": outcome,
         "recipients": recipients,
-        "received": _plain(received),
-        "scanned": _plain(scanned),
-        "deliveries": _plain(deliveries),
-        "quarantine": _plain(quarantine),
-        "releases": _plain(released),
-        "deletion": _plain(deleted),
-        "events": [{"event": type(e).__name__, **_plain(e)} for e in mine],
+        "received": plain(received),
+        "scanned": plain(scanned),
+        "deliveries": plain(deliveries),
+        "quarantine": plain(quarantine),
+        "releases": plain(released),
+        "deletion": plain(deleted),
+        "events": [{"event": type(e).__name__, **plain(e)} for e in mine],
     }
 
 

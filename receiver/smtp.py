@@ -42,7 +42,7 @@ from receiver.dnsbl import DnsblChecker
 from receiver.handler import HEAD_BYTES, STORE_FAILED, ReceivedBody
 from receiver.limits import BodySlot, ConnectionLimits, DataRate, InflightGate
 from receiver.metrics import ReceiverMetrics
-from receiver.proxy import client_address
+from receiver.proxy import TrustedProxies, client_address, peer_ip
 from receiver.replies import enhance
 
 __all__ = ["Gateway", "GatewaySMTP", "tls_context"]
@@ -73,6 +73,7 @@ class Gateway:
     tls: ssl.SSLContext | None = None
     limits: ConnectionLimits = field(init=False)
     inflight: InflightGate = field(init=False)
+    proxies: TrustedProxies = field(init=False)
     sessions: set[GatewaySMTP] = field(default_factory=set)
     accepting: set[asyncio.Task[Any]] = field(default_factory=set)
     draining: bool = False
@@ -84,6 +85,7 @@ class Gateway:
             s.max_connections, s.max_connections_per_ip, s.connection_rate_per_ip
         )
         self.inflight = InflightGate(s.max_inflight, s.max_inflight_per_ip, s.max_inflight_bytes)
+        self.proxies = TrustedProxies(s.proxy_trusted if s.proxy_protocol else ())
 
     async def admit(self, ip: str) -> CheckResult | None:
         """None when ``ip`` may talk to us (its slot is then taken), else the refusing result.
@@ -210,7 +212,7 @@ class GatewaySMTP(CompatSMTP):
     async def run_session(self) -> None:
         """The session: PROXY header, admission, banner, then the command loop."""
         assert self.session is not None and self.transport is not None
-        if self.proxy_timeout is not None:
+        if self.proxy_timeout is not None and self.gateway.proxies.trusts(peer_ip(self.session)):
             self.reset_timeout(self.proxy_timeout)
             proxy = await get_proxy(self.reader)
             self.session.proxy_data = proxy
@@ -296,6 +298,14 @@ class GatewaySMTP(CompatSMTP):
             command = command_bytes.upper().decode("ascii")
         except UnicodeDecodeError:
             await self.push("500 5.5.2 Error: bad syntax")
+            return
+        if command == "PROXY":
+            # A PROXY header from a peer that is no trusted proxy (or after the banner): a
+            # client trying to choose its own address. Refused, on record, never believed.
+            assert self.session is not None
+            log.warning("PROXY header from an untrusted peer refused", peer=peer_ip(self.session))
+            self.gateway.metrics.rejections.labels("proxy", "untrusted_proxy").inc()
+            self.shutdown("554 5.7.0 PROXY header accepted only from trusted proxies")
             return
         limit = ADDRESS_COMMAND_LIMIT if command in ("MAIL", "RCPT") else COMMAND_LIMIT
         if len(raw) > limit:

@@ -178,6 +178,10 @@ class EngineRunner:
         self._clock = clock
         self._health = {e.name: _Health() for e in self.engines}
 
+    def timeout_of(self, name: str) -> float:
+        """The seconds engine ``name`` is given per message."""
+        return self.timeouts.get(name, self.timeout)
+
     def state(self, name: str) -> State:
         """``disabled`` (by ops), ``open``/``half-open`` (circuit) or ``enabled``."""
         if self.controls is not None and self.controls.disabled_reason(name) is not None:
@@ -226,7 +230,7 @@ class EngineRunner:
         return RunResult(findings, active)
 
     async def _scan(self, e: Engine, msg: ParsedMessage, digest: str) -> Finding:
-        f = await _run_one(e, msg, self.timeouts.get(e.name, self.timeout))
+        f = await _run_one(e, msg, self.timeout_of(e.name))
         self._record(e.name, f)
         # Keyed by the versions the finding reports: they are what actually scanned the body.
         if (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 
 import structlog
@@ -91,8 +92,13 @@ class Scanner:
             controls=controls,
         )
 
-    async def scan(self, received: schemas.MessageReceived) -> schemas.MessageScanned:
-        """Decide one received message; returns its MessageScanned."""
+    async def scan(
+        self, received: schemas.MessageReceived, deadline: float | None = None
+    ) -> schemas.MessageScanned:
+        """Decide one received message; returns its MessageScanned. ``deadline`` (event loop
+        time) is when hold rescans must have ended: by default ``hold_deadline`` from now."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self.settings.scanner.hold_deadline
         mid = received.message_id
         tenant = self.tenants.by_name(received.tenant)
         policy = self.policy or (tenant.policy if tenant else Policy())
@@ -132,7 +138,7 @@ class Scanner:
             unscannable = mime.scan_finding(parsed)
             if unscannable is not None:
                 findings = [unscannable, *findings]
-            findings, decision = await self._hold(parsed, findings, policy)
+            findings, decision = await self._hold(parsed, findings, policy, deadline)
         log.info(
             "decided",
             message_id=mid,
@@ -166,17 +172,25 @@ class Scanner:
         )
 
     async def _hold(
-        self, parsed: ParsedMessage, findings: list[Finding], policy: Policy
+        self, parsed: ParsedMessage, findings: list[Finding], policy: Policy, deadline: float
     ) -> tuple[list[Finding], Decision]:
         """Apply a ``hold`` policy: rescan the failed antivirus engines a few times, then decide.
 
-        The hold is bounded (``hold_rescans`` x ``hold_rescan_delay`` plus the scans), and the
-        batch's Kafka transaction waits for it: keep it well under the transaction timeout.
+        The batch's Kafka transaction stays open meanwhile, so the hold is bounded twice: by the
+        policy (``hold_rescans`` x ``hold_rescan_delay`` plus the scans) and by ``deadline``. A
+        rescan that could end past the deadline (its delay plus the slowest engine's timeout) is
+        not made: the decision is final then, with reason ``av-hold-deadline``.
         """
+        loop = asyncio.get_running_loop()
         decision = decide(findings, policy, final=policy.hold_rescans == 0)
         for attempt in range(policy.hold_rescans):
             if not decision.rescan:
                 break
+            worst = max(self.runner.timeout_of(e) for e in decision.rescan)
+            if loop.time() + policy.hold_rescan_delay + worst > deadline:
+                final = decide(findings, policy, final=True)
+                reasons = (*final.reasons, "av-hold-deadline")
+                return findings, dataclasses.replace(final, reasons=reasons)
             await asyncio.sleep(policy.hold_rescan_delay)
             again = await self.runner.run(parsed, only=decision.rescan)
             fresh = {f.engine: f for f in again.findings}
@@ -187,7 +201,9 @@ class Scanner:
     async def handle(self, batch: Sequence[Incoming]) -> list[Output]:
         """Scan a batch's received messages concurrently (other events are not ours)."""
         items = [i.event for i in batch if isinstance(i.event, schemas.MessageReceived)]
-        results = await asyncio.gather(*(self.scan(r) for r in items))
+        # One deadline for the whole batch: its messages share one open transaction.
+        deadline = asyncio.get_running_loop().time() + self.settings.scanner.hold_deadline
+        results = await asyncio.gather(*(self.scan(r, deadline) for r in items))
         return [Output(self.scanned_topic, r.message_id, r) for r in results]
 
 

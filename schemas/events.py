@@ -249,6 +249,11 @@ class DeliveryRetry(Record):
     quarantine release), dsn (a delivery status notification), digest (a quarantine digest).
     For the last three, action repeats the kind, as items written before this field said it
     there (added in v3)."""
+    sender_auth: str = ""
+    """How the scan authenticated the envelope sender: ``spf`` (SPF pass for its domain),
+    ``dkim`` (a verified DKIM signature of its domain) or empty (neither). A DSN goes to the
+    sender only then, or when the recipient was verified at RCPT time (added in v4; older
+    items decode as empty: no DSN unless the recipient was verified)."""
 
     @classmethod
     def _legacy(cls, rec: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -276,6 +281,7 @@ class DeliveryRetry(Record):
         client_ip: str = "",
         helo: str = "",
         auth_results: str = "",
+        sender_auth: str = "",
     ) -> DeliveryRetry:
         """The work item for a first attempt, due ``now``: the one constructor of new items.
 
@@ -292,6 +298,7 @@ class DeliveryRetry(Record):
             spam_score=spam_score, mail_from=mail_from, rcpt_to=tuple(rcpt_to),
             object_key=object_key, received_at=received_at, client_ip=client_ip, helo=helo,
             attempt=1, due_at=now, first_attempt_at=now, auth_results=auth_results, kind=kind,
+            sender_auth=sender_auth,
         )  # fmt: skip
 
     @classmethod
@@ -302,6 +309,7 @@ class DeliveryRetry(Record):
         *,
         extra_reasons: Sequence[str] = (),
         auth_results: str = "",
+        sender_auth: str = "",
     ) -> DeliveryRetry:
         """The first attempt that carries out ``scanned``'s decision (deliver or tag)."""
         return cls.first(
@@ -310,7 +318,7 @@ class DeliveryRetry(Record):
             spam_score=scanned.spam_score, mail_from=scanned.mail_from,
             rcpt_to=scanned.rcpt_to, object_key=scanned.object_key,
             received_at=scanned.received_at, client_ip=scanned.client_ip, helo=scanned.helo,
-            now=now, auth_results=auth_results,
+            now=now, auth_results=auth_results, sender_auth=sender_auth,
         )  # fmt: skip
 
     def next_attempt(self, rcpt_to: Iterable[str], due_at: dt.datetime) -> DeliveryRetry:

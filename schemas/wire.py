@@ -18,6 +18,37 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
+__all__ = [
+    "DEAD_LETTERED",
+    "DEAD_LETTER_RETRIED",
+    "DELIVERY_ATTEMPTED",
+    "DELIVERY_RETRY",
+    "ENGINE_CONTROLLED",
+    "ENGINE_STATUS",
+    "EVENTS",
+    "HISTORY_DIR",
+    "MAGIC",
+    "MESSAGE_QUARANTINED",
+    "MESSAGE_RECEIVED",
+    "MESSAGE_REJECTED",
+    "MESSAGE_SCANNED",
+    "QUARANTINE_DELETED",
+    "QUARANTINE_RELEASED",
+    "REPLAY_REDELIVERED",
+    "REPUTATION_LISTED",
+    "RETROSCAN_ALERT",
+    "SCHEMA_DIR",
+    "TRAINING_LABELLED",
+    "Schema",
+    "SchemaError",
+    "UnknownSchema",
+    "decode",
+    "encode",
+    "history",
+    "reload",
+    "schema",
+]
+
 SCHEMA_DIR = Path(__file__).parent / "avro"
 MAGIC = b"\xc3\x01"
 

@@ -21,6 +21,7 @@ import pytest
 import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from support.dnsserver import DnsServer
 from support.pipeline import free_port
 
@@ -125,8 +126,11 @@ def receiver(kafka, tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
 class Client:
     """A raw SMTP client: sends exact bytes, reads whole replies."""
 
-    def __init__(self, port: int, proxy_header: bytes = b"") -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    def __init__(self, port: int, proxy_header: bytes = b"", source: str = "") -> None:
+        # ``source``: the loopback address to connect from (another 127.x peer).
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=30, source_address=(source, 0) if source else None
+        )
         if proxy_header:
             self.sock.sendall(proxy_header)
         self.buf = b""
@@ -345,15 +349,20 @@ def _proxy_v2(src: str, sport: int, dst: str, dport: int) -> bytes:
     return sig + bytes([0x21, 0x11]) + struct.pack("!H", len(addrs)) + addrs
 
 
+# The load balancer connects from 127.0.0.2; a client reaching the port directly, from 127.0.0.1.
+PROXY = "127.0.0.2"
+TRUSTED = {"proxy_protocol": True, "proxy_trusted": (f"{PROXY}/32",)}
+
+
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_proxy_protocol_gives_the_real_client(receiver, version: str) -> None:
-    r = receiver(proxy_protocol=True)
+    r = receiver(**TRUSTED)
     header = (
         b"PROXY TCP4 203.0.113.7 192.0.2.1 40123 25\r\n"
         if version == "v1"
         else _proxy_v2("203.0.113.7", 40123, "192.0.2.1", 25)
     )
-    c = Client(r.port, proxy_header=header)
+    c = Client(r.port, proxy_header=header, source=PROXY)
     assert c.reply().startswith("220")
     transaction(c)
     assert c.cmd(b"Subject: p\r\n\r\nx\r\n.").startswith("250 2.0.0")
@@ -362,12 +371,42 @@ def test_proxy_protocol_gives_the_real_client(receiver, version: str) -> None:
     assert (event.client_ip, event.client_port) == ("203.0.113.7", 40123)
 
 
-def test_missing_proxy_header_closes_without_banner(receiver) -> None:
-    r = receiver(proxy_protocol=True, proxy_timeout=3)
-    c = Client(r.port)
+def test_missing_proxy_header_from_a_trusted_proxy_closes_without_banner(receiver) -> None:
+    r = receiver(**TRUSTED, proxy_timeout=3)
+    c = Client(r.port, source=PROXY)
     c.sock.sendall(b"EHLO client.test\r\n")
     assert c.reply() == ""
     c.close()
+
+
+def test_a_proxy_header_from_an_untrusted_peer_is_refused(receiver) -> None:
+    r = receiver(**TRUSTED)
+    c = Client(r.port, proxy_header=b"PROXY TCP4 203.0.113.7 192.0.2.1 40123 25\r\n")
+    assert c.reply().startswith("220")  # served as itself: no header was expected from it
+    assert c.reply().startswith("554 5.7.0")
+    assert c.reply() == ""  # and closed
+    c.close()
+    # A v2 header from it is no header either: its signature ends in QUIT, so the session ends.
+    c = Client(r.port, proxy_header=_proxy_v2("203.0.113.7", 40123, "192.0.2.1", 25))
+    replies = [c.reply() for _ in range(5)]  # the banner, 500 for the signature's lines, 221
+    assert replies[0].startswith("220") and replies[-1].startswith("221"), replies
+    assert c.reply() == ""
+    c.close()
+    # Without a header it is an ordinary client, known by its own address.
+    c = Client(r.port)
+    assert c.reply().startswith("220")
+    transaction(c)
+    assert c.cmd(b"Subject: p\r\n\r\nx\r\n.").startswith("250 2.0.0")
+    c.close()
+    (event,) = r.events()
+    assert event.client_ip == "127.0.0.1"
+
+
+def test_proxy_protocol_without_trusted_proxies_is_a_config_error() -> None:
+    with pytest.raises(ValidationError, match="proxy_trusted"):
+        ReceiverSettings(proxy_protocol=True)
+    with pytest.raises(ValidationError, match=r"'10\.0\.0\.0/33' is not a CIDR"):
+        ReceiverSettings(proxy_protocol=True, proxy_trusted=("10.0.0.0/33",))
 
 
 # -- who may send what to whom ----------------------------------------------------------------

@@ -4,8 +4,10 @@ a server that stalls. One scenario on one pipeline, each fault in turn:
 * 451 once, then accepted: delivered exactly once, on the retry;
 * dropped mid-DATA once: deferred, then delivered exactly once, the resend recorded
   "in doubt" (the message had been sent when the line dropped);
-* 550: bounced, and the envelope sender gets one RFC 3464 DSN (through the gateway's own
-  delivery path, to the outbound route), while a bounce of null-sender mail gets none;
+* 550 for a recipient verified at RCPT time: bounced, and the envelope sender gets one RFC 3464
+  DSN (through the gateway's own delivery path, to the outbound route), while a bounce of
+  null-sender mail gets none, nor does one for an unverified recipient from an unauthenticated
+  sender (backscatter);
 * one tenant's server stalls: another tenant's mail is delivered meanwhile, and the stalled
   message is recorded as deferred when the batch deadline passes.
 """
@@ -41,10 +43,13 @@ def test_faults_retries_bounces_dsns_and_isolation(kafka, tmp_path: Path) -> Non
             "MXGATE_DELIVERER__COMMAND_TIMEOUT": "60",
         },
     )
+    listed = ", ".join(f'"t{i}@example.test"' for i in range(1, 8))
     (tmp_path / "tenants.toml").write_text(
         "[tenants.example]\n"
         'domains = ["example.test"]\n'
         f'route = {{ hops = [{{ host = "127.0.0.1", port = {sink.port} }}] }}\n'
+        # Recipients verified at RCPT time: a bounce for one of them may be reported.
+        f'recipients = {{ mode = "static", addresses = [{listed}] }}\n'
         "[tenants.other]\n"
         'domains = ["other.test"]\n'
         f'route = {{ host = "127.0.0.1", port = {stalled.port} }}\n'
@@ -88,7 +93,7 @@ def test_faults_retries_bounces_dsns_and_isolation(kafka, tmp_path: Path) -> Non
 
         # 550: bounced, and a DSN to the sender through the gateway's delivery path.
         sink.handler.fault, sink.handler.fault_count = "reject", 1
-        mid = send(3, "t3@example.test")
+        mid = reported = send(3, "t3@example.test")
         dsn = wait_for(lambda: outside.messages, 120, "the DSN")
         assert statuses(mid) == ["bounced"]
         assert len(dsn) == 1
@@ -110,8 +115,20 @@ def test_faults_retries_bounces_dsns_and_isolation(kafka, tmp_path: Path) -> Non
         sink.handler.fault, sink.handler.fault_count = "reject", 1
         mid = send(4, "t4@example.test", sender="")
         wait_for(lambda: statuses(mid) == ["bounced"], 120, "the null-sender bounce")
-        # A fifth message, delivered after the bounce was committed, shows the deliverer has
-        # moved past it; still only the one DSN.
+        # No backscatter: tenant "other" verifies no recipients and the sender is not
+        # authenticated (no SPF pass, no DKIM), so its bounce is recorded but not reported.
+        stalled.handler.fault, stalled.handler.fault_count = "reject", 1
+        forged = send(8, "s8@other.test", sender="victim@forged.test")
+        wait_for(lambda: statuses(forged) == ["bounced"], 120, "the unverified bounce")
+        # A DSN would be a submit item written in the bounce's own transaction: none is.
+        dsn_items = [
+            e
+            for e in read_events(p.settings)
+            if isinstance(e, schemas.DeliveryRetry) and e.kind is schemas.WorkKind.DSN
+        ]
+        assert [e.reasons for e in dsn_items] == [(f"dsn-for:{reported}",)]
+        # A fifth message, delivered after the bounces were committed, shows the deliverer has
+        # moved past them; still only the one DSN.
         mid5 = send(5, "t5@example.test")
         wait_for(lambda: copies(sink, mid5) == 1, 120, "the fifth message")
         assert len(outside.messages) == 1

@@ -8,44 +8,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from support import samples
-from support.pipeline import Pipeline, queued_id, wait_for
-
-import schemas
-from mxgate.kafka import base_config
-from receiver.handler import received_topic
+from support.pipeline import Pipeline, queued_id, received_ids, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def received_ids(p: Pipeline) -> set[str]:
-    """Every MessageReceived on the pipeline's topic, read up to each partition's high mark."""
-    topic = received_topic(p.settings.kafka.topic_prefix)
-    c = Consumer(base_config(p.settings.kafka) | {"group.id": "drain-test"})
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        want = {}
-        for n in parts:
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, n), timeout=10)
-            if hi > lo:
-                want[n] = (lo, hi)
-        c.assign([TopicPartition(topic, n, lo) for n, (lo, _) in want.items()])
-        ids: set[str] = set()
-        seen = 0
-        total = sum(hi - lo for lo, hi in want.values())
-        while seen < total:
-            m = c.poll(10)
-            assert m is not None, f"read {seen} of {total} records"
-            if m.error():
-                continue
-            seen += 1
-            event = schemas.decode_event(m.value() or b"")
-            assert isinstance(event, schemas.MessageReceived)
-            ids.add(event.message_id)
-        return ids
-    finally:
-        c.close()
 
 
 def test_sigterm_mid_stream_loses_nothing_answered_250(kafka, tmp_path: Path) -> None:
@@ -96,7 +62,7 @@ def test_sigterm_mid_stream_loses_nothing_answered_250(kafka, tmp_path: Path) ->
         assert refused, "the receiver was still answering after SIGTERM"
         # 421 on shutdown or a refused connection; never a 5xx.
         assert not [r for r in refused if r.startswith("5")], refused
-        events = received_ids(p)
+        events = set(received_ids(p))
         assert set(accepted) <= events
         assert events <= set(accepted)
     finally:

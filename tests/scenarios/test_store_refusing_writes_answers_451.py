@@ -3,30 +3,13 @@ later stage would act on."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
 from support import samples
-from support.pipeline import Pipeline
-
-from mxgate.kafka import read_events
+from support.pipeline import Pipeline, received_ids
 
 pytestmark = pytest.mark.integration
-
-
-def received_ids(p: Pipeline) -> list[str]:
-    """Every MessageReceived ID. Right after topic creation a partition may still lack a
-    leader (NOT_LEADER on the watermark query): that is the fresh topic, so ask again."""
-    for _ in range(30):
-        try:
-            return [e.message_id for e in read_events(p.settings)]
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
-                raise
-            time.sleep(1)
-    raise AssertionError("the received topic never got a leader")
 
 
 def test_store_refusing_writes_answers_451(kafka, tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import schemas
 from mxgate import catalog
-from mxgate.kafka import create_topics
+from mxgate.kafka import create_topics, read_events
 from mxgate.settings import Settings
 from support.cli import MXGATE
 from support.factories import prefix, tenants_toml, write_tenants
@@ -70,6 +71,9 @@ class Pipeline:
             "MXGATE_KAFKA__GROUP_PREFIX": f"g{self.prefix}",
             "MXGATE_KAFKA__SESSION_TIMEOUT_MS": "6000",
             "MXGATE_KAFKA__TRANSACTION_TIMEOUT_MS": "10000",
+            # Batches must end well inside that transaction (Settings refuses longer deadlines).
+            "MXGATE_SCANNER__HOLD_DEADLINE": "7",
+            "MXGATE_DELIVERER__BATCH_DEADLINE": "7",
             "MXGATE_RECEIVER__PORT": str(self.receiver_port),
             "MXGATE_STORE__PATH": str(workdir / "store"),
             "MXGATE_DELIVERER__STATE_PATH": str(workdir / "deliverer"),
@@ -194,3 +198,14 @@ def queued_id(reply: str) -> str:
 
 MakePipeline = Callable[..., Pipeline]
 """The ``make_pipeline`` fixture: ``make_pipeline(sink_port, **Pipeline options)``."""
+
+
+def received_ids(p: Pipeline) -> list[str]:
+    """The ID of every MessageReceived on the pipeline's received topic, in topic order, read to
+    its end (read_events waits out a fresh topic's missing leader and never answers partially)."""
+    topic = catalog.name(catalog.RECEIVED, p.settings.kafka.topic_prefix)
+    return [
+        e.message_id
+        for e in read_events(p.settings, topics=[topic])
+        if isinstance(e, schemas.MessageReceived)
+    ]

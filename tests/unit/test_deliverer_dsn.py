@@ -6,9 +6,16 @@ import datetime as dt
 import email
 from email import policy
 
-from deliverer.dsn import build_dsn, status_code, wants_dsn
+from deliverer.dsn import (
+    bounce_allowed,
+    build_dsn,
+    sender_authentication,
+    status_code,
+    wants_dsn,
+)
 from deliverer.smtp import RecipientResult
-from schemas import WorkKind
+from mxgate.tenants import RecipientCheck, Route, Tenant
+from schemas import EngineVerdict, WorkKind
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
@@ -77,3 +84,54 @@ def test_no_dsn_to_the_null_sender_nor_for_spam_or_virus_verdicts() -> None:
     assert not wants_dsn(decision, "discard", "alice@sender.test")
     assert not wants_dsn(WorkKind.DSN, "dsn", "alice@sender.test")  # never a DSN about a DSN
     assert not wants_dsn(WorkKind.DIGEST, "digest", "alice@sender.test")
+
+
+# -- no backscatter: a DSN only to a verified recipient's or an authenticated sender --------
+
+
+def _auth(engine: str, **detail: str) -> EngineVerdict:
+    return EngineVerdict(
+        engine=engine, kind="auth", engine_version="1", rules_version="r", outcome="clean",
+        symbols=(), detail=detail,
+    )  # fmt: skip
+
+
+def test_the_sender_is_authenticated_by_spf_pass_or_an_aligned_dkim_signature() -> None:
+    sender = "alice@sender.test"
+    spf_pass = _auth("spf", result="pass", domain="sender.test", **{"smtp.mailfrom": "sender.test"})
+    assert sender_authentication([spf_pass], sender) == "spf"
+    assert sender_authentication([_auth("spf", result="pass", domain="sender.test")], sender)
+    assert (
+        sender_authentication([_auth("spf", result="softfail", domain="sender.test")], sender) == ""
+    )
+    # SPF passing for another domain (a HELO name, a forwarder) says nothing about this sender.
+    assert sender_authentication([_auth("spf", result="pass", domain="relay.test")], sender) == ""
+    dkim = _auth("dkim", result="pass", **{"mail.sender.test/k": "pass", "evil.test/k": "pass"})
+    assert sender_authentication([dkim], sender) == "dkim"
+    assert sender_authentication([dkim], "bob@mail.sender.test") == "dkim"  # relaxed alignment
+    unaligned = _auth("dkim", result="pass", **{"evil.test/k": "pass", "sender.test/k": "fail bh"})
+    assert sender_authentication([unaligned], sender) == ""
+    tld = _auth("dkim", result="pass", **{"test/k": "pass"})
+    assert sender_authentication([tld], sender) == ""
+    shadow = EngineVerdict(
+        engine="spf", kind="auth", engine_version="1", rules_version="r", outcome="clean",
+        symbols=(), detail={"result": "pass", "domain": "sender.test"}, shadow=True,
+    )  # fmt: skip
+    assert sender_authentication([shadow], sender) == ""  # shadow verdicts never decide
+    assert sender_authentication([spf_pass], "") == ""
+
+
+def _tenant(recipients: RecipientCheck | None) -> Tenant:
+    return Tenant(name="t", domains=("example.test",), route=Route(host="h"), recipients=recipients)
+
+
+def test_a_bounce_is_reported_only_for_a_verified_recipient_or_an_authenticated_sender() -> None:
+    listed = _tenant(RecipientCheck(mode="static", addresses=("known@example.test", "@catch.test")))
+    assert bounce_allowed("", listed, "Known@example.test")
+    assert not bounce_allowed("", listed, "someone@catch.test")  # a catch-all verified nothing
+    assert not bounce_allowed("", _tenant(None), "known@example.test")
+    assert bounce_allowed("spf", _tenant(None), "known@example.test")
+    assert bounce_allowed("", _tenant(RecipientCheck(mode="callout")), "x@example.test")
+    lenient = RecipientCheck(mode="callout", on_error="accept")  # may accept unverified
+    assert not bounce_allowed("", _tenant(lenient), "x@example.test")
+    assert not bounce_allowed("", None, "x@example.test")

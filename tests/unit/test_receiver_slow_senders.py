@@ -251,7 +251,8 @@ def test_data_rate_window_does_not_count_the_receivers_own_stalls() -> None:
 
 
 def test_one_ip_cannot_take_more_than_its_share_of_bodies(tmp_path: Path) -> None:
-    with receiver(tmp_path, max_inflight=10, max_inflight_per_ip=2, proxy_protocol=True) as r:
+    with receiver(tmp_path, max_inflight=10, max_inflight_per_ip=2, proxy_protocol=True,
+                  proxy_trusted=("127.0.0.0/8",)) as r:  # fmt: skip
         bad = "198.51.100.1"
         waiting = r.client(bad)
         assert waiting.data().startswith("354 ")

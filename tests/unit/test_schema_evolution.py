@@ -58,9 +58,10 @@ def _old_wire(old: schemas.Schema, rec: dict) -> bytes:
 
 def test_history_is_not_empty_and_differs_from_today() -> None:
     assert OLD, "the shadow field made MessageScanned v2: v1 must be kept"
-    # EngineVerdict.detail made MessageScanned v3 and RetroscanAlert v2; DeliveryRetry.kind v3.
+    # EngineVerdict.detail made MessageScanned v3 and RetroscanAlert v2; DeliveryRetry.kind v3,
+    # DeliveryRetry.sender_auth v4.
     assert sorted(s.name for s in OLD) == sorted(
-        [schemas.DELIVERY_RETRY] * 2 + [schemas.MESSAGE_SCANNED] * 2 + [schemas.RETROSCAN_ALERT]
+        [schemas.DELIVERY_RETRY] * 3 + [schemas.MESSAGE_SCANNED] * 2 + [schemas.RETROSCAN_ALERT]
     )
     for old in OLD:
         assert old.name in schemas.EVENTS
