@@ -18,6 +18,7 @@ batch's other tenants nor the next batches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 
@@ -143,7 +144,20 @@ class Deliverer:
                 works.append(ev)
         if not works:
             return outputs
-        tasks = [asyncio.ensure_future(self.attempt(w)) for w in works]
+        # Items of one batch that share a (message, recipient) run one after the other, so the
+        # later one finds the earlier one's 250 in the dedupe record: two releases of one
+        # message read in one batch still give one copy. Across batches the record and the
+        # in-flight set do that.
+        locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+        async def in_turn(w: DeliveryRetry) -> list[Output]:
+            keys = sorted({(w.message_id, r.lower()) for r in w.rcpt_to})
+            async with contextlib.AsyncExitStack() as held:
+                for k in keys:  # sorted: two items never wait on each other in a cycle
+                    await held.enter_async_context(locks.setdefault(k, asyncio.Lock()))
+                return await self.attempt(w)
+
+        tasks = [asyncio.ensure_future(in_turn(w)) for w in works]
         await asyncio.wait(tasks, timeout=self.settings.batch_deadline)
         for w, t in zip(works, tasks, strict=True):
             if t.done():
