@@ -135,6 +135,12 @@ def up(
             clamd = Clamd(workdir.resolve() / "clamav").start()
             env["MXGATE_SCANNER__CLAMAV_SOCKET"] = clamd.socket
             env["MXGATE_SCANNER__CLAMAV_DB_DIR"] = str(clamd.db)
+        if settings.receiver.tls_cert is None:
+            from devstack.tlscert import ensure_self_signed
+
+            # STARTTLS from the first start, as distributions do for Postfix (snakeoil pair).
+            cert, key = ensure_self_signed(workdir.resolve() / "tls", settings.receiver.hostname)
+            env["MXGATE_RECEIVER__TLS_CERT"], env["MXGATE_RECEIVER__TLS_KEY"] = str(cert), str(key)
         os.environ.update(env)
         settings = load_settings()
         runtime.write(workdir / "runtime.json", env)

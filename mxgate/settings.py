@@ -151,7 +151,12 @@ class ReceiverSettings(BaseModel):
     drain_timeout: float = Field(
         default=60.0, gt=0, description="Seconds SIGTERM waits for open transactions to finish."
     )
-    tls_cert: Path | None = Field(default=None, description="PEM certificate for STARTTLS.")
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) for STARTTLS; reloaded without a restart when the "
+        "file changes (the old one serves on if the new pair does not load). `mxgate up` "
+        "generates a self-signed one at first start.",
+    )
     tls_key: Path | None = Field(default=None, description="PEM private key for STARTTLS.")
     proxy_protocol: bool = Field(
         default=False,
@@ -200,6 +205,13 @@ class ReceiverSettings(BaseModel):
         # Believing a PROXY header from anyone lets any client choose its own address.
         if self.proxy_protocol and not self.proxy_trusted:
             raise ValueError("proxy_protocol needs proxy_trusted: the CIDRs of the proxies")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ReceiverSettings:
+        # One without the other would silently offer no STARTTLS.
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
         return self
 
     @model_validator(mode="after")

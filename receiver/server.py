@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import signal
+import ssl
 from contextlib import ExitStack
+from pathlib import Path
 
 import structlog
 
 from mxgate import catalog
 from mxgate.blobstore import open_store
+from mxgate.errors import ConfigError
 from mxgate.kafka import AsyncProducer
 from mxgate.process import run_until_signalled
 from mxgate.settings import Settings
@@ -21,9 +24,20 @@ from receiver.dnsbl import DnsblChecker, make_resolver
 from receiver.handler import ReceiverHandler, received_topic
 from receiver.metrics import ReceiverMetrics
 from receiver.recipients import RecipientVerifier
-from receiver.smtp import Gateway, GatewaySMTP, tls_context
+from receiver.smtp import Gateway, GatewaySMTP
+from receiver.tls import TlsCertificate
 
 log = structlog.get_logger("mxgate.receiver")
+
+
+def _certificate(cert: Path, key: Path) -> TlsCertificate:
+    """The STARTTLS pair, or a config error naming the keys when it does not load."""
+    try:
+        return TlsCertificate(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(
+            "environment", "MXGATE_RECEIVER__TLS_CERT/TLS_KEY", f"{cert}, {key} do not load: {e}"
+        ) from e
 
 
 async def serve(
@@ -46,7 +60,7 @@ async def serve(
     if rs.dnsbl_zones:
         resolver = make_resolver(rs.dns_servers, rs.dnsbl_timeout)
         dnsbl = DnsblChecker(rs.dnsbl_zones, resolver, rs.dnsbl_timeout)
-    tls = tls_context(rs.tls_cert, rs.tls_key) if rs.tls_cert and rs.tls_key else None
+    tls = _certificate(rs.tls_cert, rs.tls_key) if rs.tls_cert and rs.tls_key else None
     loop = asyncio.get_running_loop()
     decisions = None
     if any(t.session_reject is not None for t in tenants):

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import structlog
 from aiosmtpd.proxy_protocol import get_proxy
-from aiosmtpd.smtp import syntax
+from aiosmtpd.smtp import TLSSetupException, syntax
 
 from mxgate.blobstore import BlobError, BlobWriter
 from mxgate.settings import ReceiverSettings
@@ -44,8 +42,9 @@ from receiver.limits import BodySlot, ConnectionLimits, DataRate, InflightGate
 from receiver.metrics import ReceiverMetrics
 from receiver.proxy import TrustedProxies, client_address, peer_ip
 from receiver.replies import enhance
+from receiver.tls import TlsCertificate
 
-__all__ = ["Gateway", "GatewaySMTP", "tls_context"]
+__all__ = ["Gateway", "GatewaySMTP"]
 
 log = structlog.get_logger("mxgate.receiver")
 
@@ -55,14 +54,6 @@ ADDRESS_COMMAND_LIMIT = 2048
 _CLOSED = ""  # _read_body: the session was already answered and closed
 
 
-def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """A server context for STARTTLS: TLS 1.2 or newer, no client certificate asked."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    return ctx
-
-
 @dataclass
 class Gateway:
     """What all sessions of one receiver process share: settings, limits, metrics, state."""
@@ -70,7 +61,7 @@ class Gateway:
     settings: ReceiverSettings
     metrics: ReceiverMetrics
     dnsbl: DnsblChecker | None = None
-    tls: ssl.SSLContext | None = None
+    tls: TlsCertificate | None = None
     limits: ConnectionLimits = field(init=False)
     inflight: InflightGate = field(init=False)
     proxies: TrustedProxies = field(init=False)
@@ -143,7 +134,7 @@ class GatewaySMTP(CompatSMTP):
             decode_data=False,
             hostname=s.hostname,
             ident="ESMTP mxgate",
-            tls_context=gateway.tls,
+            tls_context=gateway.tls.context() if gateway.tls else None,
             timeout=s.command_timeout,
             proxy_protocol_timeout=s.proxy_timeout if s.proxy_protocol else None,
             loop=loop,
@@ -372,7 +363,16 @@ class GatewaySMTP(CompatSMTP):
         # up; dropping here makes the intent explicit and logs the attempt.
         if self.discard_buffered_input():
             log.warning("plaintext pipelined after STARTTLS discarded", client=self.client_ip)
-        await super().smtp_STARTTLS(arg)
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException as e:
+            # An old or broken client (TLS 1.0/1.1, no shared cipher) is not our error: it is
+            # counted and the connection closed; it may retry without STARTTLS.
+            self.gateway.metrics.rejections.labels("tls", "handshake_failed").inc()
+            log.info("STARTTLS handshake failed", client=self.client_ip, reason=str(e.__cause__))
+            if self.transport is not None:
+                self.transport.close()
+            return
         self.tls_established = True
 
     async def smtp_MAIL(self, arg: str | None) -> None:

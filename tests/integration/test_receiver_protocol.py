@@ -5,6 +5,8 @@ and hypothesis fuzzing of commands against the running server. Real Kafka, real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import socket
 import ssl
@@ -13,6 +15,7 @@ import subprocess
 import threading
 import urllib.request
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from support.dnsserver import DnsServer
 from support.pipeline import free_port
 
 from mxgate import catalog
+from mxgate.errors import ConfigError
 from mxgate.kafka import create_topics, read_events
 from mxgate.settings import KafkaSettings, ReceiverSettings, Settings, StoreSettings
 from receiver.server import serve
@@ -76,6 +80,8 @@ class Receiver:
             await asyncio.wait(
                 [task, asyncio.ensure_future(ready.wait())], return_when="FIRST_COMPLETED"
             )
+            if task.done():
+                task.result()  # a start-up error: reported by start()
             self._ready.set()
             await task
 
@@ -89,7 +95,8 @@ class Receiver:
         self._thread.start()
         assert self._ready.wait(60), "receiver did not start"
         if self._error:
-            raise self._error
+            error, self._error = self._error, None  # reported here, not again by stop()
+            raise error
         return self
 
     def stop(self) -> None:
@@ -334,10 +341,113 @@ def test_starttls_discards_pipelined_plaintext(receiver, cert: tuple[Path, Path]
     assert event.tls.version in ("TLSv1.2", "TLSv1.3")
 
 
-def test_tls_below_1_2_is_refused(cert: tuple[Path, Path]) -> None:
-    from receiver.smtp import tls_context
+def _old_tls_client(version: ssl.TLSVersion) -> ssl.SSLContext:
+    """A client that speaks only ``version``, with the ciphers old stacks offer."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1/TLSv1_1 are, rightly
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.minimum_version = ctx.maximum_version = version
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
 
-    assert tls_context(*cert).minimum_version == ssl.TLSVersion.TLSv1_2
+
+def _permissive_handshake(cert: tuple[Path, Path], client: ssl.SSLContext) -> str:
+    """Handshake ``client`` against a server that allows TLS 1.0: proves the client can."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.minimum_version = ssl.TLSVersion.TLSv1
+    server.set_ciphers("DEFAULT:@SECLEVEL=0")
+    server.load_cert_chain(*cert)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def accept() -> None:
+            conn, _ = listener.accept()
+            with contextlib.suppress(OSError), server.wrap_socket(conn, server_side=True):
+                pass
+
+        t = threading.Thread(target=accept)
+        t.start()
+        with (
+            socket.create_connection(listener.getsockname(), timeout=10) as raw,
+            client.wrap_socket(raw) as tls,
+        ):
+            version = tls.version() or ""
+        t.join(10)
+    return version
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1], ids=["tls1.0", "tls1.1"]
+)
+def test_tls_below_1_2_is_refused(receiver, cert: tuple[Path, Path], version) -> None:
+    client = _old_tls_client(version)
+    assert _permissive_handshake(cert, client) in ("TLSv1", "TLSv1.1")  # the client can
+    r = receiver(tls_cert=cert[0], tls_key=cert[1])
+    c = Client(r.port)
+    c.reply()
+    assert "STARTTLS" in c.cmd("EHLO client.test")
+    assert c.cmd("STARTTLS").startswith("220 2.0.0")
+    # The server ends the handshake (an alert or, with uvloop's TLS, a close): never a session.
+    with pytest.raises(ssl.SSLError, match=r"(?i)protocol.version|unsupported.protocol|EOF"):
+        client.wrap_socket(c.sock, server_hostname="mxgate.local")
+    c.close()
+    # Refusing an old client costs nobody else anything: the next session gets TLS 1.2+.
+    assert _starttls_peer_cert(r.port)
+
+
+def _starttls_peer_cert(port: int) -> bytes:
+    """The certificate a fresh session's STARTTLS presents (DER)."""
+    c = Client(port)
+    c.reply()
+    assert "STARTTLS" in c.cmd("EHLO client.test")
+    assert c.cmd("STARTTLS").startswith("220 2.0.0")
+    tls = _client_tls().wrap_socket(c.sock, server_hostname="mxgate.local")
+    assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    der = tls.getpeercert(binary_form=True)
+    tls.close()
+    assert der
+    return der
+
+
+def _new_pair(crt: Path, key: Path, cn: str) -> None:
+    """Write a new certificate and key over ``crt``/``key``, each renamed into place."""
+    tmp_crt, tmp_key = crt.with_suffix(".new.crt"), key.with_suffix(".new.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", f"/CN={cn}", "-keyout", str(tmp_key), "-out", str(tmp_crt)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    os.replace(tmp_key, key)
+    os.replace(tmp_crt, crt)
+
+
+def test_a_pair_that_does_not_load_is_a_config_error_naming_the_keys(
+    receiver, cert: tuple[Path, Path]
+) -> None:
+    cert[1].write_text("not a key")
+    with pytest.raises(ConfigError, match="MXGATE_RECEIVER__TLS_CERT/TLS_KEY"):
+        receiver(tls_cert=cert[0], tls_key=cert[1])
+
+
+def test_a_certificate_without_its_key_is_refused_at_load(cert: tuple[Path, Path]) -> None:
+    with pytest.raises(ValidationError, match="tls_cert and tls_key go together"):
+        ReceiverSettings(tls_cert=cert[0])
+
+
+def test_a_renewed_certificate_serves_without_a_restart(receiver, cert: tuple[Path, Path]) -> None:
+    r = receiver(tls_cert=cert[0], tls_key=cert[1])
+    first = _starttls_peer_cert(r.port)
+    _new_pair(*cert, cn="renewed.mxgate.local")
+    renewed = _starttls_peer_cert(r.port)
+    assert renewed != first
+    assert renewed == ssl.PEM_cert_to_DER_cert(cert[0].read_text())
+    # A botched renewal (a certificate that does not parse) keeps the last good pair serving.
+    cert[0].write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    assert _starttls_peer_cert(r.port) == renewed
+    assert r._thread.is_alive()
 
 
 # -- PROXY protocol ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +17,13 @@ from support.cli import MXGATE
 from support.pipeline import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def _unverified() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # self-signed, like opportunistic STARTTLS between MTAs
+    return ctx
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
@@ -43,6 +51,10 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
             assert up.poll() is None, log.read_text()
             try:
                 with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as c:
+                    c.ehlo()
+                    # STARTTLS on by default, with the pair made at first start.
+                    assert c.has_extn("starttls"), c.esmtp_features
+                    c.starttls(context=_unverified())
                     c.sendmail("alice@sender.test", ["newcomer@example.test"],
                                samples.clean_message(7))  # fmt: skip
                     return "ok"
@@ -56,6 +68,8 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
         data = files[0].read_bytes()
         assert b"X-MXGate: action=deliver" in data
         assert data.endswith(samples.clean_message(7))
+        assert (workdir / "tls" / "cert.pem").exists() and (workdir / "tls" / "key.pem").exists()
+        assert (workdir / "tls" / "key.pem").stat().st_mode & 0o077 == 0
         up.send_signal(stop_signal)
         assert up.wait(timeout=180) == 0, log.read_text()
         assert "stopping" in log.read_text()
