@@ -16,11 +16,14 @@ import typer
 from pydantic import ValidationError
 
 from devstack import runtime
+from mxgate.errors import ConfigError
 from mxgate.settings import Settings
 from mxgate.timeutil import utcnow
+from ops.operators import Action, NotAllowed, Operators, identify
 
 __all__ = [
     "JsonOpt",
+    "acting_as",
     "echo_json",
     "fail",
     "load_settings",
@@ -59,6 +62,20 @@ def quiet_settings() -> Settings:
 
     configure("warning" if s.log_level == "info" else s.log_level, s.log_json)
     return s
+
+
+def acting_as(settings: Settings, action: Action, tenant: str | None = None) -> str:
+    """The recorded name of whoever runs this command, once the roles table allows ``action``
+    (on ``tenant``'s mail); exit 3 with who, what and where when it does not."""
+    who = identify(None)
+    try:
+        Operators.load(settings.ops.operators_file).authorize(who, action, tenant)
+    except ConfigError as e:
+        raise fail(e) from None
+    except NotAllowed as e:
+        typer.echo(f"error: not allowed: {e}", err=True)
+        raise typer.Exit(3) from None
+    return who.name
 
 
 def fail(e: Exception) -> typer.Exit:

@@ -8,15 +8,14 @@ cause is fixed, recorded as ``DeadLetterRetried`` in the same transaction.
 
 from __future__ import annotations
 
-import getpass
-import socket
 from typing import Annotated
 
 import typer
 
-from cli.common import JsonOpt, echo_json, load_settings
+from cli.common import JsonOpt, acting_as, echo_json, load_settings
 from mxgate.settings import Settings
 from ops.deadletter import Letter, index, matches, retry
+from ops.operators import Action
 
 deadletter_app = typer.Typer(
     help="Records consumers set aside: list, show, retry.", no_args_is_help=True
@@ -68,7 +67,6 @@ def show(letter_id: str, as_json: JsonOpt = False) -> None:
 def retry_(
     letter_id: str,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
-    by: Annotated[str, typer.Option("--by", help="Who (default: user@host).")] = "",
     again: Annotated[bool, typer.Option("--again", help="Retry one already retried.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -78,7 +76,7 @@ def retry_(
     if letter.state != "dead" and not again:
         typer.echo(f"error: {letter_id} was already retried (--again to retry it again)", err=True)
         raise typer.Exit(1)
-    who = by or f"{getpass.getuser()}@{socket.gethostname()}"
+    who = acting_as(s, Action.deadletter_retry)
     done = retry(s, letter, who, reason)
     if as_json:
         echo_json({"id": letter_id, "topic": done.topic, "key": done.key, "retried_by": who,

@@ -17,11 +17,12 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOpt, load_settings
+from cli.common import JsonOpt, acting_as, load_settings
 from cli.scoreboard import stats
 from mxgate.enginecontrol import ControlView, publish_control, read_control
 from mxgate.kafka import KafkaUnavailable
 from mxgate.settings import Settings
+from ops.operators import Action
 
 __all__ = ["engines_app"]
 
@@ -117,8 +118,9 @@ def engines_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 def _switch(name: str, enabled: bool, reason: str, as_json: bool) -> None:
     s = _settings()
+    who = acting_as(s, Action.engine_switch)
     try:
-        switch = publish_control(s.kafka, name, enabled, reason)
+        switch = publish_control(s.kafka, name, enabled, reason, actor=who)
     except KafkaUnavailable as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

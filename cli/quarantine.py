@@ -11,7 +11,6 @@ twice to the same recipient). ``report-spam`` labels delivered mail ``spam``.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import uuid
 from email.parser import BytesHeaderParser
@@ -22,11 +21,12 @@ import typer
 from confluent_kafka import Producer
 
 import schemas
-from cli.common import JsonOpt, echo_json, load_settings
+from cli.common import JsonOpt, acting_as, echo_json, load_settings
 from mxgate import catalog
 from mxgate.kafka import producer_config, read_events
 from mxgate.settings import Settings
 from mxgate.timeutil import utcnow
+from ops.operators import Action
 from ops.quarantine import Entry, build_digest, group_for_digest, index, matches, parse_when
 
 quarantine_app = typer.Typer(
@@ -38,7 +38,6 @@ TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant whose qua
 AnyTenantOpt = Annotated[
     str | None, typer.Option("--tenant", "-t", help="Only this tenant (default: all).")
 ]
-ByOpt = Annotated[str, typer.Option("--by", help="Who does this (default: the OS user).")]
 
 
 def _settings() -> Settings:
@@ -79,6 +78,7 @@ def list_(
 ) -> None:
     """List quarantined messages (one tenant's, or all), oldest first."""
     s = _settings()
+    acting_as(s, Action.read, tenant)
     now = utcnow()
     rows = [
         e
@@ -113,6 +113,7 @@ def show(message_id: str, tenant: AnyTenantOpt = None, as_json: JsonOpt = False)
 
     s = _settings()
     e = _get(s, tenant, message_id)
+    acting_as(s, Action.read, e.tenant)
 
     async def headers() -> dict[str, str]:
         store = open_store(s.store)
@@ -138,7 +139,6 @@ def release(
     message_id: str,
     reason: Annotated[str, typer.Option("--reason", help="Why it is released (recorded).")],
     tenant: AnyTenantOpt = None,
-    by: ByOpt = "",
     to: Annotated[
         list[str] | None, typer.Option("--to", help="Release only to these recipients.")
     ] = None,
@@ -148,6 +148,7 @@ def release(
     s = _settings()
     e = _get(s, tenant, message_id)
     tenant = e.tenant
+    who = acting_as(s, Action.release, tenant)  # before anything about the message is said
     if e.state != "held":
         typer.echo(f"error: {message_id} is already {e.state}", err=True)
         raise typer.Exit(1)
@@ -156,7 +157,6 @@ def release(
     if unknown:
         typer.echo(f"error: not recipients of {message_id}: {', '.join(unknown)}", err=True)
         raise typer.Exit(2)
-    who = by or getpass.getuser()
     now = utcnow()
     prefix = s.kafka.topic_prefix
     released = schemas.QuarantineReleased(
@@ -191,7 +191,6 @@ def delete(
     message_id: str,
     tenant: AnyTenantOpt = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
-    by: ByOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Remove a message from the quarantine: it can no longer be released.
@@ -202,10 +201,10 @@ def delete(
     s = _settings()
     e = _get(s, tenant, message_id)
     tenant = e.tenant
+    who = acting_as(s, Action.delete, tenant)
     if e.state != "held":
         typer.echo(f"error: {message_id} is already {e.state}", err=True)
         raise typer.Exit(1)
-    who = by or getpass.getuser()
     deleted = schemas.QuarantineDeleted(
         message_id=message_id, tenant=tenant, deleted_at=utcnow(), deleted_by=who, reason=reason
     )
@@ -221,17 +220,16 @@ def report_spam(
     message_id: str,
     tenant: TenantOpt,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
-    by: ByOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Label a delivered message spam: a training event for learning engines."""
     s = _settings()
+    who = acting_as(s, Action.report_spam, tenant)
     decided = [e for e in read_events(s, {message_id}) if isinstance(e, schemas.MessageScanned)]
     scanned = decided[-1] if decided else None
     if scanned is None or scanned.tenant != tenant:
         typer.echo(f"error: no decided message {message_id} for {tenant}", err=True)
         raise typer.Exit(1)
-    who = by or getpass.getuser()
     label = schemas.TrainingLabelled(
         message_id=message_id, tenant=tenant, labelled_at=utcnow(), label="spam",
         source="report", labelled_by=who, reason=reason, object_key=scanned.object_key,
@@ -257,6 +255,7 @@ def digest(
     from mxgate.ids import new_message_id
 
     s = _settings()
+    acting_as(s, Action.digest if send else Action.read, tenant)
     now = utcnow()
     start = parse_when(since, now)
     held = [e for e in index(s).values() if e.tenant == tenant and e.quarantined_at >= start]

@@ -8,8 +8,17 @@ from typing import Annotated
 
 import typer
 
-from cli.common import JsonOpt, fail, parse_time, progress, quiet_settings, run_name
+from cli.common import (
+    JsonOpt,
+    acting_as,
+    fail,
+    parse_time,
+    progress,
+    quiet_settings,
+    run_name,
+)
 from mxgate.errors import ConfigError
+from ops.operators import Action
 
 
 def replay(
@@ -37,6 +46,7 @@ def replay(
     from ops.replay import replay as run_replay
 
     s = quiet_settings()
+    who = acting_as(s, Action.redeliver if redeliver else Action.read, tenant)
     run = name or run_name("replay")
     try:
         pol = load_policy(policy) if policy else None
@@ -53,6 +63,7 @@ def replay(
                 policy=pol,
                 redeliver=redeliver,
                 progress=update,
+                by=who,
             )
     except ConfigError as e:
         raise fail(e) from None

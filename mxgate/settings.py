@@ -529,6 +529,11 @@ class OpsSettings(BaseModel):
         description="Seconds a body must stay unreferenced (seen by two gc runs) before "
         "`mxgate gc` deletes it; covers a body stored just before its event is produced.",
     )
+    operators_file: Path | None = Field(
+        default=None,
+        description="TOML roles table (admin, tenant-admin per tenant, read-only) the ops "
+        "commands check before acting; unset: every identity acts as admin.",
+    )
 
 
 class Settings(BaseSettings):

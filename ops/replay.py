@@ -219,16 +219,18 @@ def replay(
     policy: Policy | None = None,
     redeliver: bool = False,
     progress: Progress | None = None,
+    by: str = "",
 ) -> ReplayResult:
     """Re-decide the messages received in ``[start, end]`` and diff against the record.
 
     ``engines``: engine names (default: each message's recorded engines); ``policy``: one
     policy for every tenant (default: each tenant's own). With ``redeliver``, a message held
     back at the time (quarantine, discard) that the new decision would deliver, and that was
-    neither released nor deleted since, is sent to delivery and the fact recorded.
+    neither released nor deleted since, is sent to delivery and the fact recorded, with ``by``
+    (the operator's identity; default: the login name).
     """
     return asyncio.run(
-        _replay(settings, start, end, run, tenant, engines, policy, redeliver, progress)
+        _replay(settings, start, end, run, tenant, engines, policy, redeliver, progress, by)
     )
 
 
@@ -242,6 +244,7 @@ async def _replay(
     policy: Policy | None,
     redeliver: bool,
     progress: Progress | None,
+    by: str,
 ) -> ReplayResult:
     items = [
         r
@@ -269,14 +272,16 @@ async def _replay(
                 and old.action not in DELIVERABLE
                 and not item.released
             ):
-                _redeliver(run, old, new)
+                _redeliver(run, old, new, by or _user())
                 result.redelivered.append(mid)
     finally:
         await run.close()
     return result
 
 
-def _redeliver(run: _Run, old: schemas.MessageScanned, new: schemas.MessageScanned) -> None:
+def _redeliver(
+    run: _Run, old: schemas.MessageScanned, new: schemas.MessageScanned, by: str
+) -> None:
     """Queue the message for delivery now and record who did it and why."""
     now = utcnow()
     p = run.settings.kafka.topic_prefix
@@ -291,7 +296,7 @@ def _redeliver(run: _Run, old: schemas.MessageScanned, new: schemas.MessageScann
             tenant=new.tenant,
             redelivered_at=now,
             run=run.run,
-            redelivered_by=_user(),
+            redelivered_by=by,
             old_action=old.action,
             new_action=new.action,
             reasons=new.reasons,

@@ -45,6 +45,7 @@ from mxgate.kafka import (
     read_events,
 )
 from mxgate.settings import KafkaSettings, Settings
+from ops.operators import identify
 
 pytestmark = pytest.mark.integration
 
@@ -202,17 +203,18 @@ async def test_a_record_that_always_fails_is_dead_lettered_and_the_rest_go_on_on
     assert shown["event"]["type"] == "MessageReceived"
     assert shown["event"]["message_id"] == "poison"
     assert _cli(s, tmp_path, "show", g.id)["event"] is None
-    done = _cli(s, tmp_path, "retry", d.id, "--reason", "fixed", "--by", "ops@test")
-    assert (done["id"], done["state"], done["retried_by"]) == (d.id, "retried", "ops@test")
+    done = _cli(s, tmp_path, "retry", d.id, "--reason", "fixed")
+    me = identify().name
+    assert (done["id"], done["state"], done["retried_by"]) == (d.id, "retried", me)
     assert [x["key"] for x in _cli(s, tmp_path, "list")] == ["garbage"]
     (again,) = _cli(s, tmp_path, "list", "--state", "retried")
-    assert again["history"][0]["by"] == "ops@test" and again["history"][0]["reason"] == "fixed"
+    assert again["history"][0]["by"] == me and again["history"][0]["reason"] == "fixed"
     back = [e for e in read_events(s, topics=[received]) if isinstance(e, schemas.MessageReceived)]
     assert [e.message_id for e in back].count("poison") == 2  # the original and the retry
     retried = [
         e for e in read_events(s, topics=[dead_topic]) if isinstance(e, schemas.DeadLetterRetried)
     ]
-    assert [(r.id, r.retried_by) for r in retried] == [(d.id, "ops@test")]
+    assert [(r.id, r.retried_by) for r in retried] == [(d.id, me)]
 
 
 def _v2_writer() -> tuple[dict[str, Any], bytes]:
