@@ -175,6 +175,8 @@ def one_round(
         "MXGATE_RECEIVER__MAX_CONNECTIONS_PER_IP": str(args.messages + 10),
         "MXGATE_RECEIVER__MAX_INFLIGHT_PER_IP": str(args.messages + 10),
         "MXGATE_RECEIVER__MAX_INFLIGHT": str(args.messages + 10),
+        # The receiver's own byte budget (512 MiB) would turn part of the load away with 451.
+        "MXGATE_RECEIVER__MAX_INFLIGHT_BYTES": str((args.messages + 1) * (args.mb + 1) * MIB),
         # Memory is measured, not time: let a big batch take as long as it needs.
         "MXGATE_KAFKA__TRANSACTION_TIMEOUT_MS": "900000",
         "MXGATE_SCANNER__HOLD_DEADLINE": "600",
