@@ -75,6 +75,18 @@ def first_attempt(
     return DeliveryRetry.for_decision(scanned, now, auth_results=auth, sender_auth=sender_auth)
 
 
+def work_bytes(i: Incoming, unknown: int) -> int:
+    """Bytes an input record's handling holds (its body), for the batch byte budget: the
+    size a deliver or tag decision or a work item carries; ``unknown`` for an item that does
+    not say (written before DeliveryRetry v5); nothing for a decision that only records."""
+    ev = i.event
+    if isinstance(ev, schemas.MessageScanned):
+        return ev.size if ev.action in DELIVERABLE else 0
+    if isinstance(ev, DeliveryRetry):
+        return unknown if ev.size is None else ev.size
+    return 0
+
+
 def retry_tier_for(attempt: int, schedule: Sequence[float]) -> int:
     """Tier index after failed attempt number ``attempt`` (1-based); the last tier repeats."""
     return min(attempt - 1, len(schedule) - 1)
@@ -401,6 +413,7 @@ class Deliverer:
             received_at=now,
             now=now,
             helo=self.settings.hostname,
+            size=len(dsn),
         )
         log.info("dsn queued", message_id=w.message_id, dsn_id=dsn_id, to=sender,
                  failed=[r.recipient for r in failed])  # fmt: skip
@@ -495,9 +508,15 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             break
         else:
             log.error("dedupe record not rebuilt; relying on the local record only")
+    unknown = settings.receiver.max_message_size
+
+    def weigh(i: Incoming) -> int:
+        return work_bytes(i, unknown)
+
     loop = TransactionalLoop(
-        settings.kafka, "deliverer", d.input_topics(), d.handle, ds.batch_size, hold=d.hold
-    )
+        settings.kafka, "deliverer", d.input_topics(), d.handle, ds.batch_size, hold=d.hold,
+        batch_bytes=ds.batch_bytes, weigh=weigh,
+    )  # fmt: skip
     log.info("deliverer started", topics=d.input_topics())
     try:
         await loop.run(stop)

@@ -25,7 +25,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 import schemas
 from mxgate import catalog
@@ -54,6 +54,18 @@ UNKNOWN_SCHEMA = Counter(
 WAITING_FOR_SCHEMA = Gauge(
     "mxgate_kafka_partitions_waiting_for_schema",
     "Partitions paused now on a record of an unknown writer schema (alert when above 0).",
+    ["group"],
+)
+BATCH_BYTES = Histogram(
+    "mxgate_kafka_batch_bytes",
+    "Bytes of the message bodies a batch (one transaction) holds, as its weigh function counts "
+    "them, by group.",
+    ["group"],
+    buckets=tuple(float(2**n) for n in range(16, 32, 2)),  # 64 KiB .. 1 GiB
+)
+BATCHES_CUT = Counter(
+    "mxgate_kafka_batches_cut_by_bytes",
+    "Batches closed early because the next record would take them past their byte budget.",
     ["group"],
 )
 
@@ -342,6 +354,8 @@ class Hold:
 
 Handler = Callable[[Sequence[Incoming]], Awaitable[Sequence[Output]]]
 HoldCheck = Callable[[Incoming], Hold | None]
+Weigh = Callable[[Incoming], int]
+"""The bytes handling a record will hold in memory (its message body), for the byte budget."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +399,12 @@ class TransactionalLoop:
 
     ``hold`` lets a stage leave records that are not yet due (retry tiers) in place: the
     partition is rewound to the held record and paused until it is due.
+
+    ``batch_bytes`` bounds a batch's memory, not only its count: with ``weigh`` saying how
+    many bytes a record's handling holds (its body), a batch closes before the record that
+    would take it past ``batch_bytes``. That record and every later one already fetched are
+    given back (each partition is rewound to its first one) and start the next batch. A
+    record heavier than the whole budget is a batch of its own, so nothing ever stalls.
     """
 
     def __init__(
@@ -396,7 +416,11 @@ class TransactionalLoop:
         batch_size: int = 50,
         hold: HoldCheck | None = None,
         poll_timeout: float = 0.5,
+        batch_bytes: int | None = None,
+        weigh: Weigh | None = None,
     ) -> None:
+        if batch_bytes is not None and batch_bytes < 1:
+            raise ValueError(f"batch_bytes must be at least 1, not {batch_bytes}")
         self._settings = settings
         self._role = role
         self._group = f"{settings.group_prefix}.{role}"
@@ -405,6 +429,8 @@ class TransactionalLoop:
         self._batch = batch_size
         self._hold = hold
         self._poll_timeout = poll_timeout
+        self._batch_bytes = batch_bytes
+        self._weigh = weigh
         self._paused: dict[tuple[str, int], float] = {}
         self._schema_wait: set[tuple[str, int]] = set()  # paused on an unknown writer schema
         self._attempts: dict[tuple[str, int, int], int] = {}  # failed batches holding a record
@@ -453,10 +479,12 @@ class TransactionalLoop:
         return first + self._consumer.consume(self._batch - 1, 0.002)
 
     def _filter(self, msgs: list[Message]) -> list[_Item]:
-        """The records to commit with this batch, decoded (or with why they are no event)."""
+        """The records to commit with this batch, decoded (or with why they are no event), up
+        to the byte budget (the records past it are given back for the next batch)."""
         out: list[_Item] = []
         held: set[tuple[str, int]] = set()
-        for m in msgs:
+        total = 0  # bytes the batch holds so far (``weigh``)
+        for n, m in enumerate(msgs):
             err = m.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
@@ -487,8 +515,42 @@ class TransactionalLoop:
                 held.add(tp)
                 self._pause(m, h.seconds)
                 continue
+            size = self._weigh(incoming) if self._weigh else 0
+            if self._over_budget(total, size):
+                # Close the batch here; this record and the rest start the next one.
+                self._give_back(msgs[n:], held)
+                BATCHES_CUT.labels(self._group).inc()
+                break
+            total += size
             out.append(_Item(m, incoming))
+        if out:
+            BATCH_BYTES.labels(self._group).observe(total)
         return out
+
+    def _over_budget(self, total: int, size: int) -> bool:
+        """Whether a record of ``size`` bytes would take a batch holding ``total`` past the
+        byte budget. A batch that holds no bytes yet takes any record (one heavier than the
+        whole budget is a batch of its own)."""
+        return self._batch_bytes is not None and total > 0 and total + size > self._batch_bytes
+
+    def _give_back(self, rest: Sequence[Message], held: set[tuple[str, int]]) -> None:
+        """Rewind each partition of ``rest`` (records fetched but not taken into this batch)
+        to its first such record, so they are consumed again for the next batch. Partitions
+        already rewound to an earlier record (held, unknown schema) are left as they are.
+
+        A seek that fails raises, like the one of a hold: the loop stops before committing
+        anything past records it did not handle, and the group's committed offsets decide
+        where it goes on."""
+        first: dict[tuple[str, int], int] = {}
+        for m in rest:
+            if m.error() is not None:
+                continue
+            topic, partition, offset = position(m)
+            k = (topic, partition)
+            if k not in held:
+                first[k] = min(first.get(k, offset), offset)
+        for (t, part), off in first.items():
+            self._consumer.seek(TopicPartition(t, part, off))
 
     def _wait_for_schema(self, m: Message, e: schemas.UnknownSchema) -> None:
         topic, partition, offset = position(m)

@@ -321,6 +321,20 @@ class ScannerSettings(BaseModel):
     )
     engine_timeout: float = Field(default=20.0, gt=0, description="Seconds per engine per message.")
     batch_size: int = Field(default=50, ge=1, description="Messages per Kafka transaction.")
+    batch_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1,
+        description="Bytes of message bodies per Kafka transaction (the sizes MessageReceived "
+        "carries): a batch closes before the message that would take it past this; a larger "
+        "message is a batch of its own.",
+    )
+    decoded_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1,
+        description="Bytes of decoded MIME parts and archive members held at once by the "
+        "messages being scanned: the next message is parsed only while less is held (each is "
+        "released with its verdict); one message may go over.",
+    )
     hold_deadline: float = Field(
         default=30.0,
         gt=0,
@@ -455,6 +469,14 @@ class DelivererSettings(BaseModel):
         default=300.0, gt=0, description="Seconds to wait for a next hop's reply to a command."
     )
     batch_size: int = Field(default=50, ge=1, description="Work items per Kafka transaction.")
+    batch_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1,
+        description="Bytes of message bodies per Kafka transaction (the size the decision or "
+        "work item carries; an item without one counts as receiver.max_message_size): a batch "
+        "closes before the item that would take it past this; a larger one is a batch of its "
+        "own. Each destination group of an item holds a few copies of its body on top.",
+    )
     max_connections_per_route: int = Field(
         default=10, ge=1, description="Concurrent connections to one destination host:port."
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import structlog
 from confluent_kafka import Producer
@@ -28,6 +28,7 @@ from mxgate.settings import Settings
 from mxgate.tenants import Policy, Tenants
 from mxgate.timeutil import utcnow
 from scanner import mime
+from scanner.budget import DecodedBudget
 from scanner.engines.common import Engine, Finding, ParsedMessage
 from scanner.engines.registry import build_engines
 from scanner.policy import Decision, decide
@@ -91,6 +92,12 @@ class Scanner:
             cache_entries=sc.cache_entries,
             controls=controls,
         )
+        # Bounds what parsing holds across the messages scanned at once (scanner.budget).
+        self.decoded = DecodedBudget(sc.decoded_bytes)
+
+    def weigh(self, i: Incoming) -> int:
+        """Bytes a record's scan holds: the body of a MessageReceived (the batch budget)."""
+        return i.event.size if isinstance(i.event, schemas.MessageReceived) else 0
 
     async def scan(
         self, received: schemas.MessageReceived, deadline: float | None = None
@@ -118,27 +125,33 @@ class Scanner:
             )
             log.error("body unreadable", message_id=mid, error=str(e))
         else:
-            parsed = await asyncio.to_thread(
-                mime.parse,
-                raw,
-                message_id=mid,
-                tenant=received.tenant,
-                mail_from=received.mail_from,
-                rcpt_to=received.rcpt_to,
-                client_ip=received.client_ip,
-                helo=received.helo,
-            )
-            defects = list(parsed.defects)
-            run, shadow_findings = await asyncio.gather(
-                self.runner.run(parsed),
-                run_engines(self.shadow, parsed, self.settings.scanner.engine_timeout),
-            )
-            findings, active = run.findings, run.active
-            # A parse that failed, hit a limit or ran out of budget is a verdict of its own.
-            unscannable = mime.scan_finding(parsed)
-            if unscannable is not None:
-                findings = [unscannable, *findings]
-            findings, decision = await self._hold(parsed, findings, policy, deadline)
+
+            def parse() -> Awaitable[ParsedMessage]:
+                return asyncio.to_thread(
+                    mime.parse,
+                    raw,
+                    message_id=mid,
+                    tenant=received.tenant,
+                    mail_from=received.mail_from,
+                    rcpt_to=received.rcpt_to,
+                    client_ip=received.client_ip,
+                    helo=received.helo,
+                )
+
+            # The decoded parts count against the scanner's decoded budget until the verdict.
+            async with self.decoded.parsed(parse) as parsed:
+                defects = list(parsed.defects)
+                run, shadow_findings = await asyncio.gather(
+                    self.runner.run(parsed),
+                    run_engines(self.shadow, parsed, self.settings.scanner.engine_timeout),
+                )
+                findings, active = run.findings, run.active
+                # A parse that failed, hit a limit or ran out of budget is a verdict of its own.
+                unscannable = mime.scan_finding(parsed)
+                if unscannable is not None:
+                    findings = [unscannable, *findings]
+                findings, decision = await self._hold(parsed, findings, policy, deadline)
+                del parsed  # nothing keeps the parts once the budget lets the next parse in
         log.info(
             "decided",
             message_id=mid,
@@ -235,6 +248,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         [catalog.name(catalog.RECEIVED, settings.kafka.topic_prefix)],
         scanner.handle,
         batch_size=settings.scanner.batch_size,
+        batch_bytes=settings.scanner.batch_bytes,
+        weigh=scanner.weigh,
     )
     log.info("scanner started", engines=[e.name for e in engines])
     try:

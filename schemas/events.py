@@ -254,6 +254,10 @@ class DeliveryRetry(Record):
     ``dkim`` (a verified DKIM signature of its domain) or empty (neither). A DSN goes to the
     sender only then, or when the recipient was verified at RCPT time (added in v4; older
     items decode as empty: no DSN unless the recipient was verified)."""
+    size: int | None = None
+    """Size in bytes of the stored body the item delivers, for the deliverer's batch byte
+    budget; None when the writer did not say (added in v5; older items decode as None and
+    count as the largest message the receiver accepts)."""
 
     @classmethod
     def _legacy(cls, rec: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -282,6 +286,7 @@ class DeliveryRetry(Record):
         helo: str = "",
         auth_results: str = "",
         sender_auth: str = "",
+        size: int | None = None,
     ) -> DeliveryRetry:
         """The work item for a first attempt, due ``now``: the one constructor of new items.
 
@@ -298,7 +303,7 @@ class DeliveryRetry(Record):
             spam_score=spam_score, mail_from=mail_from, rcpt_to=tuple(rcpt_to),
             object_key=object_key, received_at=received_at, client_ip=client_ip, helo=helo,
             attempt=1, due_at=now, first_attempt_at=now, auth_results=auth_results, kind=kind,
-            sender_auth=sender_auth,
+            sender_auth=sender_auth, size=size,
         )  # fmt: skip
 
     @classmethod
@@ -318,7 +323,7 @@ class DeliveryRetry(Record):
             spam_score=scanned.spam_score, mail_from=scanned.mail_from,
             rcpt_to=scanned.rcpt_to, object_key=scanned.object_key,
             received_at=scanned.received_at, client_ip=scanned.client_ip, helo=scanned.helo,
-            now=now, auth_results=auth_results, sender_auth=sender_auth,
+            now=now, auth_results=auth_results, sender_auth=sender_auth, size=scanned.size,
         )  # fmt: skip
 
     def next_attempt(self, rcpt_to: Iterable[str], due_at: dt.datetime) -> DeliveryRetry:

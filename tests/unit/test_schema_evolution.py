@@ -36,7 +36,7 @@ RETRY = {
     "message_id": "01M8", "tenant": "t", "action": "dsn", "reasons": [], "spam_score": 0.0,
     "mail_from": "", "rcpt_to": ["b@y"], "object_key": "k", "received_at": NOW,
     "client_ip": "", "helo": "", "attempt": 2, "due_at": NOW, "first_attempt_at": NOW,
-    "auth_results": "A-R: x", "kind": "dsn",
+    "auth_results": "A-R: x", "kind": "dsn", "sender_auth": "spf", "size": 12345,
 }  # fmt: skip
 
 
@@ -59,9 +59,9 @@ def _old_wire(old: schemas.Schema, rec: dict) -> bytes:
 def test_history_is_not_empty_and_differs_from_today() -> None:
     assert OLD, "the shadow field made MessageScanned v2: v1 must be kept"
     # EngineVerdict.detail made MessageScanned v3 and RetroscanAlert v2; DeliveryRetry.kind v3,
-    # DeliveryRetry.sender_auth v4.
+    # DeliveryRetry.sender_auth v4, DeliveryRetry.size v5.
     assert sorted(s.name for s in OLD) == sorted(
-        [schemas.DELIVERY_RETRY] * 3 + [schemas.MESSAGE_SCANNED] * 2 + [schemas.RETROSCAN_ALERT]
+        [schemas.DELIVERY_RETRY] * 4 + [schemas.MESSAGE_SCANNED] * 2 + [schemas.RETROSCAN_ALERT]
     )
     for old in OLD:
         assert old.name in schemas.EVENTS
