@@ -96,7 +96,8 @@ class Pool:
                     client.close()
                 raise
             assert client is not None  # the try either set it or raised
-            if client.is_connected and self.settings.idle_timeout > 0:
+            # Not client.is_connected alone: a session holding unsolicited bytes is closed.
+            if smtp.reusable(client) and self.settings.idle_timeout > 0:
                 slot.idle.append((client, time.monotonic()))
             else:
                 await smtp.close_session(client)

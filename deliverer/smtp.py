@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import aiosmtplib
+from aiosmtplib.protocol import SMTPProtocol
 
 from deliverer.text import safe_address, safe_reply
 
@@ -169,8 +170,19 @@ async def transaction(
             return [out[r] for r in recipients]
         if before_data is not None:
             before_data(accepted)
+        proto = client.protocol  # kept: aiosmtplib drops it once the connection is lost
         try:
             resp = await client.data(data)
+        except aiosmtplib.SMTPServerDisconnected:
+            # A peer that closed in the middle of a 2xx reply line ("250 2.0.0 qu") has taken
+            # the message: count it delivered, like any 250, rather than a deferral whose retry
+            # would bring a second copy. (A cut 2xx to the DATA command itself, before the
+            # message, would be misread the same way; no server answers DATA with 2xx.)
+            code, text = _cut_reply(proto)
+            if not 200 <= code < 300:
+                raise
+            for r in accepted:
+                out[r] = RecipientResult(r, "delivered", code, f"{text} [reply cut: peer closed]")
         except aiosmtplib.SMTPResponseException as e:
             for r in accepted:
                 out[r] = RecipientResult(r, classify(e.code), e.code, e.message)
@@ -183,6 +195,25 @@ async def transaction(
             if r not in out:
                 out[r] = RecipientResult(r, "deferred", 0, f"{type(e).__name__}: {e}")
     return [out[r] for r in recipients]
+
+
+def _cut_reply(proto: SMTPProtocol | None) -> tuple[int, str]:
+    """The code and text of the unfinished reply line left in ``proto``'s buffer
+    (0 when there is no three-digit code)."""
+    partial = bytes(proto._buffer) if proto is not None else b""
+    if len(partial) < 3 or not partial[:3].isdigit() or partial[3:4] not in (b"", b" "):
+        return 0, ""
+    return int(partial[:3]), partial[4:].strip().decode("utf-8", "surrogateescape")
+
+
+def reusable(client: aiosmtplib.SMTP) -> bool:
+    """True when the session may go back to the pool: still connected, and nothing read but
+    not yet consumed. A peer that answered twice in one write ("250 ok\\r\\n250 again") leaves
+    the second line in aiosmtplib's buffer, where it would be taken as the reply to the next
+    MAIL and shift every later reply by one (a DATA refused with RCPT's 250 reads as
+    delivered: a message never sent)."""
+    proto = client.protocol
+    return client.is_connected and proto is not None and not proto._buffer
 
 
 async def _rset(client: aiosmtplib.SMTP) -> None:

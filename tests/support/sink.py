@@ -2,7 +2,9 @@
 
 Fault modes make it answer like a troubled server: ``tempfail`` (451 to DATA), ``reject``
 (550 to DATA), ``drop`` (close the connection mid-DATA), ``stall`` (never answer DATA),
-``garbage`` (accept the message, but answer DATA with a 250 holding bytes that are not UTF-8).
+``garbage`` (accept the message, but answer DATA with a 250 holding bytes that are not UTF-8),
+``close-mid-reply`` (accept the message, write ``250 2.0.0 qu`` with no CRLF and close),
+``double-250`` (accept the message and answer DATA with two 250 lines in one write).
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from devstack.capture import Captured, CaptureHandler, start_capture
 
-Fault = Literal["none", "tempfail", "reject", "drop", "stall", "garbage"]
+Fault = Literal[
+    "none", "tempfail", "reject", "drop", "stall", "garbage", "close-mid-reply", "double-250"
+]
 
 GARBAGE_REPLY = b"250 2.0.0 ok \xff\xfe queued"
+CUT_REPLY = b"250 2.0.0 qu"  # no CRLF: the connection closes in the middle of the line
+# aiosmtpd adds the final CRLF; both lines go out in one write, so they arrive together.
+DOUBLE_REPLY = b"250 2.0.0 ok\r\n250 2.0.0 again"
 
 
 class FaultyHandler(CaptureHandler):
@@ -48,6 +55,17 @@ class FaultyHandler(CaptureHandler):
         if fault == "garbage":
             await super().handle_DATA(server, session, envelope)
             return GARBAGE_REPLY  # aiosmtpd writes a bytes status as it is
+        if fault == "close-mid-reply":
+            await super().handle_DATA(server, session, envelope)
+            assert server.transport is not None
+            # On loopback the write goes out at once; close() flushes anything left, then
+            # the transport drops what aiosmtpd still pushes (as in ``drop``).
+            server.transport.write(CUT_REPLY)
+            server.transport.close()
+            return "421 4.3.0 closed"
+        if fault == "double-250":
+            await super().handle_DATA(server, session, envelope)
+            return DOUBLE_REPLY
         return await super().handle_DATA(server, session, envelope)
 
 

@@ -58,6 +58,25 @@ async def test_faults_are_classified(sink: SinkThread, fault: str, status: str, 
     await pool.aclose()
 
 
+@pytest.mark.parametrize(
+    ("fault", "first"), [("close-mid-reply", "2.0.0 qu"), ("double-250", "2.0.0 ok")]
+)
+async def test_a_cut_or_repeated_reply_is_delivered_once_and_its_session_never_reused(
+    sink: SinkThread, fault: str, first: str
+) -> None:
+    sink.handler.fault, sink.handler.fault_count = fault, 1  # type: ignore[assignment]
+    pool = Pool(_settings())
+    dest = Destination("127.0.0.1", sink.port)
+    (r,) = await pool.send(dest, "a@s.test", ["b@example.test"], MSG)
+    assert (r.status, r.code) == ("delivered", 250) and r.reply.startswith(first), r
+    # The next transaction runs on a new session and reads its own reply, not the extra 250.
+    (r2,) = await pool.send(dest, "a@s.test", ["c@example.test"], MSG)
+    assert (r2.status, r2.code, r2.reply) == ("delivered", 250, "2.0.0 Ok: captured"), r2
+    assert pool.stats()[dest.key] == (2, 0)
+    assert [m.rcpt_to for m in sink.messages] == [("b@example.test",), ("c@example.test",)]
+    await pool.aclose()
+
+
 async def test_a_stalled_destination_does_not_hold_another(sink: SinkThread) -> None:
     stalled = SinkThread().start()
     stalled.handler.fault = "stall"
