@@ -268,6 +268,8 @@ CASES: dict[str, Callable[[], bytes]] = {
     "zip-nested-too-deep": zip_nested_too_deep,
     "tar-bomb": tar_bomb,
     "7z-bomb": seven_zip_bomb,
+    "uuencode": uuencoded,
+    "uuencode-broken-lines": uuencoded_broken_lines,
 }
 """Case name -> builder of the raw message."""
 

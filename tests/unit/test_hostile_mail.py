@@ -59,6 +59,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "tar-bomb": ("unscannable:mime:archive-limit:members",),
     # The high-ratio member is skipped, its sibling still extracted and detected.
     "7z-bomb": ("unscannable:mime:archive-limit:ratio", EICAR_RULE),
+    # Uuencoded blocks in text parts are decoded into parts of their own.
+    "uuencode": (EICAR_RULE,),
+    "uuencode-broken-lines": (EICAR_RULE,),
 }
 
 
