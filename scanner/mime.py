@@ -30,6 +30,9 @@ Defect strings are stable codes, so policies and dashboards can key on them:
 - ``budget:time`` — the message's parse budget (``max_seconds``) ran out; what was parsed and
   unpacked by then is kept, the rest only in ``raw``;
 - ``encoding-broken`` — a transfer encoding could not be undone cleanly;
+- ``uuencode-broken`` — a uuencoded block in a text part (decoded into a part of its own,
+  path ``<part>#uu<n>/<name>``) had lines that did not decode, or no ``end``;
+- ``mime-limit:uuencode`` — more uuencoded blocks in one text part than are decoded;
 - ``archive-limit:depth|members|bytes|ratio`` — an unpacking limit stopped that branch;
 - ``archive-encrypted``, ``archive-corrupt``, ``archive-unsupported``.
 
@@ -50,6 +53,7 @@ isolated workers.
 
 from __future__ import annotations
 
+import binascii
 import bz2
 import io
 import lzma
@@ -427,6 +431,8 @@ def _leaf(node: Message, section: str, defects: _Defects) -> list[Part]:
     broken = broken or any(type(d).__name__.startswith("InvalidBase64") for d in node.defects)
     _add_defects(node, defects)
     parts = [Part(path=path, filename=filename, content_type=content_type, data=data)]
+    if content_type.startswith("text/"):
+        parts.extend(_uudecoded(data, path, defects))
     if broken:
         defects.add("encoding-broken")
         encoded = _raw_payload(node)
@@ -440,6 +446,69 @@ def _leaf(node: Message, section: str, defects: _Defects) -> list[Part]:
                 )
             )
     return parts
+
+
+# "begin <mode> <name>" opens a uuencoded block; the mode is octal, the name runs to the end.
+_UU_BEGIN = re.compile(rb"begin +[0-7]{3,4} +(\S[^\r\n]*?)[ \t]*")
+# A text part may hold this many uuencoded blocks; more is a limit (the rest stays undecoded).
+_MAX_UU_BLOCKS = 64
+
+
+def _uudecoded(data: bytes, path: str, defects: _Defects) -> list[Part]:
+    """Each uuencoded block (``begin 644 name`` ... ``end``) in a text body, as a part.
+
+    No MIME header announces these, yet mail clients show them as attachments, so they must
+    reach the engines decoded. Decoding is line by line and tolerant: a line that does not
+    decode (even cut to the length its first character declares) is skipped, and a skipped
+    line or a missing ``end`` is recorded as ``uuencode-broken``.
+    """
+    if b"begin " not in data:
+        return []  # the cheap test for the common case: no block at all
+    out: list[Part] = []
+    name: str | None = None
+    buf = bytearray()
+
+    def close() -> None:
+        if name is not None and buf:
+            out.append(
+                Part(path=f"{path}#uu{len(out) + 1}/{name}", filename=name or None,
+                     content_type=_OCTET, data=bytes(buf))
+            )  # fmt: skip
+
+    for line in data.splitlines():
+        if name is None:
+            m = _UU_BEGIN.fullmatch(line)
+            if m is None:
+                continue
+            if len(out) >= _MAX_UU_BLOCKS:
+                defects.add("mime-limit:uuencode")
+                break
+            name, buf = _clean(m.group(1).decode("utf-8", "replace")), bytearray()
+            continue
+        if line.strip() == b"end":
+            close()
+            name = None
+            continue
+        if not line.strip():
+            continue  # a2b_uu reads an empty line as 32 zero bytes; mailers add blank lines
+        buf += _uu_line(line, defects)
+    if name is not None:
+        defects.add("uuencode-broken")  # no "end": keep what was decoded
+        close()
+    return out
+
+
+def _uu_line(line: bytes, defects: _Defects) -> bytes:
+    try:
+        return binascii.a2b_uu(line)
+    except binascii.Error:
+        pass
+    # Encoders that pad with junk past the declared length (the stdlib uu module's workaround).
+    try:
+        return binascii.a2b_uu(line[: (((line[0] - 32) & 63) * 4 + 5) // 3])
+    except binascii.Error:
+        defects.add("uuencode-broken")
+        return b""
 
 
 _CTE_TOKEN = re.compile(r"\s*([A-Za-z0-9_.-]+)")

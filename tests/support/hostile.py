@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import io
+import tarfile
 import zlib
 from collections.abc import Callable
 
@@ -192,6 +194,64 @@ def zip_nested_too_deep(levels: int = 8) -> bytes:
     return _mixed(b"k", part)
 
 
+def tar_bomb(members: int = 3000) -> bytes:
+    """A tar of ``members`` empty files (past the member allowance), ``eicar.com`` after them."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for i in range(members):
+            tf.addfile(tarfile.TarInfo(f"f{i:05d}"), io.BytesIO(b""))
+        info = tarfile.TarInfo("eicar.com")
+        info.size = len(eicar())
+        tf.addfile(info, io.BytesIO(eicar()))
+    part = (
+        b"--t\r\nContent-Type: application/x-tar\r\nContent-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="backup.tar"\r\n\r\n' + _b64(buf.getvalue())
+    )
+    return _mixed(b"t", part)
+
+
+def seven_zip_bomb(zeros: int = 32 * 1024 * 1024) -> bytes:
+    """A 7z whose first member is ``zeros`` zero bytes (a ratio far past the limit), then
+    ``eicar.com``."""
+    import py7zr  # only this case needs it
+
+    buf = io.BytesIO()
+    with py7zr.SevenZipFile(buf, "w") as archive:
+        archive.writestr(bytes(zeros), "zeros.bin")
+        archive.writestr(eicar(), "eicar.com")
+    part = (
+        b"--s\r\nContent-Type: application/x-7z-compressed\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="bomb.7z"\r\n\r\n' + _b64(buf.getvalue())
+    )
+    return _mixed(b"s", part)
+
+
+def _uu_lines(data: bytes) -> list[bytes]:
+    return [binascii.b2a_uu(data[i : i + 45]).rstrip(b"\n") for i in range(0, len(data), 45)]
+
+
+def uuencoded() -> bytes:
+    """EICAR uuencoded (``begin 644 eicar.com`` ... ``end``) in the middle of a text/plain body."""
+    block = b"\r\n".join([b"begin 644 eicar.com", *_uu_lines(eicar()), b"`", b"end"])
+    body = b"Please find the file below.\r\n\r\n" + block + b"\r\n\r\nRegards\r\n"
+    return _HEAD + b"Content-Type: text/plain; charset=us-ascii\r\n\r\n" + body
+
+
+def uuencoded_broken_lines() -> bytes:
+    """A zipped EICAR uuencoded behind broken lines: trailing blanks stripped (as mailers do),
+    a junk line in the block, no ``end``; quoted-printable on top."""
+    lines = [line.rstrip(b" ") for line in _uu_lines(zip_bytes({"eicar.com": eicar()}))]
+    lines.insert(len(lines) // 2, b"this line is not uuencoded {~}")
+    block = b"\r\n".join([b"begin 0644 invoice.zip", *lines])
+    qp = binascii.b2a_qp(b"See attached.\r\n" + block + b"\r\n", istext=True)
+    return (
+        _HEAD
+        + b"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        + qp.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
+    )
+
+
 CASES: dict[str, Callable[[], bytes]] = {
     "deep-nesting-1200": deep_nesting,
     "parts-10000": many_parts,
@@ -206,6 +266,10 @@ CASES: dict[str, Callable[[], bytes]] = {
     "rfc2231-filename": rfc2231_filename,
     "duplicate-content-type": duplicate_content_type,
     "zip-nested-too-deep": zip_nested_too_deep,
+    "tar-bomb": tar_bomb,
+    "7z-bomb": seven_zip_bomb,
+    "uuencode": uuencoded,
+    "uuencode-broken-lines": uuencoded_broken_lines,
 }
 """Case name -> builder of the raw message."""
 

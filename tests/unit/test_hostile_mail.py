@@ -55,6 +55,13 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "rfc2231-filename": (EICAR_RULE,),
     "duplicate-content-type": ("unscannable:mime:mime-ambiguous:content-type",),
     "zip-nested-too-deep": ("unscannable:mime:archive-limit:depth",),
+    # EICAR sits past the member allowance; the bomb is the reason, not a detection.
+    "tar-bomb": ("unscannable:mime:archive-limit:members",),
+    # The high-ratio member is skipped, its sibling still extracted and detected.
+    "7z-bomb": ("unscannable:mime:archive-limit:ratio", EICAR_RULE),
+    # Uuencoded blocks in text parts are decoded into parts of their own.
+    "uuencode": (EICAR_RULE,),
+    "uuencode-broken-lines": (EICAR_RULE,),
 }
 
 

@@ -577,3 +577,57 @@ def test_hostile_headers_stay_bounded(raw: bytes) -> None:
     # No timing assertion: a superlinear parser would make this test hang, not fail.
     msg = p(raw)
     assert msg.parts[-1].data == raw
+
+
+# --- uuencoded blocks in text parts ----------------------------------------------------------
+
+
+def _uu(data: bytes) -> list[bytes]:
+    import binascii
+
+    return [binascii.b2a_uu(data[i : i + 45]).rstrip(b"\n") for i in range(0, len(data), 45)]
+
+
+def _text(body: bytes) -> bytes:
+    return b"From: a@b.test\r\nContent-Type: text/plain\r\n\r\n" + body
+
+
+def test_uuencoded_block_in_text_is_a_part_of_its_own() -> None:
+    block = b"\r\n".join([b"begin 644 eicar.com", *_uu(EICAR), b"`", b"end"])
+    raw = _text(b"hello\r\n" + block + b"\r\nbye\r\n")
+    assert EICAR not in raw
+    msg = p(raw)
+    assert by_path(msg)["1#uu1/eicar.com"] == EICAR
+    (part,) = [x for x in msg.parts if x.filename == "eicar.com"]
+    assert part.content_type == "application/octet-stream"
+    assert not msg.defects
+
+
+def test_uuencoded_zip_is_opened() -> None:
+    zipped = samples.zip_bytes({"eicar.com": EICAR})
+    block = b"\r\n".join([b"begin 600 a.zip", *_uu(zipped), b"end"])
+    assert by_path(p(_text(block)))["1#uu1/a.zip!eicar.com"] == EICAR
+
+
+def test_uuencoded_bad_lines_are_skipped_and_recorded() -> None:
+    # Stripped trailing blanks, a blank line, a junk line, an over-long line, no "end".
+    lines = [x.rstrip(b" ") for x in _uu(EICAR)]
+    lines[0] += b"  garbage"
+    block = b"\r\n".join([b"begin 644 e.com", lines[0], b"", b"not uu at all {}", *lines[1:]])
+    msg = p(_text(block))
+    assert by_path(msg)["1#uu1/e.com"] == EICAR
+    assert "uuencode-broken" in msg.defects
+
+
+def test_many_uuencoded_blocks_are_a_limit() -> None:
+    block = b"".join(b"begin 644 f%d\r\n#86)C\r\nend\r\n" % i for i in range(100))
+    msg = p(_text(block))
+    assert sum(1 for x in msg.parts if "#uu" in x.path) == 64
+    assert "mime-limit:uuencode" in msg.defects
+
+
+def test_begin_in_prose_and_in_non_text_parts_is_not_uudecoded() -> None:
+    prose = p(_text(b"begin the meeting\r\nbegin 10 minutes early\r\n"))
+    assert not any("#uu" in x.path for x in prose.parts) and not prose.defects
+    block = b"\r\n".join([b"begin 644 eicar.com", *_uu(EICAR), b"end"])
+    assert not any("#uu" in x.path for x in p(mail(block)).parts)
