@@ -267,6 +267,10 @@ class SpamSettings(BaseModel):
     bayes_min_trained: int = Field(
         default=50, ge=0, description="Bayes answers 'skipped' until it learnt this many of each."
     )
+    model_path: Path = Field(
+        default=Path("var/spam-model.json"),
+        description="The spam combiner model `mxgate train` writes; none: the score rule.",
+    )
     heuristics_file: Path | None = Field(
         default=None, description="TOML table of heuristic rules and scores; default: packaged."
     )

@@ -9,7 +9,8 @@ Tenants live in one TOML file (``MXGATE_TENANTS_FILE``)::
     [tenants.example.policy]
     version = "2026-11-28.1"
     on_virus = "quarantine"
-    spam_tag = 5.0
+    spam_target_fpr = 0.001         # with a trained spam model: tag at this ham FP rate
+    spam_tag = 5.0                  # without one: tag at this summed score
     spam_quarantine = 10.0
     spam_discard = inf              # TOML's infinity: never discard (the default)
     on_engine_error = "quarantine"  # no antivirus verdict: deliver | tag | hold | quarantine
@@ -96,6 +97,14 @@ class Policy(BaseModel):
     version: str = "1"
     on_virus: Action = "quarantine"
     on_content_match: Action = "quarantine"
+    # Spam with a trained combiner (scanner/combiner.py): tag at the model's probability
+    # threshold for this false-positive rate, quarantine at the one for spam_quarantine_fpr.
+    # Rates are of ham weighted as in training (a hard ham counts as several easy ones) and
+    # measured by cross-validation; the model's nearest stored target not above is used.
+    spam_target_fpr: float = Field(default=0.001, gt=0, lt=1)
+    spam_quarantine_fpr: float = Field(default=0.0002, gt=0, lt=1)
+    # Without a model (never trained), the weighted sum of the antispam scores is judged
+    # against these; with one, only engines the model does not know are summed this way.
     spam_tag: float = 5.0
     spam_quarantine: float = 10.0
     # Discarding loses mail for good, so it is off (infinite) unless a tenant sets a threshold.

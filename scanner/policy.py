@@ -10,9 +10,17 @@ kept (in findings order):
 
 - an ``infected`` finding -> ``policy.on_virus``, reason ``virus:<engine>:<symbol>``;
 - a ``match`` finding -> ``policy.on_content_match``, reason ``content:<engine>:<symbol>``;
-- spam score = sum of ``score x engine weight`` (weight default 1.0) over antispam findings;
-  at or above ``spam_discard`` / ``spam_quarantine`` / ``spam_tag`` -> discard / quarantine /
-  tag, reasons ``spam-score:<score>`` and ``spam:<engine>:<symbol>`` for what contributed;
+- spam, with a trained combiner (``spam_model``, :class:`~scanner.combiner.SpamModel`): its
+  probability from the findings of the engines it knows (a missing one is a feature, not a 0
+  score), at or above the model's threshold for ``policy.spam_quarantine_fpr`` /
+  ``policy.spam_target_fpr`` -> quarantine / tag, reasons ``spam-probability:<p>``,
+  ``spam-model:<version>`` and ``spam:<engine>:<symbol>``. Engines the model does not know
+  (content rules' GTUBE, DNSBL) keep the score rule below on their own;
+- spam without a model (never trained: the fallback), spam score = sum of ``score x engine
+  weight`` (weight default 1.0) over antispam findings; at or above ``spam_discard`` /
+  ``spam_quarantine`` / ``spam_tag`` -> discard / quarantine / tag, reasons
+  ``spam-score:<score>`` and ``spam:<engine>:<symbol>`` for what contributed. ``spam_discard``
+  applies to this sum with a model too (a tenant that opted in to discarding keeps it);
 - an attachment finding (``match`` with symbols ``attachment:<what>``, from the attachments
   engine) acts only when ``<what>`` or a ``:``-prefix of it is in ``policy.blocked_attachments``
   -> ``policy.on_blocked_attachment``, reason ``attachment:<engine>:<what>``; office findings
@@ -52,6 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mxgate.tenants import Action, Policy
+from scanner.combiner import SpamModel
 from scanner.engines.common import MISSING, Finding
 
 __all__ = ["SEVERITY", "Decision", "decide"]
@@ -82,13 +91,24 @@ class Decision:
     policy_version: str
     rescan: tuple[str, ...] = ()
     """Antivirus engines the policy wants scanned again before it decides (``hold``)."""
+    spam_probability: float | None = None
+    """The combiner's spam probability (None: no model, the score rule decided)."""
+    spam_model: str = ""
+    """Version of the combiner model that judged spam ("" without one)."""
 
 
-def decide(findings: Sequence[Finding], policy: Policy, *, final: bool = True) -> Decision:
+def decide(
+    findings: Sequence[Finding],
+    policy: Policy,
+    *,
+    final: bool = True,
+    spam_model: SpamModel | None = None,
+) -> Decision:
     """Turn ``findings`` into the action ``policy`` prescribes. Pure and deterministic.
 
     ``final=False`` lets a ``hold`` policy ask for a rescan (``Decision.rescan``) instead of
     deciding; the action it carries meanwhile is what the other rules alone call for.
+    ``spam_model``: the trained combiner (data, like the policy); None: the score-sum rule.
     """
     action: Action = "deliver"
     reasons: dict[str, None] = {}  # ordered set
@@ -121,11 +141,40 @@ def decide(findings: Sequence[Finding], policy: Policy, *, final: bool = True) -
             apply(policy.on_virus, *(f"sandbox:{f.engine}:{s}" for s in symbols))
 
     spam_score = _spam_score(findings, policy)
-    spam_action = _spam_action(spam_score, policy)
+    probability: float | None = None
+    if spam_model is None:
+        spam_action = _spam_action(spam_score, policy)
+        summed = findings
+    else:
+        probability = spam_model.probability(findings)
+        _, tag_at = spam_model.threshold(policy.spam_target_fpr)
+        _, quarantine_at = spam_model.threshold(policy.spam_quarantine_fpr)
+        model_action: Action = "deliver"
+        if probability >= max(tag_at, quarantine_at):
+            model_action = "quarantine"
+        elif probability >= tag_at:
+            model_action = "tag"
+        if model_action != "deliver":
+            apply(
+                model_action,
+                f"spam-probability:{probability:.4f}",
+                f"spam-model:{spam_model.version}",
+                *(
+                    f"spam:{f.engine}:{s}"
+                    for f in findings
+                    if f.kind == "antispam" and f.engine in spam_model.engines
+                    for s in f.symbols
+                ),
+            )
+        known = set(spam_model.engines)
+        summed = [f for f in findings if f.engine not in known]
+        spam_action = _spam_action(_spam_score(summed, policy), policy)
+        if spam_action != "discard" and spam_score >= policy.spam_discard:
+            spam_action = "discard"
     if spam_action != "deliver":
         contributors = (
             f"spam:{f.engine}:{s}"
-            for f in findings
+            for f in summed
             if f.kind == "antispam" and _weighted(f, policy) > 0
             for s in f.symbols
         )
@@ -160,6 +209,8 @@ def decide(findings: Sequence[Finding], policy: Policy, *, final: bool = True) -
         spam_score=spam_score,
         policy_version=policy.version,
         rescan=rescan,
+        spam_probability=probability,
+        spam_model=spam_model.version if spam_model is not None else "",
     )
 
 

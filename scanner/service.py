@@ -29,6 +29,7 @@ from mxgate.tenants import Policy, Tenants
 from mxgate.timeutil import utcnow
 from scanner import mime
 from scanner.budget import DecodedBudget
+from scanner.combiner import SpamModel
 from scanner.engines.common import Engine, Finding, ParsedMessage
 from scanner.engines.registry import build_engines
 from scanner.policy import Decision, decide
@@ -69,8 +70,12 @@ class Scanner:
         shadow: Sequence[Engine] = (),
         policy: Policy | None = None,
         controls: Controls | None = None,
+        spam_model: SpamModel | None = None,
     ) -> None:
         self.settings = settings
+        # The trained spam combiner (mxgate train writes it; restart the scanner to pick a new
+        # one up); None: the policy's score rule. A damaged model file fails the start.
+        self.spam_model = spam_model or SpamModel.load(settings.scanner.spam.model_path)
         self.tenants = tenants
         self.store = store
         self.engines = list(engines)
@@ -195,21 +200,42 @@ class Scanner:
         not made: the decision is final then, with reason ``av-hold-deadline``.
         """
         loop = asyncio.get_running_loop()
-        decision = decide(findings, policy, final=policy.hold_rescans == 0)
+        decision = self._decide(findings, policy, final=policy.hold_rescans == 0)
         for attempt in range(policy.hold_rescans):
             if not decision.rescan:
                 break
             worst = max(self.runner.timeout_of(e) for e in decision.rescan)
             if loop.time() + policy.hold_rescan_delay + worst > deadline:
-                final = decide(findings, policy, final=True)
+                final = self._decide(findings, policy, final=True)
                 reasons = (*final.reasons, "av-hold-deadline")
-                return findings, dataclasses.replace(final, reasons=reasons)
+                return self._recorded(findings, final), dataclasses.replace(final, reasons=reasons)
             await asyncio.sleep(policy.hold_rescan_delay)
             again = await self.runner.run(parsed, only=decision.rescan)
             fresh = {f.engine: f for f in again.findings}
             findings = [fresh.get(f.engine, f) for f in findings]
-            decision = decide(findings, policy, final=attempt == policy.hold_rescans - 1)
-        return findings, decision
+            decision = self._decide(findings, policy, final=attempt == policy.hold_rescans - 1)
+        return self._recorded(findings, decision), decision
+
+    def _decide(self, findings: list[Finding], policy: Policy, *, final: bool) -> Decision:
+        return decide(findings, policy, final=final, spam_model=self.spam_model)
+
+    def _recorded(self, findings: list[Finding], decision: Decision) -> list[Finding]:
+        """The findings as recorded: the combiner's model version and probability go into the
+        ``detail`` of each antispam verdict it read (``spam_model``, ``spam_probability``), so
+        every decision names the model that judged it without a schema change."""
+        if self.spam_model is None or decision.spam_probability is None:
+            return findings
+        known = set(self.spam_model.engines)
+        extra = {
+            "spam_model": decision.spam_model,
+            "spam_probability": f"{decision.spam_probability:.6f}",
+        }
+        return [
+            dataclasses.replace(f, detail={**f.detail, **extra})
+            if f.kind == "antispam" and f.engine in known
+            else f
+            for f in findings
+        ]
 
     async def handle(self, batch: Sequence[Incoming]) -> list[Output]:
         """Scan a batch's received messages concurrently (other events are not ours)."""
