@@ -649,10 +649,12 @@ class LocalKafka:
                 time.sleep(0.2)
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient(
-            {"bootstrap.servers": self.bootstrap_servers, "log_level": 2, "socket.timeout.ms": 5000}
-            | self.client_config()
-        )
+        cfg: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "log_level": 2,
+            "socket.timeout.ms": 5000,
+        }
+        admin = AdminClient(cfg | self.client_config())
         expect = {b.node_id for b in self._brokers if b.running()}
         seen: set[int] = set()
         while True:
