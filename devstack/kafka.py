@@ -654,7 +654,8 @@ class LocalKafka:
             "log_level": 2,
             "socket.timeout.ms": 5000,
         }
-        admin = AdminClient(cfg | self.client_config())
+        cfg.update(self.client_config())
+        admin = AdminClient(cfg)
         expect = {b.node_id for b in self._brokers if b.running()}
         seen: set[int] = set()
         while True:
