@@ -249,7 +249,7 @@ def acls(topic_prefix: str = "", group_prefix: str = "mxgate", retry_tiers: int 
            "mxgate.reputation-reader")  # fmt: skip
     transactions("scanner", f"{group_prefix}.scanner.")
     # deliverer: scanned, submit and retry tiers in; attempts, quarantine, retries, DSNs out.
-    reads("deliverer", t(SCANNED), t(SUBMIT), t(QUARANTINE), *tiers)
+    reads("deliverer", t(SCANNED), t(SUBMIT), t(DELIVERY), *tiers)  # delivery: dedupe rebuild
     writes("deliverer", t(DELIVERY), t(QUARANTINE), t(SUBMIT), t(DEADLETTER), *tiers)
     groups("deliverer", f"{group_prefix}.deliverer")
     transactions("deliverer", f"{group_prefix}.deliverer.")
