@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import (
     AclBindingFilter,
     AclOperation,
@@ -22,7 +22,7 @@ from support.tlsca import TestCA
 from devstack.kafka import BrokerSecurity, LocalKafka
 from mxgate import catalog
 from mxgate.enginecontrol import publish_control, read_control
-from mxgate.kafka import base_config, create_acls, create_topics, producer_config
+from mxgate.kafka import base_config, consumer_config, create_acls, create_topics, producer_config
 from mxgate.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -112,3 +112,29 @@ def test_scanner_cannot_switch_an_engine_ops_can(kafka: LocalKafka, admin: Kafka
     assert read_control(scanner).disabled_reason("clamav") is None
     publish_control(_settings(kafka, "ops", control_key="k1"), "clamav", False, reason="ops")
     assert read_control(scanner).disabled_reason("clamav") == "ops"
+
+
+def test_scanner_acls_suffice_for_its_transaction(kafka: LocalKafka, admin: KafkaSettings) -> None:
+    s = _settings(kafka, "scanner")
+    assert _produce(_settings(kafka, "receiver"), catalog.RECEIVED.name) is None
+    c = Consumer(consumer_config(s, "scanner", static=False) | {"log_level": 2})
+    c.subscribe([catalog.RECEIVED.name])
+    p = Producer(producer_config(s, transactional_id=f"{s.group_prefix}.scanner.t1"))
+    p.init_transactions(30)
+    deadline = time.monotonic() + 60
+    m = None
+    while m is None or m.error() is not None:
+        assert time.monotonic() < deadline, "nothing consumed"
+        m = c.poll(1.0)
+    p.begin_transaction()
+    p.produce(catalog.SCANNED.name, key=m.key(), value=b"decided")
+    p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 30)
+    p.commit_transaction(30)
+    c.close()
+    # The receiver may not take a scanner's transactional id (it could fence the scanner).
+    r = Producer(
+        producer_config(_settings(kafka, "receiver"), transactional_id="mxgate.scanner.t1")
+    )
+    with pytest.raises(KafkaException) as e:
+        r.init_transactions(30)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
