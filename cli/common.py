@@ -67,7 +67,7 @@ def quiet_settings() -> Settings:
 def acting_as(settings: Settings, action: Action, tenant: str | None = None) -> str:
     """The recorded name of whoever runs this command, once the roles table allows ``action``
     (on ``tenant``'s mail); exit 3 with who, what and where when it does not."""
-    who = identify(None)
+    who = identify(settings.kafka.sasl_username or None)
     try:
         Operators.load(settings.ops.operators_file).authorize(who, action, tenant)
     except ConfigError as e:

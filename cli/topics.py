@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from cli.common import JsonOpt, echo_json, load_settings
@@ -43,3 +46,35 @@ def topics_list(as_json: JsonOpt = False) -> None:
         for r in rows:
             days = int(str(r["retention_ms"])) // 86_400_000
             typer.echo(f"{r['name']:40} {days:>3}d  {r['doc']}")
+
+
+@topics_app.command("acl")
+def topics_acl(
+    apply: Annotated[bool, typer.Option("--apply", help="Create them on the brokers.")] = False,
+    write: Annotated[
+        Path | None, typer.Option(help="Also write them to this file (infra/kafka/acls.txt).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the least-privilege ACLs of every role's principal (--apply: create them)."""
+    s = load_settings()
+    rules = catalog.acls(
+        s.kafka.topic_prefix, s.kafka.group_prefix, len(s.deliverer.retry_schedule)
+    )
+    if write is not None:
+        write.write_text(
+            catalog.acl_file(
+                s.kafka.topic_prefix, s.kafka.group_prefix, len(s.deliverer.retry_schedule)
+            )
+        )
+    if apply:
+        from mxgate.kafka import create_acls
+
+        create_acls(s.kafka, rules)
+    if as_json:
+        echo_json([{"acl": a.line(), "applied": apply} for a in rules])
+    else:
+        for a in rules:
+            typer.echo(a.line())
+        if apply:
+            typer.echo(f"applied {len(rules)} ACL(s)", err=True)

@@ -30,6 +30,7 @@ from typing import IO, Any
 __all__ = [
     "DEFAULT_JARS_DIR",
     "REPO_ROOT",
+    "BrokerSecurity",
     "KafkaStartError",
     "LocalKafka",
     "ensure_kafka_jars",
@@ -48,6 +49,25 @@ _LOG4J2 = REPO_ROOT / "infra" / "kafka" / "log4j2.yaml"
 _MARKER = ".complete"
 _STATE_FILE = "state.json"
 _LOG_TAIL_LINES = 60
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """Run the client listener as SASL_SSL (SCRAM-SHA-512) with ACLs enforced.
+
+    The caller brings the PEM files (a CA and a broker certificate for the cluster's host; the
+    tests make them with ``tests/support/tlsca.py``) and the SCRAM users, which are created
+    when the storage is formatted: on a workdir formatted without them they do not exist.
+    ``admin`` is the super user the brokers also talk to each other as. The controller
+    listener stays PLAINTEXT on loopback (SCRAM is not available there in KRaft), so its
+    anonymous principal is a super user too: keep the controller port unreachable.
+    """
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    users: dict[str, str]
+    admin: str = "admin"
 
 
 class KafkaStartError(RuntimeError):
@@ -234,10 +254,15 @@ class LocalKafka:
         host: str = "127.0.0.1",
         jars: Path | None = None,
         heap: str = "512m",
+        security: BrokerSecurity | None = None,
     ) -> None:
-        """Describe the cluster; nothing is fetched or started until ``start``."""
+        """Describe the cluster; nothing is fetched or started until ``start``. Without
+        ``security`` the brokers listen PLAINTEXT with no authorizer."""
         if brokers < 1:
             raise ValueError("brokers must be at least 1")
+        if security is not None and security.admin not in security.users:
+            raise ValueError(f"security.users must hold the admin user {security.admin!r}")
+        self.security = security
         self.workdir = Path(workdir).resolve()
         self.brokers = brokers
         self.host = host
@@ -255,6 +280,21 @@ class LocalKafka:
         if not self._brokers:
             raise RuntimeError("LocalKafka is not started")
         return ",".join(f"{self.host}:{b.port}" for b in self._brokers)
+
+    def client_config(self, user: str | None = None, password: str | None = None) -> dict[str, str]:
+        """librdkafka security keys to reach the brokers as ``user`` (default: the admin);
+        empty for a PLAINTEXT cluster. ``password`` overrides the user's (to try a wrong one)."""
+        sec = self.security
+        if sec is None:
+            return {}
+        user = user or sec.admin
+        return {
+            "security.protocol": "sasl_ssl",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": user,
+            "sasl.password": sec.users.get(user, "") if password is None else password,
+            "ssl.ca.location": str(sec.ca_file),
+        }
 
     def start(self, timeout: float = 120) -> str:
         """Fetch jars, format storage if new, start every broker; return bootstrap servers.
@@ -427,10 +467,42 @@ class LocalKafka:
         }
         broker.dir.mkdir(parents=True, exist_ok=True)
         (broker.dir / "logs").mkdir(exist_ok=True)
+        if self.security is not None:
+            props |= self._security_properties(broker)
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         broker.properties.write_text(
             "# Written by devstack.kafka on every start; edits are overwritten.\n" + text
         )
+
+    def _security_properties(self, broker: _Broker) -> dict[str, Any]:
+        """The SASL_SSL listener, PEM key and trust stores, and the StandardAuthorizer."""
+        sec = self.security
+        assert sec is not None
+        keystore = broker.dir / "keystore.pem"
+        # A PEM key store file: the private key, then the certificate chain.
+        keystore.write_bytes(sec.key_file.read_bytes() + sec.cert_file.read_bytes())
+        keystore.chmod(0o600)
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{sec.admin}" password="{sec.users[sec.admin]}";'
+        )
+        return {
+            "listeners": f"SASL_SSL://{self.host}:{broker.port},"
+            f"CONTROLLER://{self.host}:{broker.controller_port}",
+            "advertised.listeners": f"SASL_SSL://{self.host}:{broker.port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": keystore,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": sec.ca_file,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{sec.admin};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+        }
 
     def _java(self, broker: _Broker, main: str, *args: str, heap: str | None = None) -> list[str]:
         """The java command line that runs ``main`` with the Kafka classpath."""
@@ -461,6 +533,7 @@ class LocalKafka:
                 f"--cluster-id={self.cluster_id}",
                 "-c",
                 str(broker.properties),
+                *self._scram_args(),
                 # Formatting needs little memory; a small heap keeps three at once cheap.
                 heap="256m",
             )
@@ -479,6 +552,15 @@ class LocalKafka:
                 failures.append(f"broker {broker.index} (exit {rc}):\n{_tail(out)}")
         if failures:
             raise KafkaStartError("kafka storage format failed:\n" + "\n".join(failures))
+
+    def _scram_args(self) -> list[str]:
+        """StorageTool arguments that create the SCRAM users with the metadata."""
+        if self.security is None:
+            return []
+        args = []
+        for name, password in sorted(self.security.users.items()):
+            args += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
+        return args
 
     # -- processes ------------------------------------------------------------------------
 
@@ -567,9 +649,13 @@ class LocalKafka:
                 time.sleep(0.2)
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient(
-            {"bootstrap.servers": self.bootstrap_servers, "log_level": 2, "socket.timeout.ms": 5000}
-        )
+        cfg: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "log_level": 2,
+            "socket.timeout.ms": 5000,
+        }
+        cfg.update(self.client_config())
+        admin = AdminClient(cfg)
         expect = {b.node_id for b in self._brokers if b.running()}
         seen: set[int] = set()
         while True:

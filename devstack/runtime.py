@@ -16,8 +16,12 @@ DEFAULT_PATH = Path("var/runtime.json")
 
 
 def write(path: Path, env: dict[str, str]) -> None:
-    """Record the MXGATE_* choices of this `up` process (pid included) atomically."""
-    chosen = {k: v for k, v in env.items() if k.startswith("MXGATE_")}
+    """Record the MXGATE_* choices of this `up` process (pid included) atomically, passwords
+    left out."""
+    # Secrets stay in the environment they came from: this file is read by any later shell.
+    chosen = {
+        k: v for k, v in env.items() if k.startswith("MXGATE_") and not k.endswith("_PASSWORD")
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "env": chosen}, indent=2))

@@ -11,6 +11,13 @@ carries two events:
   (state, versions, recent error rate, p50/p99), published every ``scanner.control_refresh``
   seconds; ``mxgate engines`` reads them back.
 
+Switches are signed when ``kafka.control_key`` is set: an HMAC-SHA-256 over the record's key
+and value bytes (the encoded Avro event, which is its canonical content) in the record header
+``mxgate-hmac``. A reader with a key applies only a switch whose signature checks, and a
+scanner's own status records can never switch an engine: an ``EngineControlled`` counts only
+under its own ``engine/<name>`` key, an ``EngineStatus`` only under a ``status/`` key. Anything
+else is ignored, logged and counted (``mxgate_control_rejected``).
+
 The consumer uses no group: it assigns the partition from the beginning, so every scanner sees
 every record and none commits offsets.
 """
@@ -18,12 +25,16 @@ every record and none commits offsets.
 from __future__ import annotations
 
 import getpass
+import hashlib
+import hmac
 import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from prometheus_client import Counter
 
 import schemas
 from mxgate import catalog
@@ -31,13 +42,40 @@ from mxgate.kafka import KafkaUnavailable, base_config, position, producer_confi
 from mxgate.settings import KafkaSettings
 from mxgate.timeutil import utcnow
 
+log = structlog.get_logger("mxgate.enginecontrol")
+
+SIGNATURE_HEADER = "mxgate-hmac"
+
+CONTROL_REJECTED = Counter(
+    "mxgate_control_rejected",
+    "Control-topic records ignored, by why (unsigned, bad_signature, wrong_key).",
+    ["why"],
+)
+
 __all__ = [
+    "SIGNATURE_HEADER",
     "ControlView",
     "ControlWatcher",
     "publish_control",
     "publish_status",
     "read_control",
+    "sign",
 ]
+
+Headers = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None
+
+
+def sign(control_key: str, key: bytes, value: bytes) -> str:
+    """The hex HMAC-SHA-256 of one control record: its key, a NUL, its value bytes."""
+    return hmac.new(control_key.encode(), key + b"\0" + value, hashlib.sha256).hexdigest()
+
+
+def _signature(headers: Headers) -> str | None:
+    pairs = headers.items() if isinstance(headers, dict) else headers or []
+    for name, v in pairs:
+        if name == SIGNATURE_HEADER and v is not None:
+            return v.decode("ascii", "replace") if isinstance(v, bytes) else v
+    return None
 
 
 def topic_name(settings: KafkaSettings) -> str:
@@ -51,12 +89,18 @@ class ControlView:
 
     switches: dict[str, schemas.EngineControlled] = field(default_factory=dict)
     statuses: dict[tuple[str, str], schemas.EngineStatus] = field(default_factory=dict)
+    control_key: str = ""
+    """With a key, only switches signed with it count."""
+    rejected: int = 0
+    """Records ignored as unsigned, badly signed or under the wrong key."""
 
-    def apply(self, value: bytes | None, key: bytes | None) -> None:
-        """Fold one record in; undecodable records and tombstones of unknown keys are ignored."""
+    def apply(self, value: bytes | None, key: bytes | None, headers: Headers = None) -> None:
+        """Fold one record in; undecodable records and tombstones of unknown keys are ignored,
+        and so (logged and counted) are switches that are unsigned or badly signed while a key
+        is set, or under a key that is not their engine's."""
         k = (key or b"").decode("utf-8", "replace")
         if value is None:  # a tombstone: forget the key
-            if k.startswith("engine/"):
+            if k.startswith("engine/") and self._authentic(k, key or b"", b"", headers):
                 self.switches.pop(k[7:], None)
             return
         try:
@@ -64,9 +108,32 @@ class ControlView:
         except schemas.SchemaError:
             return
         if isinstance(event, schemas.EngineControlled):
-            self.switches[event.engine] = event
+            if k != f"engine/{event.engine}":
+                self._reject("wrong_key", k, event.engine)
+            elif self._authentic(k, key or b"", value, headers):
+                self.switches[event.engine] = event
         elif isinstance(event, schemas.EngineStatus):
-            self.statuses[(event.scanner, event.engine)] = event
+            if k.startswith("status/"):
+                self.statuses[(event.scanner, event.engine)] = event
+            else:
+                self._reject("wrong_key", k, event.engine)
+
+    def _authentic(self, k: str, key: bytes, value: bytes, headers: Headers) -> bool:
+        if not self.control_key:
+            return True
+        got = _signature(headers)
+        if got is None:
+            self._reject("unsigned", k)
+            return False
+        if not hmac.compare_digest(got, sign(self.control_key, key, value)):
+            self._reject("bad_signature", k)
+            return False
+        return True
+
+    def _reject(self, why: str, k: str, engine: str = "") -> None:
+        self.rejected += 1
+        CONTROL_REJECTED.labels(why).inc()
+        log.warning("control record ignored", why=why, key=k, engine=engine or k[7:])
 
     def disabled_reason(self, engine: str) -> str | None:
         """The reason ``engine`` is switched off, or None when it is on."""
@@ -96,12 +163,19 @@ def publish_control(
         actor=actor or f"{getpass.getuser()}@{socket.gethostname()}",
         at=utcnow(),
     )
+    key = f"engine/{engine}".encode()
+    value = schemas.encode_event(switch)
+    control_key = settings.control_key.get_secret_value()
+    headers: list[tuple[str, str | bytes | None]] = (
+        [(SIGNATURE_HEADER, sign(control_key, key, value).encode())] if control_key else []
+    )
     p = _producer(settings)
     errors: list[str] = []
     p.produce(
         topic_name(settings),
-        key=f"engine/{engine}",
-        value=schemas.encode_event(switch),
+        key=key,
+        value=value,
+        headers=headers,
         on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
     )
     _flush(p, 20.0)
@@ -156,7 +230,7 @@ def read_control(settings: KafkaSettings, timeout: float = 15.0) -> ControlView:
     """Read the control topic from its beginning to its current end."""
     import time
 
-    view = ControlView()
+    view = ControlView(control_key=settings.control_key.get_secret_value())
     c = _consumer(settings)
     try:
         _low, high = c.get_watermark_offsets(
@@ -175,7 +249,7 @@ def read_control(settings: KafkaSettings, timeout: float = 15.0) -> ControlView:
                 if err.code() == KafkaError._PARTITION_EOF:
                     break
                 raise KafkaUnavailable(str(err))
-            view.apply(m.value(), m.key())
+            view.apply(m.value(), m.key(), m.headers())
             pos = position(m)[2] + 1
     finally:
         c.close()
@@ -187,7 +261,7 @@ class ControlWatcher:
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._settings = settings
-        self._view = ControlView()
+        self._view = ControlView(control_key=settings.control_key.get_secret_value())
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -195,6 +269,11 @@ class ControlWatcher:
 
     def start(self) -> ControlWatcher:
         """Start following (returns at once)."""
+        if not self._view.control_key:
+            log.warning(
+                "no kafka.control_key set: engine switches are not authenticated; anyone who "
+                "can produce to the control topic can switch engines off"
+            )
         self._thread = threading.Thread(target=self._run, name="control-watcher", daemon=True)
         self._thread.start()
         return self
@@ -207,7 +286,7 @@ class ControlWatcher:
                 if m is None or m.error():
                     continue  # EOF and transient errors: keep following
                 with self._lock:
-                    self._view.apply(m.value(), m.key())
+                    self._view.apply(m.value(), m.key(), m.headers())
                     self.records += 1
         finally:
             c.close()

@@ -78,7 +78,33 @@ def base_config(settings: KafkaSettings) -> dict[str, Any]:
     """Config common to every client."""
     if not settings.bootstrap_servers:
         raise KafkaUnavailable("no Kafka bootstrap servers configured")
-    return {"bootstrap.servers": settings.bootstrap_servers, "client.id": settings.instance_id}
+    cfg: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": settings.instance_id,
+    }
+    return cfg | security_config(settings)
+
+
+def security_config(settings: KafkaSettings) -> dict[str, Any]:
+    """The librdkafka keys of the settings' TLS and SASL (none for PLAINTEXT), for every client.
+
+    The password is read out of its SecretStr only here, into the dict handed to librdkafka:
+    never log a client config.
+    """
+    cfg: dict[str, Any] = {}
+    if settings.security_protocol == "PLAINTEXT":
+        return cfg
+    cfg["security.protocol"] = settings.security_protocol.lower()
+    if settings.security_protocol.startswith("SASL_"):
+        cfg["sasl.mechanism"] = settings.sasl_mechanism
+        cfg["sasl.username"] = settings.sasl_username
+        cfg["sasl.password"] = settings.sasl_password.get_secret_value()
+    if settings.ssl_ca_location is not None:
+        cfg["ssl.ca.location"] = str(settings.ssl_ca_location)
+    if settings.ssl_certificate_location is not None and settings.ssl_key_location is not None:
+        cfg["ssl.certificate.location"] = str(settings.ssl_certificate_location)
+        cfg["ssl.key.location"] = str(settings.ssl_key_location)
+    return cfg
 
 
 def producer_config(
@@ -878,3 +904,36 @@ def _watermarks(consumer: Consumer, tp: TopicPartition, tries: int = 20) -> tupl
                 raise
             time.sleep(0.25)
     raise AssertionError("unreachable")
+
+
+def create_acls(
+    settings: KafkaSettings, rules: Sequence[catalog.Acl], timeout: float = 30.0
+) -> None:
+    """Create ``rules`` on the brokers (existing ones are left as they are; Kafka dedupes)."""
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    bindings = [
+        AclBinding(
+            # confluent-kafka calls Kafka's CLUSTER resource BROKER.
+            ResourceType["BROKER" if a.resource == "CLUSTER" else a.resource],
+            a.name,
+            ResourcePatternType[a.pattern],
+            a.principal,
+            "*",
+            AclOperation[a.operation],
+            AclPermissionType.ALLOW,
+        )
+        for a in rules
+    ]
+    admin = AdminClient(base_config(settings))
+    for binding, fut in admin.create_acls(bindings, request_timeout=timeout).items():
+        try:
+            fut.result()
+        except KafkaException as e:
+            raise KafkaUnavailable(f"ACL not created ({binding}): {e}") from e

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +60,48 @@ class KafkaSettings(BaseModel):
         description="Extra folders of self-contained writer schemas (.avsc) that consumers learn "
         "newer event versions from without a restart.",
     )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How clients reach the brokers: PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL.",
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism (with a SASL_* protocol)."
+    )
+    sasl_username: str = Field(
+        default="", description="SASL user: this role's principal (e.g. mxgate-receiver)."
+    )
+    sasl_password: SecretStr = Field(
+        default=SecretStr(""), description="SASL password (never logged or shown)."
+    )
+    ssl_ca_location: Path | None = Field(
+        default=None, description="PEM CA file the brokers' certificates are checked against."
+    )
+    ssl_certificate_location: Path | None = Field(
+        default=None, description="PEM client certificate (mutual TLS; with ssl_key_location)."
+    )
+    ssl_key_location: Path | None = Field(
+        default=None, description="PEM private key of the client certificate (mutual TLS)."
+    )
+    control_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="HMAC-SHA-256 key signing engine switches on the control topic; scanners "
+        "with a key ignore unsigned or badly signed switches (empty: unsigned, with a warning).",
+    )
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_"):
+            if not self.sasl_username:
+                raise ValueError(f"sasl_username is required with {self.security_protocol}")
+            if not self.sasl_password.get_secret_value():
+                raise ValueError(f"sasl_password is required with {self.security_protocol}")
+        for key in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{key}: no such file {path}")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together (mTLS)")
+        return self
 
 
 class StoreSettings(BaseModel):

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import schemas
 from mxgate import catalog
-from mxgate.settings import Settings
+from mxgate.settings import KafkaSettings, Settings
 
 if TYPE_CHECKING:
     import faust
@@ -245,6 +245,31 @@ def fetch_stats(base_url: str, timeout: float = 10.0) -> dict[str, Any]:
         raise ScoreboardUnavailable(f"the scoreboard at {url} sent no JSON: {e}") from e
 
 
+def _credentials(k: KafkaSettings) -> Any:
+    """The bus credentials of ``k`` as faust (aiokafka) takes them; None for PLAINTEXT."""
+    import ssl
+
+    import faust
+
+    ctx = None
+    if k.security_protocol.endswith("SSL"):
+        ctx = ssl.create_default_context(
+            cafile=str(k.ssl_ca_location) if k.ssl_ca_location else None
+        )
+        if k.ssl_certificate_location and k.ssl_key_location:
+            ctx.load_cert_chain(k.ssl_certificate_location, k.ssl_key_location)
+    if k.security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password.get_secret_value(),
+            mechanism=k.sasl_mechanism,
+            ssl_context=ctx,
+        )
+    if ctx is not None:
+        return faust.SSLCredentials(ctx)
+    return None
+
+
 def make_app(settings: Settings) -> faust.App:
     """The scoreboard app for ``settings`` (topic prefix, state path, port, window)."""
     # faust is imported here: `mxgate engines stats` and the pure helpers above need none of
@@ -268,6 +293,7 @@ def make_app(settings: Settings) -> faust.App:
         # faust creates its changelog topic itself (through the admin API, which works where
         # auto.create.topics.enable is off), with our replication factor.
         topic_replication_factor=k.replication_factor,
+        broker_credentials=_credentials(k),
         # web_bind is the listening address; web_host only names the worker in URLs.
         web_bind=settings.ops.scoreboard_host,
         web_host=settings.ops.scoreboard_host,

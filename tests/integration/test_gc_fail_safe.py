@@ -215,7 +215,7 @@ def test_quarantined_body_stays_until_released_or_deleted(
     _produce(s, [(catalog.QUARANTINE, _quarantined("m1", released)),
                  (catalog.QUARANTINE, _quarantined("m2", deleted))])  # fmt: skip
     first = collect(s, store=store)
-    assert first.deleted == [orphan]
+    assert first.deleted == [orphan], first.as_dict()
     assert sorted(first.quarantined) == sorted([released, deleted]) and first.referenced == 2
     assert collect(s, store=store).deleted == []  # held: kept run after run
     _produce(
