@@ -31,7 +31,8 @@ Defect strings are stable codes, so policies and dashboards can key on them:
   unpacked by then is kept, the rest only in ``raw``;
 - ``encoding-broken`` — a transfer encoding could not be undone cleanly;
 - ``uuencode-broken`` — a uuencoded block in a text part (decoded into a part of its own,
-  path ``<part>#uu<n>/<name>``) had lines that did not decode, or no ``end``;
+  path ``<part>#uu<n>/<name>``) had a mode that is not octal, lines that did not decode, or
+  no ``end``;
 - ``mime-limit:uuencode`` — more uuencoded blocks in one text part than are decoded;
 - ``archive-limit:depth|members|bytes|ratio`` — an unpacking limit stopped that branch;
 - ``archive-encrypted``, ``archive-corrupt``, ``archive-unsupported``.
@@ -448,8 +449,12 @@ def _leaf(node: Message, section: str, defects: _Defects) -> list[Part]:
     return parts
 
 
-# "begin <mode> <name>" opens a uuencoded block; the mode is octal, the name runs to the end.
-_UU_BEGIN = re.compile(rb"begin +[0-7]{3,4} +(\S[^\r\n]*?)[ \t]*")
+# "begin <mode> <name>" opens a uuencoded block; the name runs to the end. The mode should be
+# octal, but lenient decoders (and so mail clients) do not check it: a mode-like token (a digit
+# then 2-3 more characters, e.g. "9x9") opens a block too and is recorded (uuencode-broken),
+# rather than leaving the block undecoded; prose such as "begin the meeting" does not.
+_UU_BEGIN = re.compile(rb"begin +([0-9][0-9A-Za-z]{2,3}) +(\S[^\r\n]*?)[ \t]*")
+_UU_MODE = re.compile(rb"[0-7]{3,4}")
 # A text part may hold this many uuencoded blocks; more is a limit (the rest stays undecoded).
 _MAX_UU_BLOCKS = 64
 
@@ -483,7 +488,9 @@ def _uudecoded(data: bytes, path: str, defects: _Defects) -> list[Part]:
             if len(out) >= _MAX_UU_BLOCKS:
                 defects.add("mime-limit:uuencode")
                 break
-            name, buf = _clean(m.group(1).decode("utf-8", "replace")), bytearray()
+            if not _UU_MODE.fullmatch(m.group(1)):
+                defects.add("uuencode-broken")
+            name, buf = _clean(m.group(2).decode("utf-8", "replace")), bytearray()
             continue
         if line.strip() == b"end":
             close()
@@ -762,7 +769,15 @@ def _open_tar(part: Part, budget: _Budget) -> list[Part]:
                     break
                 if not ti.isreg():
                     continue
-                # tar stores members uncompressed: no ratio to judge, only the byte allowance.
+                # tar stores members uncompressed, except sparse ones: their holes are a ratio
+                # (one stored byte can stand for GiBs of zeros), judged on the stored bytes.
+                if ti.issparse():
+                    # (offset, size) pairs; typeshed does not declare the attribute's shape.
+                    segments: list[tuple[int, int]] = getattr(ti, "sparse", None) or []
+                    stored = sum(n for _, n in segments)
+                    if ti.size > budget.ratio_cap(stored):
+                        defects.add("archive-limit:ratio")
+                        continue
                 if ti.size > budget.remaining:
                     defects.add("archive-limit:bytes")
                     break

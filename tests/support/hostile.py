@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bz2
 import gzip
 import io
+import lzma
 import tarfile
 import zlib
 from collections.abc import Callable
 
+from support import quines
 from support.samples import eicar, zip_bytes
 
 __all__ = ["CASES", "concatenated_gzip", "corpus", "deep_nesting", "many_parts"]
@@ -252,6 +255,91 @@ def uuencoded_broken_lines() -> bytes:
     )
 
 
+def _attachment(boundary: bytes, name: bytes, ctype: bytes, data: bytes) -> bytes:
+    """A whole message with one base64 attachment."""
+    part = (
+        b"--" + boundary + b"\r\nContent-Type: " + ctype + b"\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="' + name + b'"\r\n\r\n' + _b64(data)
+    )
+    return _mixed(boundary, part)
+
+
+def tar_sparse_bomb(realsize: int = 90 * 1024 * 1024) -> bytes:
+    """A tar whose first member is a PAX 1.0 sparse file: one stored byte standing for
+    ``realsize`` bytes of holes (a ratio of ~10^8), then ``eicar.com``."""
+    sparse = tarfile.TarInfo("zeros.bin")
+    sparse.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": "zeros.bin",
+        "GNU.sparse.realsize": str(realsize),
+    }
+    # The member's data: the sparse map (segment count, then offset and size, one a line)
+    # padded to a block, then the one stored byte.
+    body = (b"1\n%d\n1\n" % (realsize - 1)).ljust(512, b"\0") + b"\0"
+    sparse.size = len(body)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tf:
+        tf.addfile(sparse, io.BytesIO(body))
+        info = tarfile.TarInfo("eicar.com")
+        info.size = len(eicar())
+        tf.addfile(info, io.BytesIO(eicar()))
+    return _attachment(b"s", b"disk.tar", b"application/x-tar", buf.getvalue())
+
+
+def tar_huge_declared(size: int = 8 * 1024**3) -> bytes:
+    """A tar member declaring 8 GiB (a base-256 size field) whose data is just ``eicar.com``."""
+    info = tarfile.TarInfo("eicar.com")
+    info.size = size
+    data = info.tobuf(format=tarfile.GNU_FORMAT) + eicar().ljust(512, b"\0") + bytes(1024)
+    return _attachment(b"h", b"huge.tar", b"application/x-tar", data)
+
+
+def seven_zip() -> bytes:
+    """``eicar.com`` in a 7z archive (written by py7zr)."""
+    import py7zr  # only the 7z cases need it
+
+    buf = io.BytesIO()
+    with py7zr.SevenZipFile(buf, "w") as archive:
+        archive.writestr(eicar(), "eicar.com")
+    return _attachment(b"7", b"invoice.7z", b"application/x-7z-compressed", buf.getvalue())
+
+
+def bzip2_bomb() -> bytes:
+    """EICAR followed by 32 MiB of zeros, bzip2-compressed."""
+    c = bz2.BZ2Compressor(9)
+    data = c.compress(eicar()) + c.compress(bytes(32 * 1024 * 1024)) + c.flush()
+    return _attachment(b"j", b"log.txt.bz2", b"application/x-bzip2", data)
+
+
+def xz_bomb() -> bytes:
+    """EICAR followed by 64 MiB of zeros, xz-compressed."""
+    c = lzma.LZMACompressor(preset=0)
+    data = c.compress(eicar()) + c.compress(bytes(64 * 1024 * 1024)) + c.flush()
+    return _attachment(b"x", b"log.txt.xz", b"application/x-xz", data)
+
+
+def zip_recursive() -> bytes:
+    """A zipped EICAR nested 1000 zips deep: to the parser, as endless as a zip quine."""
+    return _attachment(b"qz", b"r.zip", b"application/zip", quines.zip_recursive(eicar()))
+
+
+def gzip_recursive() -> bytes:
+    """EICAR gzipped 1000 times over: as endless as a gzip quine."""
+    return _attachment(b"qg", b"r.gz", b"application/gzip", quines.gzip_recursive(eicar()))
+
+
+def uuencoded_bad_mode() -> bytes:
+    """A uuencoded zipped EICAR whose begin line has a mode that is not octal (``9x9``) and
+    whose last line is cut short: lenient readers still find the file. (Junk lines inside a
+    block are the ``uuencode-broken-lines`` case.)"""
+    lines = _uu_lines(zip_bytes({"eicar.com": eicar()}))
+    lines[-1] = lines[-1][:-3]
+    block = b"\r\n".join([b"begin 9x9 invoice.zip", *lines, b"`", b"end"])
+    return _HEAD + b"Content-Type: text/plain\r\n\r\nsee below\r\n" + block + b"\r\n"
+
+
 CASES: dict[str, Callable[[], bytes]] = {
     "deep-nesting-1200": deep_nesting,
     "parts-10000": many_parts,
@@ -270,6 +358,14 @@ CASES: dict[str, Callable[[], bytes]] = {
     "7z-bomb": seven_zip_bomb,
     "uuencode": uuencoded,
     "uuencode-broken-lines": uuencoded_broken_lines,
+    "uuencode-bad-mode": uuencoded_bad_mode,
+    "tar-sparse-bomb": tar_sparse_bomb,
+    "tar-huge-declared": tar_huge_declared,
+    "7z-eicar": seven_zip,
+    "bzip2-bomb": bzip2_bomb,
+    "xz-bomb": xz_bomb,
+    "zip-recursive-1000": zip_recursive,
+    "gzip-recursive-1000": gzip_recursive,
 }
 """Case name -> builder of the raw message."""
 

@@ -62,6 +62,16 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     # Uuencoded blocks in text parts are decoded into parts of their own.
     "uuencode": (EICAR_RULE,),
     "uuencode-broken-lines": (EICAR_RULE,),
+    "uuencode-bad-mode": (EICAR_RULE,),
+    # The sparse member is skipped on its ratio; the EICAR after it is still unpacked.
+    "tar-sparse-bomb": ("unscannable:mime:archive-limit:ratio", EICAR_RULE),
+    "tar-huge-declared": ("unscannable:mime:archive-limit:bytes",),
+    "7z-eicar": (EICAR_RULE,),
+    "bzip2-bomb": ("unscannable:mime:archive-limit:ratio",),
+    "xz-bomb": ("unscannable:mime:archive-limit:ratio",),
+    # Stand-ins for zip/gzip quines (support.quines): only the depth limit ends them.
+    "zip-recursive-1000": ("unscannable:mime:archive-limit:depth",),
+    "gzip-recursive-1000": ("unscannable:mime:archive-limit:depth",),
 }
 
 
@@ -145,6 +155,26 @@ def test_a_spent_parse_budget_is_an_unscannable_verdict(case: str, yara: YaraEng
     decision = decide(_findings(msg, yara), Policy())
     assert decision.action == "quarantine"
     assert "unscannable:mime:budget:time" in decision.reasons
+
+
+@pytest.mark.parametrize("case", ["tar-bomb", "7z-bomb", "zip-recursive-1000"])
+def test_archive_cases_stop_on_a_spent_budget_too(case: str) -> None:
+    clock = _ticking_clock()
+    msg = _parse(
+        hostile.CASES[case](), limits=UnpackLimits(max_seconds=3.0), clock=lambda: next(clock)
+    )
+    assert "budget:time" in msg.defects
+    assert msg.parts[-1].path == RAW_PATH
+
+
+def test_a_uuencoded_block_with_a_bad_mode_is_decoded_and_recorded() -> None:
+    msg = _parse(hostile.uuencoded_bad_mode())
+    assert "uuencode-broken" in msg.defects
+    assert any(p.filename == "invoice.zip" and p.depth == 0 for p in msg.parts)
+    assert any(p.data == samples.eicar() for p in msg.parts)
+    # Prose that starts with "begin" opens no block.
+    prose = _parse(b"Subject: x\r\n\r\nbegin the meeting at ten\r\nM...\r\n")
+    assert not any("#uu" in p.path for p in prose.parts) and not prose.defects
 
 
 def test_a_budget_that_holds_leaves_no_defect() -> None:

@@ -10,157 +10,17 @@ No assertion is about time: the tests wait for states (slots taken, bytes counte
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import socket
-import threading
-import time
 import tracemalloc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.loopback_receiver import receiver, wait_until
 
-import schemas
-from mxgate.blobstore import FsBlobStore
 from mxgate.settings import ReceiverSettings
-from mxgate.tenants import Tenants
-from receiver.handler import ReceiverHandler
 from receiver.limits import BodySlot, DataRate, InflightGate
-from receiver.metrics import ReceiverMetrics
-from receiver.smtp import Gateway, GatewaySMTP
 
-TENANTS = {"tenants": {"acme": {"domains": ["acme.test"], "route": {"host": "127.0.0.1"}}}}
 LINE = b"x" * 98 + b"\r\n"  # 100 bytes, no leading dot
-
-
-class _Publisher:
-    """Records every produced event (the broker's ack is immediate)."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    async def produce(self, topic: str, key: str, value: bytes) -> None:
-        self.events.append(schemas.decode_event(value))
-
-
-@dataclass
-class _Receiver:
-    port: int
-    gateway: Gateway
-    store: Path
-    publisher: _Publisher
-    loop: asyncio.AbstractEventLoop
-    clients: list[Client] = field(default_factory=list)
-
-    def client(self, ip: str = "") -> Client:
-        """A new client session (closed when the receiver stops)."""
-        c = Client(self.port, ip)
-        self.clients.append(c)
-        return c
-
-    def rejections(self, check: str, reason: str) -> float:
-        value = self.gateway.metrics.registry.get_sample_value(
-            "mxgate_receiver_rejections_total", {"check": check, "reason": reason}
-        )
-        return value or 0.0
-
-    def temp_files(self) -> list[Path]:
-        incoming = self.store / ".incoming"
-        return list(incoming.iterdir()) if incoming.exists() else []
-
-
-@contextmanager
-def receiver(tmp_path: Path, store: Path | None = None, **overrides: Any) -> Iterator[_Receiver]:
-    """A receiver with ``overrides`` on its own event loop thread."""
-    rs = ReceiverSettings(
-        max_connections_per_ip=1000,
-        connection_rate_per_ip=100_000,
-        message_rate_per_ip=100_000,
-        **overrides,
-    )
-    metrics = ReceiverMetrics()
-    publisher = _Publisher()
-    store = store or tmp_path / "store"
-    handler = ReceiverHandler(
-        rs, Tenants.from_mapping(TENANTS), FsBlobStore(store), publisher, "received",
-        metrics=metrics,
-    )  # fmt: skip
-    loop = asyncio.new_event_loop()
-    gateway = Gateway(rs, metrics)
-    server = loop.run_until_complete(
-        loop.create_server(lambda: GatewaySMTP(handler, gateway, loop), "127.0.0.1", 0)
-    )
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    r = _Receiver(server.sockets[0].getsockname()[1], gateway, store, publisher, loop)
-    try:
-        yield r
-    finally:
-        for c in r.clients:
-            c.close()
-        wait_until(lambda: not gateway.sessions, "every session closed")
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        server.close()
-        loop.run_until_complete(server.wait_closed())
-        loop.close()
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Wait for a state of the receiver (a liveness bound, not a timing assertion)."""
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"never reached: {what}"
-        time.sleep(0.01)
-
-
-class Client:
-    """A raw SMTP client: exact bytes out, whole replies in."""
-
-    def __init__(self, port: int, ip: str = "") -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        if ip:  # PROXY v1: the receiver takes the client IP from it
-            self.sock.sendall(f"PROXY TCP4 {ip} 192.0.2.1 40000 25\r\n".encode())
-        self.buf = b""
-        assert self.reply().startswith("220 ")
-
-    def reply(self) -> str:
-        """One complete reply; '' when the server closed first."""
-        lines: list[bytes] = []
-        while True:
-            while b"\r\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return ""
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\r\n", 1)
-            lines.append(line)
-            if line[3:4] != b"-":
-                return b"\r\n".join(lines).decode()
-
-    def cmd(self, line: bytes) -> str:
-        self.sock.sendall(line + b"\r\n")
-        return self.reply()
-
-    def envelope(self) -> None:
-        assert self.cmd(b"EHLO client.test").startswith("250")
-        assert self.cmd(b"MAIL FROM:<a@sender.test>").startswith("250 ")
-        assert self.cmd(b"RCPT TO:<bob@acme.test>").startswith("250 ")
-
-    def data(self) -> str:
-        self.envelope()
-        return self.cmd(b"DATA")
-
-    def closed(self) -> bool:
-        """True when the server closed the connection (after any reply already read)."""
-        return self.sock.recv(1) == b""
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _message(lines: int) -> bytes:
