@@ -195,7 +195,9 @@ def test_mxgate_train_teaches_rspamd_and_evaluate_runs_it(
     assert again["rspamd"]["learnt"] + again["rspamd"]["skipped"] == learnt["rspamd"]["learnt"]
 
     report = run("evaluate")
-    assert set(report) == {"bayes", "heuristics", "rspamd", "combined", "combined_inprocess"}
+    assert set(report) == {
+        "bayes", "heuristics", "rspamd", "combined", "combined_inprocess", "combined_score_sum",
+    }  # fmt: skip
     assert report["rspamd"]["errors"] == 0
     assert report["rspamd"]["spam"] + report["rspamd"]["ham"] > 0
     # What `train` taught is what rspamd now uses on mail it has not seen.

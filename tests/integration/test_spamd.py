@@ -87,7 +87,10 @@ def test_train_and_evaluate_commands(spamd: int, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr.decode()
     report = json.loads(done.stdout)
-    assert set(report) == {"bayes", "heuristics", "spamassassin", "combined", "combined_inprocess"}
+    assert set(report) == {
+        "bayes", "heuristics", "spamassassin", "combined", "combined_inprocess",
+        "combined_score_sum",
+    }  # fmt: skip
     for r in report.values():
         assert 0 <= r["detection_rate"] <= 1 and 0 <= r["false_positive_rate"] <= 1
     assert report["bayes"]["detection_rate"] == 1.0  # trivially separable mail, held out
