@@ -248,6 +248,14 @@ class SpamModel:
         index: dict[str, int] = self._index  # type: ignore[attr-defined]
         return sorted((index[k], v) for k, v in feats.items() if k in index)
 
+    def judges(self, findings: Iterable[Finding]) -> bool:
+        """Whether any engine of the model answered: with none (a scanner that does not run
+        them), the model would judge every message on its bias alone, so it stays out."""
+        return any(
+            f.engine in self.engines and f.kind == "antispam" and f.outcome in ANSWERED
+            for f in findings
+        )
+
     def probability(self, findings: Iterable[Finding]) -> float:
         """The spam probability of a message with these findings."""
         z = self.bias + sum(

@@ -10,12 +10,13 @@ kept (in findings order):
 
 - an ``infected`` finding -> ``policy.on_virus``, reason ``virus:<engine>:<symbol>``;
 - a ``match`` finding -> ``policy.on_content_match``, reason ``content:<engine>:<symbol>``;
-- spam, with a trained combiner (``spam_model``, :class:`~scanner.combiner.SpamModel`): its
-  probability from the findings of the engines it knows (a missing one is a feature, not a 0
-  score), at or above the model's threshold for ``policy.spam_quarantine_fpr`` /
-  ``policy.spam_target_fpr`` -> quarantine / tag, reasons ``spam-probability:<p>``,
-  ``spam-model:<version>`` and ``spam:<engine>:<symbol>``. Engines the model does not know
-  (content rules' GTUBE, DNSBL) keep the score rule below on their own;
+- spam, with a trained combiner (``spam_model``, :class:`~scanner.combiner.SpamModel`) one of
+  whose engines answered: its probability from the findings of the engines it knows (a missing
+  one is a feature, not a 0 score), at or above the model's threshold for
+  ``policy.spam_quarantine_fpr`` / ``policy.spam_target_fpr`` -> quarantine / tag, reasons
+  ``spam-probability:<p>``, ``spam-model:<version>`` and ``spam:<engine>:<symbol>``. Engines
+  the model does not know (content rules' GTUBE, DNSBL) keep the score rule below on their
+  own;
 - spam without a model (never trained: the fallback), spam score = sum of ``score x engine
   weight`` (weight default 1.0) over antispam findings; at or above ``spam_discard`` /
   ``spam_quarantine`` / ``spam_tag`` -> discard / quarantine / tag, reasons
@@ -142,6 +143,8 @@ def decide(
 
     spam_score = _spam_score(findings, policy)
     probability: float | None = None
+    if spam_model is not None and not spam_model.judges(findings):
+        spam_model = None  # none of its engines answered: the score rule, as without one
     if spam_model is None:
         spam_action = _spam_action(spam_score, policy)
         summed = findings

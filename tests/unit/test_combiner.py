@@ -3,6 +3,7 @@ the model file, the policy's use of it, and training with out-of-fold Bayes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -170,6 +171,17 @@ def test_engines_the_model_does_not_know_keep_the_score_rule() -> None:
     assert d.action == "quarantine"
     assert "spam:content:GTUBE" in d.reasons
     assert d.spam_model == MODEL.version
+
+
+def test_a_model_none_of_whose_engines_answered_stays_out() -> None:
+    # A scanner running none of the model's engines (or all of them timed out): the bias
+    # alone would judge every message; a bias this high would tag all mail.
+    eager = dataclasses.replace(MODEL, bias=12.0)
+    clean = [spamf("content", "clean"), Finding("bayes", "1", "r", "timeout", kind="antispam")]
+    d = decide(clean, Policy(), spam_model=eager)
+    assert d.action == "deliver" and d.spam_probability is None and d.spam_model == ""
+    # One answering engine and the model judges again.
+    assert decide([spamf("heuristics", "clean")], Policy(), spam_model=eager).action != "deliver"
 
 
 # -- the model file ---------------------------------------------------------------------------
