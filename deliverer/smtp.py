@@ -197,10 +197,19 @@ async def transaction(
     return [out[r] for r in recipients]
 
 
+def _unread(proto: SMTPProtocol | None) -> bytes:
+    """What ``proto`` has read from the peer and no reply has consumed yet.
+
+    aiosmtplib (pinned in pyproject.toml) has no public way to see it: this is the one place
+    that reaches its private ``_buffer``, and tests/unit/test_deliverer_pool.py fails if an
+    upgrade moves it."""
+    return bytes(proto._buffer) if proto is not None else b""
+
+
 def _cut_reply(proto: SMTPProtocol | None) -> tuple[int, str]:
     """The code and text of the unfinished reply line left in ``proto``'s buffer
     (0 when there is no three-digit code)."""
-    partial = bytes(proto._buffer) if proto is not None else b""
+    partial = _unread(proto)
     if len(partial) < 3 or not partial[:3].isdigit() or partial[3:4] not in (b"", b" "):
         return 0, ""
     return int(partial[:3]), partial[4:].strip().decode("utf-8", "surrogateescape")
@@ -212,8 +221,7 @@ def reusable(client: aiosmtplib.SMTP) -> bool:
     the second line in aiosmtplib's buffer, where it would be taken as the reply to the next
     MAIL and shift every later reply by one (a DATA refused with RCPT's 250 reads as
     delivered: a message never sent)."""
-    proto = client.protocol
-    return client.is_connected and proto is not None and not proto._buffer
+    return client.is_connected and client.protocol is not None and not _unread(client.protocol)
 
 
 async def _rset(client: aiosmtplib.SMTP) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,8 +57,6 @@ class TlsCertificate:
     _seen: tuple[tuple[int, int, int], ...] = field(init=False)
     _failed: tuple[tuple[int, int, int], ...] | None = field(init=False, default=None)
     _last_error: str = field(init=False, default="")
-    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
-    reloads: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self._seen = _signature(self.cert, self.key)
@@ -75,17 +72,14 @@ class TlsCertificate:
             return self._ctx
         if now == self._seen or now == self._failed:
             return self._ctx
-        with self._lock:
-            if now == self._seen:
-                return self._ctx
-            try:
-                ctx = tls_context(self.cert, self.key)
-            except (OSError, ssl.SSLError) as e:
-                self._failed = now
-                self._log_once(f"new certificate does not load, keeping the old one: {e}")
-                return self._ctx
-            self._ctx, self._seen, self._failed, self._last_error = ctx, now, None, ""
-            self.reloads += 1
+        # Called on the receiver's event loop only: no two reloads run at once.
+        try:
+            ctx = tls_context(self.cert, self.key)
+        except (OSError, ssl.SSLError) as e:
+            self._failed = now
+            self._log_once(f"new certificate does not load, keeping the old one: {e}")
+            return self._ctx
+        self._ctx, self._seen, self._failed, self._last_error = ctx, now, None, ""
         log.info("STARTTLS certificate reloaded", cert=str(self.cert))
         return self._ctx
 
