@@ -23,6 +23,7 @@ before, which is what the RFC asks (MTA-STS must never make mail undeliverable b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -439,6 +440,7 @@ class MtaSts:
         connector = aiohttp.TCPConnector(
             resolver=_DnsResolver(self.resolver), ssl=ctx, use_dns_cache=False, force_close=True
         )
+        closed: asyncio.Future[None] | None = None
         try:
             async with (
                 aiohttp.ClientSession(
@@ -448,6 +450,13 @@ class MtaSts:
                 ) as session,
                 session.get(url, allow_redirects=False) as resp,
             ):
+                # With force_close the connection is closed as the response ends, but the TLS
+                # close (close_notify) finishes later in the loop; awaited below, so no
+                # transport outlives the fetch (or its event loop, as an unclosed socket).
+                # The connection may be released already (resp.connection is None then); the
+                # response keeps its protocol (private in aiohttp 3, hence getattr).
+                proto = getattr(resp, "_protocol", None)
+                closed = proto.closed if proto is not None else None
                 # RFC 8461 3.3: redirects are not followed; only a 200 counts.
                 if resp.status != 200:
                     raise FetchError(f"{url}: HTTP {resp.status}")
@@ -463,4 +472,8 @@ class MtaSts:
                         raise FetchError(f"{url}: more than {POLICY_MAX_BYTES} bytes")
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             raise FetchError(f"{url}: {type(e).__name__}: {e}") from e
+        finally:
+            if closed is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(closed), self.timeout)
         return parse_policy(bytes(body))

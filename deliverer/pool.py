@@ -107,7 +107,8 @@ class Pool:
         now = time.monotonic()
         while slot.idle:
             client, since = slot.idle.pop()
-            if client.is_connected and now - since < self.settings.idle_timeout:
+            # A late, unsolicited reply that came while idle makes the session unusable too.
+            if smtp.reusable(client) and now - since < self.settings.idle_timeout:
                 return client
             client.close()
         return None
@@ -151,8 +152,10 @@ class Pool:
         for slot in self._slots.values():
             keep = []
             for client, since in slot.idle:
-                if client.is_connected and now - since < self.settings.idle_timeout:
+                if smtp.reusable(client) and now - since < self.settings.idle_timeout:
                     keep.append((client, since))
+                elif client.is_connected and not smtp.reusable(client):
+                    client.close()  # QUIT's reply could not be told from the stray bytes
                 else:
                     await smtp.close_session(client)
             slot.idle = keep

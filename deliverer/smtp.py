@@ -4,6 +4,7 @@ mail transaction on it, with each recipient's outcome classified."""
 from __future__ import annotations
 
 import ssl
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -12,6 +13,8 @@ import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
 
 from deliverer.text import safe_address, safe_reply
+
+OUT_OF_STEP = "replies out of step with commands"
 
 Status = Literal["delivered", "deferred", "bounced", "expired"]
 
@@ -92,6 +95,7 @@ async def open_session(
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
             client.close()
             raise ConnectFailed(f"connect to {host}:{port} failed: {e}") from e
+        _watch(client)
         return client
 
     client = await connect()
@@ -168,6 +172,12 @@ async def transaction(
         if not accepted:
             await _rset(client)
             return [out[r] for r in recipients]
+        if not reusable(client):
+            # A reply came that no command asked for (a late second 250 of the last
+            # transaction): the replies above may belong to other commands. Nothing is sent
+            # yet, so deferring is safe; the session is dropped.
+            client.close()
+            return everyone(recipients, 0, f"{OUT_OF_STEP} (unsolicited reply); nothing sent")
         if before_data is not None:
             before_data(accepted)
         proto = client.protocol  # kept: aiosmtplib drops it once the connection is lost
@@ -184,6 +194,14 @@ async def transaction(
             for r in accepted:
                 out[r] = RecipientResult(r, "delivered", code, f"{text} [reply cut: peer closed]")
         except aiosmtplib.SMTPResponseException as e:
+            if isinstance(e, aiosmtplib.SMTPDataError) and e.code == 250:
+                # aiosmtplib raises on a 250 only when it answers the DATA command in place of
+                # 354: a stale reply, and the message was not sent. Never "delivered".
+                client.close()
+                reply = f"{OUT_OF_STEP} (250 to DATA); not sent: {safe_reply(e.message)}"
+                for r in accepted:
+                    out[r] = RecipientResult(r, "deferred", 0, reply)
+                return [out[r] for r in recipients]
             for r in accepted:
                 out[r] = RecipientResult(r, classify(e.code), e.code, e.message)
         else:
@@ -215,13 +233,40 @@ def _cut_reply(proto: SMTPProtocol | None) -> tuple[int, str]:
     return int(partial[:3]), partial[4:].strip().decode("utf-8", "surrogateescape")
 
 
+# Protocols that got bytes no command asked for (a late second 250). aiosmtplib drops them when
+# no reply is pending, and takes them as the next command's reply when one is: either way the
+# peer's dialogue is no longer ours, and the session must not carry another transaction.
+_desynced: weakref.WeakSet[SMTPProtocol] = weakref.WeakSet()
+
+
+def _watch(client: aiosmtplib.SMTP) -> None:
+    """Note unsolicited bytes on ``client``'s connection (see :func:`reusable`). Wraps
+    aiosmtplib's ``data_received``, whose own check (private state, as in :func:`_unread`)
+    decides what it drops."""
+    proto = client.protocol
+    if proto is None:
+        return
+    received = proto.data_received
+
+    def data_received(data: bytes) -> None:
+        waiter = proto._response_waiter
+        if data and (not proto._response_pending or waiter is None or waiter.done()):
+            _desynced.add(proto)
+        received(data)
+
+    proto.data_received = data_received  # type: ignore[method-assign]
+
+
 def reusable(client: aiosmtplib.SMTP) -> bool:
     """True when the session may go back to the pool: still connected, and nothing read but
     not yet consumed. A peer that answered twice in one write ("250 ok\\r\\n250 again") leaves
     the second line in aiosmtplib's buffer, where it would be taken as the reply to the next
     MAIL and shift every later reply by one (a DATA refused with RCPT's 250 reads as
     delivered: a message never sent)."""
-    return client.is_connected and client.protocol is not None and not _unread(client.protocol)
+    proto = client.protocol
+    return (
+        client.is_connected and proto is not None and proto not in _desynced and not _unread(proto)
+    )
 
 
 async def _rset(client: aiosmtplib.SMTP) -> None:

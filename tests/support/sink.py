@@ -4,7 +4,9 @@ Fault modes make it answer like a troubled server: ``tempfail`` (451 to DATA), `
 (550 to DATA), ``drop`` (close the connection mid-DATA), ``stall`` (never answer DATA),
 ``garbage`` (accept the message, but answer DATA with a 250 holding bytes that are not UTF-8),
 ``close-mid-reply`` (accept the message, write ``250 2.0.0 qu`` with no CRLF and close),
-``double-250`` (accept the message and answer DATA with two 250 lines in one write).
+``double-250`` (accept the message and answer DATA with two 250 lines in one write),
+``late-double-250`` (accept the message, answer 250, and a moment later send a second,
+unsolicited 250 on the same connection).
 """
 
 from __future__ import annotations
@@ -19,13 +21,23 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from devstack.capture import Captured, CaptureHandler, start_capture
 
 Fault = Literal[
-    "none", "tempfail", "reject", "drop", "stall", "garbage", "close-mid-reply", "double-250"
+    "none",
+    "tempfail",
+    "reject",
+    "drop",
+    "stall",
+    "garbage",
+    "close-mid-reply",
+    "double-250",
+    "late-double-250",
 ]
 
 GARBAGE_REPLY = b"250 2.0.0 ok \xff\xfe queued"
 CUT_REPLY = b"250 2.0.0 qu"  # no CRLF: the connection closes in the middle of the line
 # aiosmtpd adds the final CRLF; both lines go out in one write, so they arrive together.
 DOUBLE_REPLY = b"250 2.0.0 ok\r\n250 2.0.0 again"
+LATE_REPLY = b"250 2.0.0 again\r\n"
+LATE_DELAY = 0.2  # seconds between the 250 and the unsolicited second one
 
 
 class FaultyHandler(CaptureHandler):
@@ -35,6 +47,7 @@ class FaultyHandler(CaptureHandler):
         super().__init__()
         self.fault: Fault = "none"
         self.fault_count = 0  # how many transactions the fault applies to; 0 = forever
+        self.late_replies = 0  # unsolicited 250s written by ``late-double-250``
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str | bytes:
         fault = self.fault
@@ -66,6 +79,18 @@ class FaultyHandler(CaptureHandler):
         if fault == "double-250":
             await super().handle_DATA(server, session, envelope)
             return DOUBLE_REPLY
+        if fault == "late-double-250":
+            await super().handle_DATA(server, session, envelope)
+            transport = server.transport
+            assert transport is not None
+
+            def late() -> None:
+                if not transport.is_closing():
+                    transport.write(LATE_REPLY)
+                    self.late_replies += 1
+
+            asyncio.get_running_loop().call_later(LATE_DELAY, late)
+            return "250 2.0.0 ok"
         return await super().handle_DATA(server, session, envelope)
 
 

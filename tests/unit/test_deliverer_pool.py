@@ -17,7 +17,7 @@ from support.sink import SinkThread, TlsCountingHandler
 
 from deliverer.pool import Pool
 from deliverer.routes import Destination
-from deliverer.smtp import ConnectFailed
+from deliverer.smtp import OUT_OF_STEP, ConnectFailed
 from mxgate.settings import DelivererSettings
 
 MSG = b"From: a@sender.test\r\nSubject: t\r\n\r\nhello\r\n"
@@ -74,6 +74,55 @@ async def test_a_cut_or_repeated_reply_is_delivered_once_and_its_session_never_r
     assert (r2.status, r2.code, r2.reply) == ("delivered", 250, "2.0.0 Ok: captured"), r2
     assert pool.stats()[dest.key] == (2, 0)
     assert [m.rcpt_to for m in sink.messages] == [("b@example.test",), ("c@example.test",)]
+    await pool.aclose()
+
+
+async def test_a_late_second_250_is_never_read_as_the_next_reply(sink: SinkThread) -> None:
+    """The stray 250 arrives while the session waits in the pool: the session is marked out of
+    step (``reusable``), and the next transaction opens a new one and reads its own replies."""
+    sink.handler.fault, sink.handler.fault_count = "late-double-250", 1
+    pool = Pool(_settings())
+    dest = Destination("127.0.0.1", sink.port)
+    (r,) = await pool.send(dest, "a@s.test", ["b@example.test"], MSG)
+    assert (r.status, r.code, r.reply) == ("delivered", 250, "2.0.0 ok"), r
+    for _ in range(200):  # up to 10 s for the stray line to go out
+        if sink.handler.late_replies:
+            break
+        await asyncio.sleep(0.05)
+    assert sink.handler.late_replies == 1
+    await asyncio.sleep(0.2)  # and to be read by the idle session
+    (r2,) = await pool.send(dest, "a@s.test", ["c@example.test"], MSG)
+    assert (r2.status, r2.code, r2.reply) == ("delivered", 250, "2.0.0 Ok: captured"), r2
+    assert pool.stats()[dest.key] == (2, 0)  # a second connection: the first was not reused
+    assert [m.rcpt_to for m in sink.messages] == [("b@example.test",), ("c@example.test",)]
+    await pool.aclose()
+
+
+async def test_a_stray_250_during_the_next_transaction_sends_nothing(sink: SinkThread) -> None:
+    """The late 250 lands after the next MAIL is written, before its reply: every later reply
+    pairs with the wrong command, and the message must be deferred unsent, never recorded
+    delivered on a stale 250."""
+    sink.handler.fault, sink.handler.fault_count = "late-double-250", 1
+    pool = Pool(_settings(idle_timeout=60))
+    dest = Destination("127.0.0.1", sink.port)
+    (r,) = await pool.send(dest, "a@s.test", ["b@example.test"], MSG)
+    assert r.status == "delivered", r
+    ((client, _),) = pool.slot(dest).idle
+    proto, mail = client.protocol, client.mail
+    assert proto is not None
+
+    async def mail_then_stale(*a: object, **kw: object) -> object:
+        # The race by hand: a reply is pending when the stray line arrives.
+        proto._response_pending = True
+        proto.data_received(b"250 2.0.0 again\r\n")
+        return await mail(*a, **kw)  # type: ignore[arg-type]
+
+    client.mail = mail_then_stale  # type: ignore[method-assign]
+    (r2,) = await pool.send(dest, "a@s.test", ["c@example.test"], MSG)
+    assert (r2.status, r2.code) == ("deferred", 0), r2
+    assert r2.reply.startswith(OUT_OF_STEP), r2
+    assert [m.rcpt_to for m in sink.messages] == [("b@example.test",)]
+    assert not client.is_connected
     await pool.aclose()
 
 
