@@ -76,8 +76,9 @@ class Killer:
 
     ``progress()`` is polled; kill ``k`` happens once it reaches ``at[k]``, after a seeded jitter
     of up to ``jitter`` seconds, and the process stays down for up to ``down`` seconds. ``log``
-    records ``(name, progress at the kill)`` for a failure's message; ``error`` holds what went
-    wrong on the thread (a restart that did not come up), for :meth:`join` to raise.
+    records ``(name, progress at the kill, seconds since start)`` for a failure's message;
+    ``error`` holds what went wrong on the thread (a restart that did not come up), for
+    :meth:`join` to raise.
     """
 
     pipeline: Pipeline
@@ -89,11 +90,13 @@ class Killer:
     jitter: float = 1.0
     down: float = 1.5
     timeout: float = 240.0
-    log: list[tuple[str, int]] = field(default_factory=list)
+    log: list[tuple[str, int, float]] = field(default_factory=list)
     error: BaseException | None = None
     _thread: threading.Thread | None = None
+    _t0: float = 0.0
 
     def start(self) -> Killer:
+        self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"killer-{self.role}", daemon=True)
         self._thread.start()
         return self
@@ -110,7 +113,7 @@ class Killer:
                 )
                 time.sleep(self.rng.uniform(0, self.jitter))
                 name = self.rng.choice(self.names)
-                self.log.append((name, self.progress()))
+                self.log.append((name, self.progress(), round(time.monotonic() - self._t0, 1)))
                 self.pipeline.kill(name)
                 time.sleep(self.rng.uniform(0, self.down))
                 self.pipeline.start(self.role, name)

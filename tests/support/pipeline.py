@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 import schemas
 from mxgate import catalog
@@ -290,7 +290,15 @@ def unconsumed(p: Pipeline, role: str, topics: list[str]) -> int:
     try:
         md = group.list_topics(timeout=10)
         parts = [TopicPartition(t, i) for t in topics for i in md.topics[t].partitions]
-        committed = group.committed(parts, timeout=10)
+        for attempt in range(40):
+            try:
+                committed = group.committed(parts, timeout=10)
+                break
+            except KafkaException as e:
+                # A group's coordinator is looked up or loaded on first use.
+                if attempt == 39 or not e.args[0].retriable():
+                    raise
+                time.sleep(0.25)
     finally:
         group.close()
     reader = Consumer(
