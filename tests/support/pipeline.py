@@ -286,6 +286,15 @@ def unconsumed(p: Pipeline, role: str, topics: list[str]) -> int:
     """Committed records on ``topics`` past the offsets group ``role`` committed: 0 when that
     role has finished (and committed) everything written so far. Reads the records rather than
     comparing offsets, since transaction markers take offsets too."""
+    return sum(unconsumed_by_partition(p, role, topics).values())
+
+
+def unconsumed_by_partition(
+    p: Pipeline, role: str, topics: list[str]
+) -> dict[tuple[str, int, int], int]:
+    """:func:`unconsumed` per partition: ``(topic, partition, committed offset)`` -> records
+    past that offset, for the partitions that have any (the offset is -1 when none is
+    committed)."""
     group = Consumer(consumer_config(p.settings.kafka, role, static=False))
     try:
         md = group.list_topics(timeout=10)
@@ -315,7 +324,8 @@ def unconsumed(p: Pipeline, role: str, topics: list[str]) -> int:
             ]
         )
         at_end: set[tuple[str, int]] = set()
-        count = 0
+        start = {(tp.topic, tp.partition): tp.offset for tp in committed}
+        counts: dict[tuple[str, int, int], int] = {}
         deadline = time.monotonic() + 30
         while len(at_end) < len(committed):
             if time.monotonic() > deadline:
@@ -328,7 +338,8 @@ def unconsumed(p: Pipeline, role: str, topics: list[str]) -> int:
                     at_end.add((m.topic(), m.partition()))
                     continue
                 raise AssertionError(f"reading {role}'s input: {m.error()}")
-            count += 1
-        return count
+            key = (m.topic(), m.partition(), max(-1, start[(m.topic(), m.partition())]))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
     finally:
         reader.close()
