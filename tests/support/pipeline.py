@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import smtplib
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
 import schemas
 from mxgate import catalog
-from mxgate.kafka import create_topics, read_events
+from mxgate.kafka import consumer_config, create_topics, read_events
 from mxgate.settings import Settings
 from support.cli import MXGATE
 from support.factories import prefix, tenants_toml, write_tenants
@@ -209,3 +214,132 @@ def received_ids(p: Pipeline) -> list[str]:
         for e in read_events(p.settings, topics=[topic])
         if isinstance(e, schemas.MessageReceived)
     ]
+
+
+# -- senders that retry, and quiescence -----------------------------------------------------
+
+
+@dataclass
+class Answer:
+    """How one message fared with a retrying sender: the final reply and what it took."""
+
+    code: int
+    text: str
+    attempts: int
+    cut_after_data: int = 0
+    """Attempts whose connection broke during DATA, before the reply: the receiver may have
+    kept the body (a copy under another message ID), as any MTA may (RFC 1047)."""
+    replies: list[str] = field(default_factory=list)
+    """The transient replies and connection errors met on the way, for a failure's message."""
+
+
+def send_until_answered(
+    p: Pipeline,
+    body: bytes,
+    rcpts: list[str],
+    sender: str = "alice@sender.test",
+    deadline: float = 180.0,
+    pause: float = 0.3,
+) -> Answer:
+    """Send one message the way an MTA does: a 4xx reply or a lost connection (a receiver
+    killed or restarting) is retried after ``pause``, until a 2xx or 5xx answer to DATA or
+    ``deadline`` seconds (then the last transient reply is returned)."""
+    end = time.monotonic() + deadline
+    ans = Answer(0, "", 0)
+    while True:
+        ans.attempts += 1
+        in_data = False
+        c = smtplib.SMTP(timeout=60)
+        try:
+            c.connect("127.0.0.1", p.receiver_port)
+            c.ehlo("client.sender.test")
+            code, msg = c.mail(sender)
+            if code == 250:
+                for r in rcpts:
+                    code, msg = c.rcpt(r)
+                    if code != 250:
+                        break
+                else:
+                    in_data = True
+                    code, msg = c.data(body)
+            ans.code, ans.text = code, msg.decode(errors="replace")
+        except smtplib.SMTPResponseException as e:  # e.g. a 421 greeting
+            ans.code, ans.text = e.smtp_code, e.smtp_error.decode(errors="replace")
+        except (smtplib.SMTPException, OSError) as e:
+            # A dropped connection (a receiver killed or restarting): try again later.
+            ans.code, ans.text = 421, f"{type(e).__name__}: {e}"
+            ans.cut_after_data += in_data
+        finally:
+            # The answer is in hand: whatever QUIT meets does not change it.
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                c.quit()
+            c.close()
+        if not 400 <= ans.code < 500:
+            return ans
+        ans.replies.append(f"{ans.code} {ans.text}")
+        if time.monotonic() > end:
+            return ans
+        time.sleep(pause)
+
+
+def unconsumed(p: Pipeline, role: str, topics: list[str]) -> int:
+    """Committed records on ``topics`` past the offsets group ``role`` committed: 0 when that
+    role has finished (and committed) everything written so far. Reads the records rather than
+    comparing offsets, since transaction markers take offsets too."""
+    return sum(unconsumed_by_partition(p, role, topics).values())
+
+
+def unconsumed_by_partition(
+    p: Pipeline, role: str, topics: list[str]
+) -> dict[tuple[str, int, int], int]:
+    """:func:`unconsumed` per partition: ``(topic, partition, committed offset)`` -> records
+    past that offset, for the partitions that have any (the offset is -1 when none is
+    committed)."""
+    group = Consumer(consumer_config(p.settings.kafka, role, static=False))
+    try:
+        md = group.list_topics(timeout=10)
+        parts = [TopicPartition(t, i) for t in topics for i in md.topics[t].partitions]
+        for attempt in range(40):
+            try:
+                committed = group.committed(parts, timeout=10)
+                break
+            except KafkaException as e:
+                # A group's coordinator is looked up or loaded on first use.
+                if attempt == 39 or not e.args[0].retriable():
+                    raise
+                time.sleep(0.25)
+    finally:
+        group.close()
+    reader = Consumer(
+        consumer_config(p.settings.kafka, f"lag-{uuid.uuid4().hex}", static=False)
+        | {"enable.partition.eof": True}
+    )
+    try:
+        reader.assign(
+            [
+                TopicPartition(
+                    tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                )
+                for tp in committed
+            ]
+        )
+        at_end: set[tuple[str, int]] = set()
+        start = {(tp.topic, tp.partition): tp.offset for tp in committed}
+        counts: dict[tuple[str, int, int], int] = {}
+        deadline = time.monotonic() + 30
+        while len(at_end) < len(committed):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {role}'s input to its end")
+            m = reader.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add((m.topic(), m.partition()))
+                    continue
+                raise AssertionError(f"reading {role}'s input: {m.error()}")
+            key = (m.topic(), m.partition(), max(-1, start[(m.topic(), m.partition())]))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+    finally:
+        reader.close()
