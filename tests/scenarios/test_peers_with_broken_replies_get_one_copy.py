@@ -1,12 +1,14 @@
-"""Real SMTP peers that cut their reply to the end of DATA (``250 2.0.0 qu``, no CRLF, then
-close) or answer it twice (``250 2.0.0 ok`` and ``250 2.0.0 again`` in one write): each message
-arrives exactly once, one DeliveryAttempted event records it (the batch never loops), and the
-next message over the same route is delivered with its own reply.
+"""Real SMTP peers whose reply to the end of DATA is broken: 8-bit garbage
+(``250 2.0.0 ok \\xff\\xfe queued``), cut (``250 2.0.0 qu``, no CRLF, then close), twice in one
+write (``250 2.0.0 ok`` and ``250 2.0.0 again``), or followed a moment later by an unsolicited
+second 250. Each message arrives exactly once, one DeliveryAttempted event records it (the batch
+never loops), and the next message over the same route is delivered with its own reply.
 
-The cut reply began with 250: the peer has the message, so it counts as delivered (like the
-garbage reply), never resent. The extra 250 must not be read as the answer to the next
-message's MAIL, RCPT or DATA: that would shift every reply by one and "deliver" the next
-message on the strength of its RCPT's 250 without ever sending it.
+The garbage reply once made the event (and the dedupe record) unencodable: the deliverer's
+transaction aborted and every re-run of the batch delivered another copy. The cut reply began
+with 250: the peer has the message, so it counts as delivered, never resent. An extra 250 must
+not be read as the answer to the next message's MAIL, RCPT or DATA: that would shift every reply
+by one and "deliver" the next message on the strength of its RCPT's 250 without sending it.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from mxgate.kafka import read_events
 pytestmark = pytest.mark.integration
 
 FIRST_REPLY: dict[Fault, str] = {
+    "garbage": "2.0.0 ok \\xff\\xfe queued",  # kept as bytes, escaped for the event
     "close-mid-reply": "2.0.0 qu",
     "double-250": "2.0.0 ok",
+    "late-double-250": "2.0.0 ok",
 }
 
 
 @pytest.mark.parametrize("fault", list(FIRST_REPLY))
-def test_peer_that_cuts_or_repeats_its_reply_gets_one_copy_and_the_next_message_its_own(
+def test_peer_with_a_broken_reply_gets_one_copy_and_the_next_message_its_own(
     fault: Fault, sink: SinkThread, make_pipeline: MakePipeline
 ) -> None:
     p = make_pipeline(sink.port)
