@@ -19,8 +19,11 @@ import multiprocessing
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
+
+from rawsmtp import hwm_kib, send
 
 TENANTS = {"tenants": {"acme": {"domains": ["acme.test"], "route": {"host": "127.0.0.1"}}}}
 
@@ -71,38 +74,10 @@ def _serve(port_out: Any, root: str, max_size: int, sessions: int) -> None:
     asyncio.run(main())
 
 
-async def _session(port: int, i: int, block: bytes, blocks: int) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-
-    async def reply() -> str:
-        while True:
-            line = await reader.readline()
-            if line[3:4] != b"-":
-                return line.decode().strip()
-
-    await reply()
-    for cmd in (b"EHLO bench.test", b"MAIL FROM:<a@sender.test>", b"RCPT TO:<b@acme.test>"):
-        writer.write(cmd + b"\r\n")
-        await reply()
-    writer.write(b"DATA\r\n")
-    await reply()
-    writer.write(f"Subject: message {i}\r\n\r\n".encode())  # distinct bodies, distinct keys
-    for _ in range(blocks):
-        writer.write(block)
-        await writer.drain()
-    writer.write(b".\r\n")
-    answer = await reply()
-    writer.write(b"QUIT\r\n")
-    await reply()
-    writer.close()
-    return answer
-
-
-def _hwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM")
+def _session(port: int, i: int, block: bytes, blocks: int) -> Awaitable[str]:
+    # Distinct bodies, distinct keys; ``blocks`` writes of one shared block.
+    head = f"Subject: message {i}\r\n\r\n".encode()
+    return send(port, b"b@acme.test", [head, *[block] * blocks], sender=b"a@sender.test")
 
 
 def main() -> None:
@@ -121,7 +96,7 @@ def main() -> None:
     child.start()
     try:
         port = recv.recv()
-        idle = _hwm_kib(child.pid or 0)
+        idle = hwm_kib(child.pid or 0)
         t0 = time.perf_counter()
 
         async def run() -> list[str]:
@@ -131,7 +106,7 @@ def main() -> None:
 
         answers = asyncio.run(run())
         elapsed = time.perf_counter() - t0
-        peak = _hwm_kib(child.pid or 0)
+        peak = hwm_kib(child.pid or 0)
     finally:
         child.kill()
         child.join()
