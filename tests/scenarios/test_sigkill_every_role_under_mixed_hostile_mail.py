@@ -27,6 +27,7 @@ from support.crashy import Killer
 from support.pipeline import (
     Answer,
     MakePipeline,
+    assert_copies_doubled_only_in_doubt,
     send_until_answered,
     unconsumed,
     unconsumed_by_partition,
@@ -200,16 +201,7 @@ def test_sigkill_every_role_under_mixed_hostile_mail(
     assert not any(not by_rcpt[r].clean for _, r in copies), "hostile mail delivered"
     want = {(mid, plan[s].rcpt) for mid, s in seq_of.items() if plan[s].clean}
     assert set(copies) == want, "a clean copy missing, or one nobody sent"
-    in_doubt = {
-        (e.message_id, o.recipient)
-        for e in events
-        if isinstance(e, schemas.DeliveryAttempted)
-        for o in e.recipients
-        if "in doubt" in o.reply
-    }
-    doubled = {k for k, n in copies.items() if n > 1}
-    assert doubled <= in_doubt, f"duplicates not recorded in doubt: {doubled - in_doubt}"
-    assert all(copies[k] == 2 for k in doubled), "more than one resend"
+    doubled = assert_copies_doubled_only_in_doubt(events, copies)
 
     dead = [e for e in events if isinstance(e, schemas.DeadLettered)]
     assert dead == [], f"dead letters: {[(d.id, d.cause, d.error) for d in dead]}"

@@ -10,7 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from support import samples
-from support.pipeline import MakePipeline, queued_id, wait_for
+from support.pipeline import (
+    MakePipeline,
+    assert_copies_doubled_only_in_doubt,
+    queued_id,
+    wait_for,
+)
 from support.sink import SinkThread
 
 import schemas
@@ -81,16 +86,7 @@ def test_sigkill_scanner_and_deliverer_mid_stream(
     # (RFC 1047): the sink committed the message and the deliverer was killed before it
     # read the 250. Those recipients are sent again and the attempt is recorded "in doubt"
     # (a duplicate rather than a loss); any other duplicate is a bug.
-    in_doubt = {
-        (e.message_id, o.recipient)
-        for e in read_events(p.settings)
-        if isinstance(e, schemas.DeliveryAttempted)
-        for o in e.recipients
-        if "in doubt" in o.reply
-    }
-    doubled = {k for k, v in copies.items() if v > 1}
-    assert doubled <= in_doubt, f"duplicates not recorded in doubt: {doubled - in_doubt}"
-    assert all(copies[k] == 2 for k in doubled), "more than one resend"
+    doubled = assert_copies_doubled_only_in_doubt(list(read_events(p.settings)), copies)
     print(f"\ncrash safety: {len(copies)} recipients, {len(doubled)} resent in doubt")
     infected = {
         e.message_id

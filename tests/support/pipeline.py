@@ -343,3 +343,23 @@ def unconsumed_by_partition(
         return counts
     finally:
         reader.close()
+
+
+def assert_copies_doubled_only_in_doubt(
+    events: list[schemas.Event], copies: dict[tuple[str, str], int]
+) -> set[tuple[str, str]]:
+    """Every ``(message ID, recipient)`` the sink has more than once was sent again in the one
+    window no SMTP client can close (RFC 1047: the peer committed, the deliverer died before
+    reading its 250), and recorded "in doubt" in a DeliveryAttempted event; and never more than
+    twice. Any other duplicate is a bug. Returns the doubled pairs."""
+    in_doubt = {
+        (e.message_id, o.recipient)
+        for e in events
+        if isinstance(e, schemas.DeliveryAttempted)
+        for o in e.recipients
+        if "in doubt" in o.reply
+    }
+    doubled = {k for k, n in copies.items() if n > 1}
+    assert doubled <= in_doubt, f"duplicates not recorded in doubt: {doubled - in_doubt}"
+    assert all(copies[k] == 2 for k in doubled), "more than one resend"
+    return doubled
