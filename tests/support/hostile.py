@@ -255,14 +255,18 @@ def uuencoded_broken_lines() -> bytes:
     )
 
 
-def _attachment(boundary: bytes, name: bytes, ctype: bytes, data: bytes) -> bytes:
-    """A whole message with one base64 attachment."""
-    part = (
+def _part(boundary: bytes, name: bytes, ctype: bytes, data: bytes) -> bytes:
+    """A base64 attachment part, opened by ``--boundary``."""
+    return (
         b"--" + boundary + b"\r\nContent-Type: " + ctype + b"\r\n"
         b"Content-Transfer-Encoding: base64\r\n"
         b'Content-Disposition: attachment; filename="' + name + b'"\r\n\r\n' + _b64(data)
     )
-    return _mixed(boundary, part)
+
+
+def _attachment(boundary: bytes, name: bytes, ctype: bytes, data: bytes) -> bytes:
+    """A whole message with one base64 attachment."""
+    return _mixed(boundary, _part(boundary, name, ctype, data))
 
 
 def tar_sparse_bomb(realsize: int = 90 * 1024 * 1024) -> bytes:
@@ -330,6 +334,19 @@ def gzip_recursive() -> bytes:
     return _attachment(b"qg", b"r.gz", b"application/gzip", quines.gzip_recursive(eicar()))
 
 
+def zip_quine() -> bytes:
+    """A true zip quine (its one member is itself) and, beside it, a zipped EICAR: a quine can
+    hold only itself, so the payload rides in a sibling attachment."""
+    quine = _part(b"qq", b"r.zip", b"application/zip", quines.zip_quine())
+    return _mixed(b"qq", quine, _zipped_eicar_part(b"qq"))
+
+
+def gzip_quine() -> bytes:
+    """A true gzip quine (it decompresses to itself) and, beside it, a zipped EICAR."""
+    quine = _part(b"qq", b"r.gz", b"application/gzip", quines.gzip_quine())
+    return _mixed(b"qq", quine, _zipped_eicar_part(b"qq"))
+
+
 def uuencoded_bad_mode() -> bytes:
     """A uuencoded zipped EICAR whose begin line has a mode that is not octal (``9x9``) and
     whose last line is cut short: lenient readers still find the file. (Junk lines inside a
@@ -366,6 +383,8 @@ CASES: dict[str, Callable[[], bytes]] = {
     "xz-bomb": xz_bomb,
     "zip-recursive-1000": zip_recursive,
     "gzip-recursive-1000": gzip_recursive,
+    "zip-quine": zip_quine,
+    "gzip-quine": gzip_quine,
 }
 """Case name -> builder of the raw message."""
 

@@ -15,14 +15,14 @@ import base64
 import functools
 import itertools
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import factories, hostile, samples
+from support import factories, hostile, quines, samples
 
 import schemas
 from mxgate.blobstore import FsBlobStore
@@ -72,6 +72,10 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     # Stand-ins for zip/gzip quines (support.quines): only the depth limit ends them.
     "zip-recursive-1000": ("unscannable:mime:archive-limit:depth",),
     "gzip-recursive-1000": ("unscannable:mime:archive-limit:depth",),
+    # True quines (support.quines): every level unpacks to the same archive, so only the depth
+    # limit ends the walk; the zipped EICAR beside the quine is still unpacked and detected.
+    "zip-quine": ("unscannable:mime:archive-limit:depth", EICAR_RULE),
+    "gzip-quine": ("unscannable:mime:archive-limit:depth", EICAR_RULE),
 }
 
 
@@ -157,7 +161,9 @@ def test_a_spent_parse_budget_is_an_unscannable_verdict(case: str, yara: YaraEng
     assert "unscannable:mime:budget:time" in decision.reasons
 
 
-@pytest.mark.parametrize("case", ["tar-bomb", "7z-bomb", "zip-recursive-1000"])
+@pytest.mark.parametrize(
+    "case", ["tar-bomb", "7z-bomb", "zip-recursive-1000", "zip-quine", "gzip-quine"]
+)
 def test_archive_cases_stop_on_a_spent_budget_too(case: str) -> None:
     clock = _ticking_clock()
     msg = _parse(
@@ -165,6 +171,24 @@ def test_archive_cases_stop_on_a_spent_budget_too(case: str) -> None:
     )
     assert "budget:time" in msg.defects
     assert msg.parts[-1].path == RAW_PATH
+
+
+@pytest.mark.parametrize("max_depth", [1, 5, 20])
+@pytest.mark.parametrize(
+    ("build", "name"), [(quines.zip_quine, "r.zip"), (quines.gzip_quine, "r.gz")]
+)
+def test_a_true_quine_unpacks_to_itself_until_the_depth_limit(
+    build: Callable[[], bytes], name: str, max_depth: int
+) -> None:
+    quine = build()
+    msg = _parse(
+        samples.with_attachments((name, quine, "application/octet-stream")),
+        limits=UnpackLimits(max_depth=max_depth),
+    )
+    assert "archive-limit:depth" in msg.defects
+    # The attachment and one level per allowed depth, each the same bytes: nothing else ends it.
+    levels = [p for p in msg.parts if p.path != RAW_PATH and p.data == quine]
+    assert [p.depth for p in levels] == list(range(max_depth + 1))
 
 
 def test_a_uuencoded_block_with_a_bad_mode_is_decoded_and_recorded() -> None:
