@@ -126,6 +126,9 @@ class Policy(BaseModel):
     engine_weights: dict[str, float] = Field(default_factory=dict)
     # Attachment findings (symbols "attachment:<what>") act only when <what> or a prefix of it
     # up to a ':' is listed here, e.g. "type:executable", "archive-limit" (any archive limit).
+    # An archive the unpacker could not open (encrypted, damaged, or a compression method it
+    # lacks) was not scanned inside, while the recipient's tools may open it: it is held too
+    # (a tenant that takes password-protected zips removes "archive-encrypted").
     blocked_attachments: tuple[str, ...] = (
         "type:executable",
         "type:script",
@@ -133,6 +136,9 @@ class Policy(BaseModel):
         "double-extension",
         "rlo-filename",
         "archive-limit",
+        "archive-encrypted",
+        "archive-corrupt",
+        "archive-unsupported",
     )
     on_blocked_attachment: Action = "quarantine"
     # Office findings: "office:<what>" symbols, same prefix rule, e.g. "vba-autoexec".

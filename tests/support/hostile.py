@@ -17,6 +17,7 @@ import gzip
 import io
 import lzma
 import tarfile
+import zipfile
 import zlib
 from collections.abc import Callable
 
@@ -357,6 +358,47 @@ def uuencoded_bad_mode() -> bytes:
     return _HEAD + b"Content-Type: text/plain\r\n\r\nsee below\r\n" + block + b"\r\n"
 
 
+def seven_zip_encrypted() -> bytes:
+    """``eicar.com`` in a password-protected 7z with encrypted headers (py7zr, AES): nothing
+    inside can be scanned, and the password travels in the body as phishing mail does."""
+    import py7zr  # only the 7z cases need it
+
+    buf = io.BytesIO()
+    with py7zr.SevenZipFile(buf, "w", password="invoice2026", header_encryption=True) as z:
+        z.writestr(eicar(), "eicar.com")
+    return _mixed(
+        b"e7",
+        b"--e7\r\nContent-Type: text/plain\r\n\r\nThe password is invoice2026\r\n",
+        _part(b"e7", b"invoice.7z", b"application/x-7z-compressed", buf.getvalue()),
+    )
+
+
+def _deflated_eicar_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(zipfile.ZipInfo("eicar.com", date_time=(2020, 1, 1, 0, 0, 0)), eicar())
+    return buf.getvalue()
+
+
+def zip_unsupported_method() -> bytes:
+    """A deflated ``eicar.com`` whose zip headers name method 9 (Deflate64, which 7-Zip and
+    Windows read and Python's zipfile does not): the member is never decompressed here."""
+    data = bytearray(_deflated_eicar_zip())
+    # The method is a 2-byte field at offset 8 of a local header and 10 of a central one.
+    for sig, at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        i = data.find(sig)
+        data[i + at : i + at + 2] = (9).to_bytes(2, "little")
+    return _attachment(b"u9", b"invoice.zip", b"application/zip", bytes(data))
+
+
+def zip_without_directory() -> bytes:
+    """A deflated ``eicar.com`` zip cut before its central directory: the local header and the
+    data are whole, which ``unzip -FF`` and 7-Zip recover, but no reader that needs the
+    directory opens it."""
+    data = _deflated_eicar_zip()
+    return _attachment(b"cd", b"invoice.zip", b"application/zip", data[: data.find(b"PK\x01\x02")])
+
+
 CASES: dict[str, Callable[[], bytes]] = {
     "deep-nesting-1200": deep_nesting,
     "parts-10000": many_parts,
@@ -385,6 +427,9 @@ CASES: dict[str, Callable[[], bytes]] = {
     "gzip-recursive-1000": gzip_recursive,
     "zip-quine": zip_quine,
     "gzip-quine": gzip_quine,
+    "7z-encrypted": seven_zip_encrypted,
+    "zip-unsupported-method": zip_unsupported_method,
+    "zip-without-directory": zip_without_directory,
 }
 """Case name -> builder of the raw message."""
 

@@ -70,6 +70,11 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "bzip2-bomb": ("unscannable:mime:archive-limit:ratio",),
     "xz-bomb": ("unscannable:mime:archive-limit:ratio",),
     # Stand-ins for zip/gzip quines (support.quines): only the depth limit ends them.
+    # Archives the unpacker cannot open, though the recipient's tools may: held by the default
+    # blocked_attachments, never delivered unscanned.
+    "7z-encrypted": ("attachment:attachments:archive-encrypted",),
+    "zip-unsupported-method": ("attachment:attachments:archive-unsupported",),
+    "zip-without-directory": ("attachment:attachments:archive-corrupt",),
     "zip-recursive-1000": ("unscannable:mime:archive-limit:depth",),
     "gzip-recursive-1000": ("unscannable:mime:archive-limit:depth",),
     # True quines (support.quines): every level unpacks to the same archive, so only the depth

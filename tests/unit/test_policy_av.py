@@ -74,6 +74,17 @@ def test_attachment_symbols_act_only_when_the_tenant_lists_them() -> None:
     )
 
 
+@pytest.mark.parametrize("what", ["archive-encrypted", "archive-corrupt", "archive-unsupported"])
+def test_an_archive_the_unpacker_could_not_open_is_held_by_default(what: str) -> None:
+    """Its inside was never scanned, yet the recipient's tools may open it (a password in the
+    body, a lenient unzipper, a method we lack): fail closed unless the tenant opts out."""
+    f = [pol("attachments", "match", "attachment:type:archive", f"attachment:{what}")]
+    d = decide(f, Policy())
+    assert (d.action, d.reasons) == ("quarantine", (f"attachment:attachments:{what}",))
+    lenient = tuple(b for b in Policy().blocked_attachments if b != what)
+    assert decide(f, Policy(blocked_attachments=lenient)).action == "deliver"
+
+
 def test_office_symbols() -> None:
     f = [pol("office", "match", "office:vba-autoexec", "office:encrypted")]
     assert decide(f, Policy()).reasons == ("office:office:vba-autoexec",)
