@@ -99,6 +99,8 @@ class Mxgate:
         tenants.write_text(
             '[tenants.example]\ndomains = ["example.test"]\n'
             'route = { host = "127.0.0.1", port = 1 }\n'
+            # The accept path alone: nothing at port 1 could answer a recipient callout.
+            'recipients = { mode = "none" }\n'
         )
         prefix = f"b{uuid.uuid4().hex[:8]}."
         create_topics(

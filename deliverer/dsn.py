@@ -68,10 +68,11 @@ def _aligned(signer: str, domain: str) -> bool:
 def recipient_verified(tenant: Tenant | None, recipient: str) -> bool:
     """True when the receiver verified ``recipient`` exists before it answered RCPT: a static
     list naming the address itself (a ``@domain`` entry is a catch-all, no check), or a
-    callout that answers 451 when it cannot ask (``on_error="tempfail"``). Judged on the
-    tenant's configuration as it is now."""
+    callout (the default) that answers 451 when it cannot ask (``on_error="tempfail"``); never
+    for a tenant that opted out (``mode = "none"``). Judged on the tenant's configuration as
+    it is now."""
     check = tenant.recipients if tenant is not None else None
-    if check is None:
+    if check is None or check.mode == "none":
         return False
     if check.mode == "static":
         return recipient.strip().strip("<>").lower() in check.addresses

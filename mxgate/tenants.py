@@ -161,13 +161,17 @@ class Policy(BaseModel):
 class RecipientCheck(BaseModel):
     """How the receiver verifies a tenant's recipients at RCPT time (so no backscatter).
 
+    ``callout`` (the default, also for a tenant without a ``recipients`` table): ask the
+    tenant's route (MAIL FROM:<> / RCPT TO) and cache the answer in rocksdict, positives for
+    ``positive_ttl`` seconds and negatives for ``negative_ttl``.
     ``static``: only ``addresses`` exist (``user@domain``, or ``@domain`` for a whole domain).
-    ``callout``: ask the tenant's route (MAIL FROM:<> / RCPT TO) and cache the answer in
-    rocksdict, positives for ``positive_ttl`` seconds and negatives for ``negative_ttl``.
+    ``none``: every address at the tenant's domains is accepted (an explicit opt-out: unknown
+    users are accepted and later bounce, and the DSN rule then withholds the bounce unless the
+    sender authenticated).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    mode: Literal["static", "callout"]
+    mode: Literal["callout", "static", "none"] = "callout"
     addresses: tuple[str, ...] = ()
     positive_ttl: float = Field(default=7 * 86400.0, gt=0)
     negative_ttl: float = Field(default=3600.0, gt=0)
@@ -206,8 +210,8 @@ class Tenant(BaseModel):
     domains: tuple[str, ...]
     route: Route
     policy: Policy = Policy()
-    # None: every address at the tenant's domains is accepted (no verification).
-    recipients: RecipientCheck | None = None
+    # No table: verified by callout to the tenant's route; ``mode = "none"`` opts out.
+    recipients: RecipientCheck = RecipientCheck()
     # None: always answer 250 once the message is durable; decisions come later.
     session_reject: SessionReject | None = None
 

@@ -15,6 +15,8 @@ import re
 
 __all__ = [
     "BUSY",
+    "CALLOUT_BROKEN",
+    "CALLOUT_UNREACHABLE",
     "OTHER_TENANT",
     "RECEIVER_FULL",
     "RELAY_DENIED",
@@ -39,7 +41,19 @@ TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 # The sender retries this recipient in its own transaction (RFC 5321 4.5.3.1.10).
 OTHER_TENANT = "452 4.5.3 Recipient of another customer: send it in a separate transaction"
 UNKNOWN_USER = "550 5.1.1 Recipient address rejected: user unknown"
+# A recipient callout that got no definite answer: never accepted (it could bounce later),
+# never refused for good (the user may exist). RFC 3463: 4.4.1 no answer from host, 4.4.2
+# bad connection, 4.4.3 directory server failure (the tenant's server, or DNS for its MX,
+# answered but could not say).
 UNVERIFIED = "451 4.4.3 Recipient address could not be verified now, try again later"
+CALLOUT_UNREACHABLE = (
+    "451 4.4.1 Recipient address could not be verified: no answer from the recipient's"
+    " mail server, try again later"
+)
+CALLOUT_BROKEN = (
+    "451 4.4.2 Recipient address could not be verified: the connection to the recipient's"
+    " mail server broke or timed out, try again later"
+)
 # Every body slot is taken (backpressure: a slow store or Kafka defers, never queues).
 BUSY = "451 4.3.2 System busy, try again later"
 # The bytes of all bodies in flight reached the receiver's budget (RFC 3463 4.3.1: system full).

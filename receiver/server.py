@@ -17,6 +17,7 @@ from mxgate.blobstore import open_store
 from mxgate.errors import ConfigError
 from mxgate.kafka import AsyncProducer
 from mxgate.process import run_until_signalled
+from mxgate.resolver import Resolver
 from mxgate.settings import Settings
 from mxgate.tenants import Tenants
 from receiver.decisions import DecisionWatcher
@@ -53,9 +54,13 @@ async def serve(
     producer = AsyncProducer(settings.kafka, message_timeout=rs.accept_timeout)
     metrics = ReceiverMetrics()
     verifier = None
-    if any(t.recipients is not None for t in tenants):
+    if any(t.recipients.mode != "none" for t in tenants):
         # One rocksdict per worker: RocksDB allows one writer process per directory.
-        verifier = RecipientVerifier(rs.recipient_cache / f"worker-{worker}", rs.hostname)
+        verifier = RecipientVerifier(
+            rs.recipient_cache / f"worker-{worker}",
+            rs.hostname,
+            resolver=Resolver(rs.dns_servers),  # cached: MX hosts of mx routes
+        )
     dnsbl = None
     if rs.dnsbl_zones:
         resolver = make_resolver(rs.dns_servers, rs.dnsbl_timeout)

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from support.dnsserver import DnsServer
 from support.pipeline import free_port
+from support.sink import SinkThread
 
 from mxgate import catalog
 from mxgate.errors import ConfigError
@@ -40,6 +41,7 @@ TENANTS = """
 [tenants.example]
 domains = ["example.test"]
 route = { host = "127.0.0.1", port = 1 }
+recipients = { mode = "none" }  # nothing at port 1 could verify a recipient
 [tenants.verified]
 domains = ["verified.test"]
 route = { host = "127.0.0.1", port = 1 }
@@ -50,9 +52,16 @@ recipients = { mode = "static", addresses = ["known@verified.test"] }
 class Receiver:
     """The receiver's ``serve`` on its own uvloop thread, on its own topics and store."""
 
-    def __init__(self, tmp: Path, bootstrap: str, metrics_port: int = 0, **receiver: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        bootstrap: str,
+        metrics_port: int = 0,
+        tenants_text: str = TENANTS,
+        **receiver: Any,
+    ) -> None:
         tenants = tmp / "tenants.toml"
-        tenants.write_text(TENANTS)
+        tenants.write_text(tenants_text)
         self.port = free_port()
         self.settings = Settings(
             tenants_file=tenants,
@@ -531,6 +540,50 @@ def test_unknown_recipient_gets_550_5_1_1(receiver) -> None:
     assert c.cmd("RCPT TO:<stranger@verified.test>").startswith("550 5.1.1")
     assert c.cmd("RCPT TO:<Known@verified.test>").startswith("250 2.1.5")
     c.close()
+
+
+def test_a_tenant_without_a_recipients_table_verifies_by_callout(receiver) -> None:
+    """The default: the receiver asks the tenant's own server (a real SMTP peer that knows its
+    users) and answers as it does, caching the answer; a tenant that opted out accepts anyone;
+    a tenant whose server cannot be reached gets 451 4.4.1, never 250 nor a 5xx."""
+    peer = SinkThread().start()
+    peer.handler.users = {"alice@callout.test"}
+    try:
+        r = receiver(
+            tenants_text=(
+                "[tenants.callout]\n"
+                'domains = ["callout.test"]\n'
+                f'route = {{ host = "127.0.0.1", port = {peer.port} }}\n'
+                "[tenants.open]\n"
+                'domains = ["open.test"]\n'
+                f'route = {{ host = "127.0.0.1", port = {peer.port} }}\n'
+                'recipients = { mode = "none" }\n'
+                "[tenants.down]\n"
+                'domains = ["down.test"]\n'
+                f'route = {{ host = "127.0.0.1", port = {free_port()} }}\n'
+            )
+        )
+        c = Client(r.port)
+        c.reply()
+        c.cmd("EHLO client.test")
+        c.cmd("MAIL FROM:<x@sender.test>")
+        assert c.cmd("RCPT TO:<bob@callout.test>").startswith("550 5.1.1")
+        assert c.cmd("RCPT TO:<Alice@callout.test>").startswith("250 2.1.5")
+        assert peer.handler.rcpts_asked == ["bob@callout.test", "alice@callout.test"]
+        assert c.cmd("RCPT TO:<bob@callout.test>").startswith("550 5.1.1")
+        assert len(peer.handler.rcpts_asked) == 2  # answered from the cache
+        assert c.cmd("RSET").startswith("250")
+        c.cmd("MAIL FROM:<x@sender.test>")
+        assert c.cmd("RCPT TO:<bob@open.test>").startswith("250 2.1.5")
+        assert len(peer.handler.rcpts_asked) == 2  # opted out: nobody is asked
+        assert c.cmd("RSET").startswith("250")
+        c.cmd("MAIL FROM:<x@sender.test>")
+        assert c.cmd("RCPT TO:<bob@down.test>").startswith("451 4.4.1 ")
+        assert c.cmd("QUIT").startswith("221")
+        c.close()
+        assert peer.messages == []  # a callout never sends a message
+    finally:
+        peer.stop()
 
 
 def test_limits_answer_with_their_codes(receiver) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from support import samples
+from support.factories import NO_VERIFICATION
 from support.pipeline import Pipeline, queued_id, received_ids
 
 from devstack.kafka import LocalKafka
@@ -18,7 +19,11 @@ def test_broker_down_answers_451(tmp_path: Path) -> None:
     broker = LocalKafka(tmp_path / "kafka", brokers=1)
     bootstrap = broker.start()
     p = Pipeline(
-        tmp_path, bootstrap, sink_port=1, extra_env={"MXGATE_RECEIVER__ACCEPT_TIMEOUT": "5"}
+        tmp_path,
+        bootstrap,
+        sink_port=1,
+        extra_env={"MXGATE_RECEIVER__ACCEPT_TIMEOUT": "5"},
+        recipients=NO_VERIFICATION,  # nothing at port 1 to verify recipients with
     )
     try:
         p.start("receiver")

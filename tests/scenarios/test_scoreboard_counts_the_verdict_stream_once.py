@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from support import samples
 from support.cli import MXGATE
+from support.factories import NO_VERIFICATION
 from support.pipeline import REPO, Pipeline, free_port, wait_for
 
 from mxgate import catalog
@@ -73,6 +74,7 @@ def test_scoreboard_counts_the_verdict_stream_exactly_once(kafka, tmp_path: Path
         tmp_path,
         kafka.bootstrap_servers,
         free_port(),  # nothing is delivered in this scenario
+        recipients=NO_VERIFICATION,  # nor verified: nothing listens on that port
         extra_env={
             "MXGATE_SCANNER__ENGINES": '["yara", "content"]',
             "MXGATE_SCANNER__SHADOW_ENGINES": '["clamav"]',

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from support import samples
+from support.factories import NO_VERIFICATION
 from support.pipeline import Pipeline, received_ids
 
 pytestmark = pytest.mark.integration
@@ -18,6 +19,7 @@ def test_size_is_advertised_and_enforced(kafka, tmp_path: Path) -> None:
         tmp_path,
         kafka.bootstrap_servers,
         sink_port=1,
+        recipients=NO_VERIFICATION,  # nothing at port 1 to verify recipients with
         extra_env={"MXGATE_RECEIVER__MAX_MESSAGE_SIZE": "20000"},
     )
     try:

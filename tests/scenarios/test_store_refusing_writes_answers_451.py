@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from support import samples
+from support.factories import NO_VERIFICATION
 from support.pipeline import Pipeline, received_ids
 
 pytestmark = pytest.mark.integration
@@ -19,6 +20,7 @@ def test_store_refusing_writes_answers_451(kafka, tmp_path: Path) -> None:
         tmp_path,
         kafka.bootstrap_servers,
         sink_port=1,
+        recipients=NO_VERIFICATION,  # nothing at port 1 to verify recipients with
         store_env={"MXGATE_STORE__PATH": str(blocker / "store")},
     )
     try:

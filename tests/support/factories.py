@@ -13,6 +13,11 @@ from typing import Any
 
 from mxgate.settings import KafkaSettings, Settings, StoreSettings
 
+# The ``recipients`` table of a tenant that opted out of verification at RCPT: for tests whose
+# route cannot answer a callout (nothing listens there, or the test stops it while mail
+# still arrives), which would otherwise get 451 4.4.1 at RCPT.
+NO_VERIFICATION = '{ mode = "none" }'
+
 
 def tenants_toml(
     example_port: int,
@@ -20,20 +25,26 @@ def tenants_toml(
     *,
     example_extra: str = "",
     policy_version: str | None = "test-1",
+    recipients: str | None = None,
 ) -> str:
     """The test tenants: ``example`` (example.test) and ``other`` (other.test), each routed to a
-    capture server on loopback. ``example_extra``: TOML lines added to ``example``'s table."""
+    capture server on loopback. ``example_extra``: TOML lines added to ``example``'s table.
+    ``recipients``: both tenants' ``recipients`` table (an inline TOML table such as
+    :data:`NO_VERIFICATION`); None leaves it out, so both verify by callout (the default)."""
     other = example_port if other_port is None else other_port
     policy = f'[tenants.example.policy]\nversion = "{policy_version}"\n' if policy_version else ""
+    check = f"recipients = {recipients}\n" if recipients is not None else ""
     return (
         "[tenants.example]\n"
         'domains = ["example.test"]\n'
         f'route = {{ host = "127.0.0.1", port = {example_port} }}\n'
+        f"{check}"
         f"{example_extra}\n"
         f"{policy}"
         "[tenants.other]\n"
         'domains = ["other.test"]\n'
         f'route = {{ host = "127.0.0.1", port = {other} }}\n'
+        f"{check}"
     )
 
 
@@ -55,7 +66,8 @@ def settings(folder: Path, bootstrap: str = "", **sections: Any) -> Settings:
     """
     tenants = folder / "tenants.toml"
     if not tenants.exists():
-        write_tenants(folder, tenants_toml(1))
+        # Port 1: nothing listens, so nothing can be verified there either.
+        write_tenants(folder, tenants_toml(1, recipients=NO_VERIFICATION))
     base: dict[str, Any] = {
         "tenants_file": tenants,
         "kafka": KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix()),

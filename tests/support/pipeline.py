@@ -62,12 +62,18 @@ class Pipeline:
         store_env: dict[str, str] | None = None,
         extra_env: dict[str, str] | None = None,
         tenant_extra: str = "",
+        recipients: str | None = None,
     ) -> None:
-        """``tenant_extra``: TOML lines added to the ``example`` tenant's table."""
+        """``tenant_extra``: TOML lines added to the ``example`` tenant's table.
+        ``recipients``: both tenants' ``recipients`` table (see
+        :func:`support.factories.tenants_toml`); by default the receiver verifies recipients
+        by callout to ``sink_port``, so a test whose sink is not there passes
+        ``factories.NO_VERIFICATION``."""
         self.workdir = workdir
         self.prefix = prefix()
         self.receiver_port = free_port()
-        tenants = write_tenants(workdir, tenants_toml(sink_port, example_extra=tenant_extra))
+        toml = tenants_toml(sink_port, example_extra=tenant_extra, recipients=recipients)
+        tenants = write_tenants(workdir, toml)
         self.env = {
             **os.environ,
             "MXGATE_TENANTS_FILE": str(tenants),

@@ -6,7 +6,8 @@ Fault modes make it answer like a troubled server: ``tempfail`` (451 to DATA), `
 ``close-mid-reply`` (accept the message, write ``250 2.0.0 qu`` with no CRLF and close),
 ``double-250`` (accept the message and answer DATA with two 250 lines in one write),
 ``late-double-250`` (accept the message, answer 250, and a moment later send a second,
-unsolicited 250 on the same connection).
+unsolicited 250 on the same connection). ``users`` (a set of lowercase addresses) makes it
+refuse every other recipient with 550 5.1.1 at RCPT, as a server that knows its users does.
 """
 
 from __future__ import annotations
@@ -48,6 +49,18 @@ class FaultyHandler(CaptureHandler):
         self.fault: Fault = "none"
         self.fault_count = 0  # how many transactions the fault applies to; 0 = forever
         self.late_replies = 0  # unsolicited 250s written by ``late-double-250``
+        self.users: set[str] | None = None  # None: every recipient exists
+        self.rcpts_asked: list[str] = []  # every RCPT address, callouts included
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        self.rcpts_asked.append(address)
+        if self.users is not None and address.lower() not in self.users:
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"  # aiosmtpd's own reply when a handler has no handle_RCPT
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str | bytes:
         fault = self.fault

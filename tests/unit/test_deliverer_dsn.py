@@ -122,16 +122,20 @@ def test_the_sender_is_authenticated_by_spf_pass_or_an_aligned_dkim_signature() 
 
 
 def _tenant(recipients: RecipientCheck | None) -> Tenant:
-    return Tenant(name="t", domains=("example.test",), route=Route(host="h"), recipients=recipients)
+    """A tenant with that ``recipients`` table (None: without one, the default)."""
+    table = {} if recipients is None else {"recipients": recipients}
+    return Tenant(name="t", domains=("example.test",), route=Route(host="h"), **table)
 
 
 def test_a_bounce_is_reported_only_for_a_verified_recipient_or_an_authenticated_sender() -> None:
     listed = _tenant(RecipientCheck(mode="static", addresses=("known@example.test", "@catch.test")))
     assert bounce_allowed("", listed, "Known@example.test")
     assert not bounce_allowed("", listed, "someone@catch.test")  # a catch-all verified nothing
-    assert not bounce_allowed("", _tenant(None), "known@example.test")
-    assert bounce_allowed("spf", _tenant(None), "known@example.test")
+    opted_out = _tenant(RecipientCheck(mode="none"))  # unknown users accepted at RCPT
+    assert not bounce_allowed("", opted_out, "known@example.test")
+    assert bounce_allowed("spf", opted_out, "known@example.test")
     assert bounce_allowed("", _tenant(RecipientCheck(mode="callout")), "x@example.test")
+    assert bounce_allowed("", _tenant(None), "x@example.test")  # no table: callout, verified
     lenient = RecipientCheck(mode="callout", on_error="accept")  # may accept unverified
     assert not bounce_allowed("", _tenant(lenient), "x@example.test")
     assert not bounce_allowed("", None, "x@example.test")

@@ -1,8 +1,9 @@
-"""Recipient verification: static lists, and SMTP callouts to a real tenant server with a
-rocksdict positive/negative cache."""
+"""Recipient verification: SMTP callouts to a real tenant server with a rocksdict
+positive/negative cache (the default), static lists, and the ``none`` opt-out."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,10 +11,18 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from support.dnsserver import DnsServer
 
-from mxgate.tenants import RecipientCheck, Route, Tenant
+from mxgate.resolver import Resolver
+from mxgate.tenants import Hop, RecipientCheck, Route, Tenant, Tenants
 from receiver.checks import accept
-from receiver.recipients import UNKNOWN_USER, UNVERIFIED, RecipientVerifier
+from receiver.recipients import (
+    CALLOUT_BROKEN,
+    CALLOUT_UNREACHABLE,
+    UNKNOWN_USER,
+    UNVERIFIED,
+    RecipientVerifier,
+)
 
 
 class Directory:
@@ -21,13 +30,29 @@ class Directory:
 
     def __init__(self, users: set[str]) -> None:
         self.users = users
+        self.senders: list[str] = []
         self.asked: list[str] = []
         self.tempfail = False
+        self.stall = False  # never answer RCPT
+        self.drop = False  # close the connection at RCPT
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list
+    ) -> str:
+        self.senders.append(address)
+        envelope.mail_from = address
+        return "250 2.1.0 ok"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list
     ) -> str:
         self.asked.append(address)
+        if self.stall:
+            await asyncio.sleep(3600)
+        if self.drop:
+            assert server.transport is not None
+            server.transport.abort()
+            return "421 4.3.0 gone"
         if self.tempfail:
             return "451 4.3.0 directory down"
         if address.lower() in self.users:
@@ -118,8 +143,6 @@ async def test_callout_answers_and_caches_both_ways(
 async def test_concurrent_checks_share_one_callout(
     tmp_path: Path, directory: tuple[Directory, int]
 ) -> None:
-    import asyncio
-
     d, port = directory
     t = tenant(port, RecipientCheck(mode="callout"))
     v = RecipientVerifier(tmp_path / "cache", "mx.test")
@@ -148,9 +171,122 @@ async def test_no_answer_defers_or_accepts_by_tenant_choice(
         assert (await v.check(strict, "alice@example.test")).accepted
         # A server that is not there at all.
         down = tenant(free_port(), RecipientCheck(mode="callout", timeout=2))
-        assert (await v.check(down, "carol@example.test")).reply == UNVERIFIED
+        assert (await v.check(down, "carol@example.test")).reply == CALLOUT_UNREACHABLE
     finally:
         v.close()
+
+
+def bare_tenant(route: Route) -> Tenant:
+    """A tenant as most are written: no ``recipients`` table."""
+    return Tenant(name="example", domains=("example.test",), route=route)
+
+
+async def test_without_a_table_a_tenant_verifies_by_callout_to_its_route(
+    tmp_path: Path, directory: tuple[Directory, int]
+) -> None:
+    d, port = directory
+    t = bare_tenant(Route(host="127.0.0.1", port=port))
+    assert t.recipients.mode == "callout"
+    assert (t.recipients.positive_ttl, t.recipients.negative_ttl) == (7 * 86400.0, 3600.0)
+    v = RecipientVerifier(tmp_path / "cache", "mx.test")
+    try:
+        assert (await v.check(t, "alice@example.test")).accepted
+        refused = await v.check(t, "bob@example.test")
+        assert refused.reply == UNKNOWN_USER and refused.reason == "unknown_user"
+        assert d.asked == ["alice@example.test", "bob@example.test"]
+        assert d.senders == ["", ""]  # MAIL FROM:<>: a callout can never bounce
+        assert (await v.check(t, "bob@example.test")).reply == UNKNOWN_USER
+        assert v.callouts == 2  # the negative answer was cached
+    finally:
+        v.close()
+
+
+async def test_mode_none_accepts_anyone_without_asking(
+    tmp_path: Path, directory: tuple[Directory, int]
+) -> None:
+    d, port = directory
+    loaded = Tenants.from_mapping(
+        {
+            "tenants": {
+                "example": {
+                    "domains": ["example.test"],
+                    "route": {"host": "127.0.0.1", "port": port},
+                    "recipients": {"mode": "none"},
+                }
+            }
+        }
+    )
+    t = loaded.by_name("example")
+    assert t is not None and t.recipients.mode == "none"
+    v = RecipientVerifier(tmp_path / "cache", "mx.test")
+    try:
+        assert (await v.check(t, "bob@example.test")) == accept("recipient")
+        assert d.asked == [] and v.callouts == 0
+    finally:
+        v.close()
+
+
+async def test_a_callout_that_cannot_reach_the_server_tempfails_with_the_reason(
+    tmp_path: Path, directory: tuple[Directory, int]
+) -> None:
+    d, port = directory
+    v = RecipientVerifier(tmp_path / "cache", "mx.test")
+    quick = RecipientCheck(timeout=1)
+    try:
+        nobody = tenant(free_port(), quick)  # connection refused
+        result = await v.check(nobody, "alice@example.test")
+        assert result.verdict == "tempfail" and result.reply == CALLOUT_UNREACHABLE
+        assert CALLOUT_UNREACHABLE.startswith("451 4.4.1 ")
+        d.tempfail = True  # the server answers 451 to RCPT
+        assert (await v.check(tenant(port, quick), "alice@example.test")).reply == UNVERIFIED
+        d.tempfail, d.drop = False, True  # the server drops the line at RCPT
+        assert (await v.check(tenant(port, quick), "alice@example.test")).reply == CALLOUT_BROKEN
+        assert CALLOUT_BROKEN.startswith("451 4.4.2 ")
+        d.drop, d.stall = False, True  # the server never answers RCPT
+        assert (await v.check(tenant(port, quick), "alice@example.test")).reply == CALLOUT_BROKEN
+        # None of it was cached: the next RCPT asks again, and gets the real answer.
+        d.stall = False
+        assert (await v.check(tenant(port, quick), "alice@example.test")).accepted
+    finally:
+        v.close()
+
+
+async def test_a_callout_follows_the_hops_in_priority_order(
+    tmp_path: Path, directory: tuple[Directory, int]
+) -> None:
+    d, port = directory
+    dead = free_port()
+    route = Route(
+        hops=(Hop(host="127.0.0.1", port=port, priority=20), Hop(host="127.0.0.1", port=dead))
+    )
+    v = RecipientVerifier(tmp_path / "cache", "mx.test")
+    try:
+        # The first hop (priority 10) refuses connections: the second one answers.
+        assert (await v.check(bare_tenant(route), "bob@example.test")).reply == UNKNOWN_USER
+        assert d.asked == ["bob@example.test"]
+    finally:
+        v.close()
+
+
+async def test_a_callout_to_an_mx_route_asks_the_mx_hosts(
+    tmp_path: Path, directory: tuple[Directory, int]
+) -> None:
+    d, port = directory
+    records = {"corp.test": {"MX": ["10 localhost."]}}
+    with DnsServer(records, zones=["corp.test"]) as dns:
+        resolver = Resolver([dns.address])
+        v = RecipientVerifier(tmp_path / "cache", "mx.test", resolver=resolver)
+        try:
+            t = bare_tenant(Route(mx="corp.test", port=port))
+            assert (await v.check(t, "alice@example.test")).accepted
+            assert (await v.check(t, "bob@example.test")).reply == UNKNOWN_USER
+            assert d.asked == ["alice@example.test", "bob@example.test"]
+            # DNS that does not answer: 451 4.4.3, never an accept or a 5xx.
+            dns.fault = "servfail"
+            failing = bare_tenant(Route(mx="other.corp.test", port=port))
+            assert (await v.check(failing, "carol@example.test")).reply == UNVERIFIED
+        finally:
+            v.close()
 
 
 def test_static_check_validates_entries() -> None:
