@@ -11,12 +11,18 @@ carries two events:
   (state, versions, recent error rate, p50/p99), published every ``scanner.control_refresh``
   seconds; ``mxgate engines`` reads them back.
 
-Switches are signed when ``kafka.control_key`` is set: an HMAC-SHA-256 over the record's key
-and value bytes (the encoded Avro event, which is its canonical content) in the record header
-``mxgate-hmac``. A reader with a key applies only a switch whose signature checks, and a
-scanner's own status records can never switch an engine: an ``EngineControlled`` counts only
-under its own ``engine/<name>`` key, an ``EngineStatus`` only under a ``status/`` key. Anything
-else is ignored, logged and counted (``mxgate_control_rejected``).
+Switches are signed when ``kafka.control_key`` is set: an HMAC-SHA-256 over the signing key's
+id, the record's key and its value bytes (the encoded Avro event, which is its canonical
+content) in the record header ``mxgate-hmac``, the id (``kafka.control_key_id``) in the header
+``mxgate-key-id``. The headers carry them so the Avro event needs no new schema version. A
+reader with a key applies only a switch whose signature checks with the key its id names: the
+current key or one of ``kafka.control_keys_previous`` (rotation: old switches still count until
+their key is removed). A switch signed before key ids existed (a signature, no id header; the
+MAC over key and value only) is checked against every accepted key. A scanner's own status
+records can never switch an engine: an ``EngineControlled`` counts only under its own
+``engine/<name>`` key, an ``EngineStatus`` only under a ``status/`` key. Anything else is
+ignored, logged and counted (``mxgate_control_rejected``): ``unsigned``, ``unknown_key``,
+``bad_signature``, ``wrong_key``. Keys are never logged; ids are.
 
 The consumer uses no group: it assigns the partition from the beginning, so every scanner sees
 every record and none commits offsets.
@@ -45,37 +51,64 @@ from mxgate.timeutil import utcnow
 log = structlog.get_logger("mxgate.enginecontrol")
 
 SIGNATURE_HEADER = "mxgate-hmac"
+KEY_ID_HEADER = "mxgate-key-id"
 
 CONTROL_REJECTED = Counter(
     "mxgate_control_rejected",
-    "Control-topic records ignored, by why (unsigned, bad_signature, wrong_key).",
+    "Control-topic records ignored, by why (unsigned, unknown_key, bad_signature, wrong_key).",
     ["why"],
 )
 
 __all__ = [
+    "KEY_ID_HEADER",
     "SIGNATURE_HEADER",
     "ControlView",
     "ControlWatcher",
+    "accepted_keys",
     "publish_control",
     "publish_status",
     "read_control",
     "sign",
+    "signed_headers",
 ]
 
 Headers = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None
 
 
-def sign(control_key: str, key: bytes, value: bytes) -> str:
-    """The hex HMAC-SHA-256 of one control record: its key, a NUL, its value bytes."""
-    return hmac.new(control_key.encode(), key + b"\0" + value, hashlib.sha256).hexdigest()
+def sign(control_key: str, key: bytes, value: bytes, key_id: str = "") -> str:
+    """The hex HMAC-SHA-256 of one control record: the signing key's id and a NUL (when it has
+    one; ids never hold a NUL), its key, a NUL, its value bytes. Binding the id means a record
+    cannot be passed off as signed by another key, or as one from before key ids."""
+    prefix = key_id.encode() + b"\0" if key_id else b""
+    return hmac.new(control_key.encode(), prefix + key + b"\0" + value, hashlib.sha256).hexdigest()
 
 
-def _signature(headers: Headers) -> str | None:
+def signed_headers(
+    control_key: str, key_id: str, key: bytes, value: bytes
+) -> list[tuple[str, str | bytes | None]]:
+    """The headers of a record signed with ``control_key`` (known by ``key_id``)."""
+    mac = sign(control_key, key, value, key_id)
+    return [(SIGNATURE_HEADER, mac.encode()), (KEY_ID_HEADER, key_id.encode())]
+
+
+def _header(headers: Headers, wanted: str) -> str | None:
     pairs = headers.items() if isinstance(headers, dict) else headers or []
     for name, v in pairs:
-        if name == SIGNATURE_HEADER and v is not None:
+        if name == wanted and v is not None:
             return v.decode("ascii", "replace") if isinstance(v, bytes) else v
     return None
+
+
+def accepted_keys(settings: KafkaSettings) -> dict[str, str]:
+    """Key id -> key of every key a verifier accepts: the current one first, then the
+    previous ones (empty when switches are not signed)."""
+    current = settings.control_key.get_secret_value()
+    if not current:
+        return {}
+    previous = settings.control_keys_previous
+    return {settings.control_key_id: current} | {
+        kid: k.get_secret_value() for kid, k in previous.items()
+    }
 
 
 def topic_name(settings: KafkaSettings) -> str:
@@ -90,9 +123,21 @@ class ControlView:
     switches: dict[str, schemas.EngineControlled] = field(default_factory=dict)
     statuses: dict[tuple[str, str], schemas.EngineStatus] = field(default_factory=dict)
     control_key: str = ""
-    """With a key, only switches signed with it count."""
+    """With a key, only signed switches count: signed with it (under ``key_id``) or with one
+    of ``previous_keys``."""
+    key_id: str = "1"
+    previous_keys: dict[str, str] = field(default_factory=dict)
+    """Earlier keys by id that still verify (rotation)."""
     rejected: int = 0
-    """Records ignored as unsigned, badly signed or under the wrong key."""
+    """Records ignored as unsigned, signed with an unknown key, badly signed or under the
+    wrong key."""
+
+    @classmethod
+    def from_settings(cls, settings: KafkaSettings) -> ControlView:
+        """An empty view that verifies with the keys of ``settings``."""
+        keys = accepted_keys(settings)
+        current = keys.pop(settings.control_key_id, "")
+        return cls(control_key=current, key_id=settings.control_key_id, previous_keys=keys)
 
     def apply(self, value: bytes | None, key: bytes | None, headers: Headers = None) -> None:
         """Fold one record in; undecodable records and tombstones of unknown keys are ignored,
@@ -121,19 +166,32 @@ class ControlView:
     def _authentic(self, k: str, key: bytes, value: bytes, headers: Headers) -> bool:
         if not self.control_key:
             return True
-        got = _signature(headers)
+        got = _header(headers, SIGNATURE_HEADER)
         if got is None:
             self._reject("unsigned", k)
             return False
-        if not hmac.compare_digest(got, sign(self.control_key, key, value)):
+        keys = {self.key_id: self.control_key} | self.previous_keys
+        kid = _header(headers, KEY_ID_HEADER)
+        if kid is None:  # signed before key ids: any accepted key may have made it
+            if any(hmac.compare_digest(got, sign(c, key, value)) for c in keys.values()):
+                return True
             self._reject("bad_signature", k)
+            return False
+        secret = keys.get(kid)
+        if secret is None:
+            self._reject("unknown_key", k, key_id=kid)
+            return False
+        if not hmac.compare_digest(got, sign(secret, key, value, kid)):
+            self._reject("bad_signature", k, key_id=kid)
             return False
         return True
 
-    def _reject(self, why: str, k: str, engine: str = "") -> None:
+    def _reject(self, why: str, k: str, engine: str = "", key_id: str = "") -> None:
         self.rejected += 1
         CONTROL_REJECTED.labels(why).inc()
-        log.warning("control record ignored", why=why, key=k, engine=engine or k[7:])
+        log.warning(
+            "control record ignored", why=why, key=k, engine=engine or k[7:], key_id=key_id[:64]
+        )
 
     def disabled_reason(self, engine: str) -> str | None:
         """The reason ``engine`` is switched off, or None when it is on."""
@@ -166,9 +224,9 @@ def publish_control(
     key = f"engine/{engine}".encode()
     value = schemas.encode_event(switch)
     control_key = settings.control_key.get_secret_value()
-    headers: list[tuple[str, str | bytes | None]] = (
-        [(SIGNATURE_HEADER, sign(control_key, key, value).encode())] if control_key else []
-    )
+    headers = []
+    if control_key:
+        headers = signed_headers(control_key, settings.control_key_id, key, value)
     p = _producer(settings)
     errors: list[str] = []
     p.produce(
@@ -230,7 +288,7 @@ def read_control(settings: KafkaSettings, timeout: float = 15.0) -> ControlView:
     """Read the control topic from its beginning to its current end."""
     import time
 
-    view = ControlView(control_key=settings.control_key.get_secret_value())
+    view = ControlView.from_settings(settings)
     c = _consumer(settings)
     try:
         _low, high = c.get_watermark_offsets(
@@ -261,7 +319,7 @@ class ControlWatcher:
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._settings = settings
-        self._view = ControlView(control_key=settings.control_key.get_secret_value())
+        self._view = ControlView.from_settings(settings)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -274,6 +332,9 @@ class ControlWatcher:
                 "no kafka.control_key set: engine switches are not authenticated; anyone who "
                 "can produce to the control topic can switch engines off"
             )
+        else:  # the ids only: keys are never logged
+            ids = [self._view.key_id, *self._view.previous_keys]
+            log.info("engine switches are verified", key_ids=ids)
         self._thread = threading.Thread(target=self._run, name="control-watcher", daemon=True)
         self._thread.start()
         return self

@@ -8,12 +8,15 @@ reads the environment. The README's settings reference lists them all.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class KafkaSettings(BaseModel):
@@ -87,6 +90,18 @@ class KafkaSettings(BaseModel):
         description="HMAC-SHA-256 key signing engine switches on the control topic; scanners "
         "with a key ignore unsigned or badly signed switches (empty: unsigned, with a warning).",
     )
+    control_key_id: str = Field(
+        default="1",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Id of control_key, sent with every signed switch (header mxgate-key-id) so "
+        "verifiers know which key to check it with; a new key gets a new id.",
+    )
+    control_keys_previous: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Earlier control keys by id, as JSON ({"1": "old key"}): switches signed '
+        "with them still count while they are listed (rotation); a switch under an id neither "
+        "here nor control_key_id is ignored and counted (never logged or shown).",
+    )
 
     @model_validator(mode="after")
     def _security(self) -> KafkaSettings:
@@ -101,6 +116,15 @@ class KafkaSettings(BaseModel):
                 raise ValueError(f"{key}: no such file {path}")
         if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
             raise ValueError("ssl_certificate_location and ssl_key_location go together (mTLS)")
+        for kid, secret in self.control_keys_previous.items():
+            if not _KEY_ID.fullmatch(kid):
+                raise ValueError(f"control_keys_previous: bad key id {kid!r} (A-Z a-z 0-9 . _ -)")
+            if kid == self.control_key_id:
+                raise ValueError(f"control_keys_previous: {kid!r} is control_key_id's own id")
+            if not secret.get_secret_value():
+                raise ValueError(f"control_keys_previous: key {kid!r} is empty")
+        if self.control_keys_previous and not self.control_key.get_secret_value():
+            raise ValueError("control_keys_previous needs control_key (the current key)")
         return self
 
 

@@ -7,11 +7,12 @@ import json
 import time
 import uuid
 
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from cli.main import app
 from mxgate import catalog
-from mxgate.enginecontrol import ControlWatcher, publish_status, read_control
+from mxgate.enginecontrol import ControlWatcher, publish_control, publish_status, read_control
 from mxgate.kafka import create_topics, producer_config
 from mxgate.settings import KafkaSettings
 from scanner.engines.common import Finding, Kind, ParsedMessage
@@ -102,3 +103,29 @@ async def test_disable_and_enable_through_the_cli_reach_the_runner(kafka, monkey
 def test_disable_needs_a_reason(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     r = CliRunner().invoke(app, ["engines", "disable", "clamav", "--reason", "  "])
     assert r.exit_code == 2 and "reason" in r.output
+
+
+def test_a_rotated_key_verifies_old_switches_until_it_is_removed(kafka) -> None:  # type: ignore[no-untyped-def]
+    """The README's rotation steps on a real topic: a switch signed with the old key counts
+    while that key is listed as previous, not once it is removed; re-signing it with the new
+    key (step 3) keeps it in force."""
+    where = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "topic_prefix": f"t{uuid.uuid4().hex[:10]}.",
+    }
+    before = KafkaSettings(**where, control_key=SecretStr("k1"), control_key_id="2026-11")
+    create_topics(before, [catalog.CONTROL])
+    publish_control(before, "clamav", False, reason="signed with k1")
+    rotated = KafkaSettings(
+        **where,
+        control_key=SecretStr("k2"),
+        control_key_id="2026-12",
+        control_keys_previous={"2026-11": SecretStr("k1")},
+    )
+    assert read_control(rotated).disabled_reason("clamav") == "signed with k1"
+    removed = KafkaSettings(**where, control_key=SecretStr("k2"), control_key_id="2026-12")
+    view = read_control(removed)
+    assert view.disabled_reason("clamav") is None and view.rejected == 1
+    publish_control(rotated, "clamav", False, reason="re-signed with k2")
+    view = read_control(removed)
+    assert view.disabled_reason("clamav") == "re-signed with k2" and view.rejected == 1
