@@ -191,12 +191,16 @@ class RecipientVerifier:
                 await client.ehlo()
                 if route.tls != "opportunistic" or client.supports_extension("starttls"):
                     await client.starttls()
-                await client.mail("")
-                try:
-                    await client.rcpt(addr)
-                    exists: Outcome = True
-                except aiosmtplib.SMTPRecipientRefused as e:
-                    exists = False if 500 <= e.code < 600 else UNVERIFIED
+                    await client.ehlo()  # the extensions again, over TLS
+                utf8 = not addr.isascii()
+                if utf8 and not client.supports_extension("smtputf8"):
+                    return UNVERIFIED  # it could not take this recipient's mail either
+                await client.mail("", options=["SMTPUTF8"] if utf8 else [])
+                # The address as the client gave it (aiosmtplib's quoting would re-parse it).
+                reply = await client.execute_command(b"RCPT", b"TO:<%s>" % addr.encode())
+                exists: Outcome = (
+                    True if reply.code < 300 else False if reply.code >= 500 else UNVERIFIED
+                )
                 try:
                     await client.quit()
                 except aiosmtplib.SMTPException:

@@ -247,6 +247,10 @@ async def test_a_callout_that_cannot_reach_the_server_tempfails_with_the_reason(
         # None of it was cached: the next RCPT asks again, and gets the real answer.
         d.stall = False
         assert (await v.check(tenant(port, quick), "alice@example.test")).accepted
+        # A UTF-8 address at a server without SMTPUTF8 cannot be asked (nor delivered).
+        asked = len(d.asked)
+        assert (await v.check(tenant(port, quick), "jörg@example.test")).reply == UNVERIFIED
+        assert len(d.asked) == asked
     finally:
         v.close()
 
