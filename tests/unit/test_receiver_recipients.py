@@ -194,7 +194,7 @@ async def test_without_a_table_a_tenant_verifies_by_callout_to_its_route(
         refused = await v.check(t, "bob@example.test")
         assert refused.reply == UNKNOWN_USER and refused.reason == "unknown_user"
         assert d.asked == ["alice@example.test", "bob@example.test"]
-        assert d.senders == ["", ""]  # MAIL FROM:<>: a callout can never bounce
+        assert d.senders == ["<>", "<>"]  # MAIL FROM:<> (as aiosmtpd records it): no bounce
         assert (await v.check(t, "bob@example.test")).reply == UNKNOWN_USER
         assert v.callouts == 2  # the negative answer was cached
     finally:
@@ -247,12 +247,32 @@ async def test_a_callout_that_cannot_reach_the_server_tempfails_with_the_reason(
         # None of it was cached: the next RCPT asks again, and gets the real answer.
         d.stall = False
         assert (await v.check(tenant(port, quick), "alice@example.test")).accepted
-        # A UTF-8 address at a server without SMTPUTF8 cannot be asked (nor delivered).
-        asked = len(d.asked)
-        assert (await v.check(tenant(port, quick), "jörg@example.test")).reply == UNVERIFIED
-        assert len(d.asked) == asked
+        # A UTF-8 address is asked with SMTPUTF8, as it would be delivered.
+        d.users.add("jörg@example.test")
+        assert (await v.check(tenant(port, quick), "Jörg@example.test")).accepted
+        assert d.asked[-1] == "jörg@example.test"
     finally:
         v.close()
+
+
+async def test_a_utf8_address_at_a_server_without_smtputf8_tempfails(tmp_path: Path) -> None:
+    d = Directory({"jörg@example.test"})
+    port = free_port()
+    ctl = Controller(d, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
+    ctl.start()
+    v = RecipientVerifier(tmp_path / "cache", "mx.test")
+    try:
+        # It could not take this recipient's mail either; nothing is asked, nothing cached.
+        assert (await v.check(tenant(port, RecipientCheck()), "jörg@example.test")).reply == (
+            UNVERIFIED
+        )
+        assert d.asked == []
+        assert (await v.check(tenant(port, RecipientCheck()), "jorg@example.test")).reply == (
+            UNKNOWN_USER
+        )
+    finally:
+        v.close()
+        ctl.stop()
 
 
 async def test_a_callout_follows_the_hops_in_priority_order(
