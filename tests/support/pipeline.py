@@ -88,6 +88,9 @@ class Pipeline:
             "MXGATE_RECEIVER__PORT": str(self.receiver_port),
             "MXGATE_STORE__PATH": str(workdir / "store"),
             "MXGATE_DELIVERER__STATE_PATH": str(workdir / "deliverer"),
+            # The test's own callout cache: a shared one would carry answers between tests
+            # (and RocksDB lets one process at a time open it).
+            "MXGATE_RECEIVER__RECIPIENT_CACHE": str(workdir / "recipients"),
             "MXGATE_DELIVERER__RETRY_SCHEDULE": "[1, 2, 4]",
             "MXGATE_DELIVERER__CONNECT_TIMEOUT": "5",
             "MXGATE_DELIVERER__COMMAND_TIMEOUT": "10",
