@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from support.dnsserver import DnsServer
+from support.tlsca import TestCA
 
 from mxgate.resolver import Resolver
 from mxgate.tenants import Hop, RecipientCheck, Route, Tenant, Tenants
@@ -31,6 +32,7 @@ class Directory:
     def __init__(self, users: set[str]) -> None:
         self.users = users
         self.senders: list[str] = []
+        self.over_tls: list[bool] = []  # per RCPT: did it arrive over STARTTLS?
         self.asked: list[str] = []
         self.tempfail = False
         self.stall = False  # never answer RCPT
@@ -47,6 +49,7 @@ class Directory:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list
     ) -> str:
         self.asked.append(address)
+        self.over_tls.append(session.ssl is not None)
         if self.stall:
             await asyncio.sleep(3600)
         if self.drop:
@@ -316,3 +319,40 @@ async def test_a_callout_to_an_mx_route_asks_the_mx_hosts(
 def test_static_check_validates_entries() -> None:
     with pytest.raises(ValueError, match="not user@domain"):
         RecipientCheck(mode="static", addresses=("alice",))
+
+
+async def test_a_route_that_requires_tls_is_never_asked_in_clear(
+    tmp_path: Path, directory: tuple[Directory, int]
+) -> None:
+    d, port = directory  # offers no STARTTLS
+    v = RecipientVerifier(tmp_path / "cache", "mx.test")
+    try:
+        t = bare_tenant(Route(host="127.0.0.1", port=port, tls="required"))
+        assert (await v.check(t, "alice@example.test")).reply == UNVERIFIED
+        assert d.asked == []  # the recipient was not named over a clear channel
+    finally:
+        v.close()
+
+
+async def test_a_callout_uses_starttls_as_the_route_says(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    d = Directory({"alice@example.test"})
+    port = free_port()
+    ctl = Controller(d, hostname="127.0.0.1", port=port, tls_context=ca.server_context("127.0.0.1"))
+    ctl.start()
+    v = RecipientVerifier(tmp_path / "cache", "mx.test")
+    try:
+        # Opportunistic (the default): STARTTLS when offered, any certificate.
+        assert (await v.check(tenant(port, RecipientCheck()), "alice@example.test")).accepted
+        verified = Route(host="127.0.0.1", port=port, tls="verified", tls_ca_file=ca.ca_file)
+        assert (await v.check(bare_tenant(verified), "bob@example.test")).reply == UNKNOWN_USER
+        assert d.over_tls == [True, True]
+        # A certificate that does not chain to the route's CA: no answer, so a 451.
+        other = TestCA(tmp_path / "other")
+        wrong = Route(host="127.0.0.1", port=port, tls="verified", tls_ca_file=other.ca_file)
+        result = await v.check(bare_tenant(wrong), "carol@example.test")
+        assert result.verdict == "tempfail" and result.reply.startswith("451 4.4.")
+        assert d.asked == ["alice@example.test", "bob@example.test"]
+    finally:
+        v.close()
+        ctl.stop()
