@@ -351,7 +351,7 @@ async def test_a_callout_uses_starttls_as_the_route_says(tmp_path: Path) -> None
         other = TestCA(tmp_path / "other")
         wrong = Route(host="127.0.0.1", port=port, tls="verified", tls_ca_file=other.ca_file)
         result = await v.check(bare_tenant(wrong), "carol@example.test")
-        assert result.verdict == "tempfail" and result.reply.startswith("451 4.4.")
+        assert result.reply == UNVERIFIED  # it answered, but could not be trusted to say
         assert d.asked == ["alice@example.test", "bob@example.test"]
     finally:
         v.close()
