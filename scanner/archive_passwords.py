@@ -72,11 +72,14 @@ _CUE = (
 )
 # Cue, an optional "(case sensitive)" aside, then a separator: strong (":", "is", "は", ...;
 # the value may be on the next line) or weak (blanks only).
+# Every run of blanks is matched possessively (``*+``) and the weak separator is only a look
+# back at a blank: overlapping quantifiers would make "pw" and 30,000 blanks cost seconds.
 _CUE_VALUE = re.compile(
     _CUE
-    + rf"{_BLANK}*(?:\([^()\r\n]{{0,40}}\){_BLANK}*)?"
-    + rf"(?:(?P<strong>{_SEP}\s*|(?:is|ist|lautet|est|es|é|er|jest|är|on|è)(?=[\s{_COLONS}])"
-    + rf"{_BLANK}*[{_COLONS}]?{_BLANK}*|(?:は|是|为|為|는|은){_BLANK}*)|(?P<weak>{_BLANK}+))"
+    + rf"{_BLANK}*+(?:\([^()\r\n]{{0,40}}\){_BLANK}*+)?"
+    + rf"(?:(?P<strong>{_SEP}\s*+|(?:is|ist|lautet|est|es|é|er|jest|är|on|è)(?=[\s{_COLONS}])"
+    + rf"{_BLANK}*+[{_COLONS}]?{_BLANK}*+|(?:は|是|为|為|는|은){_BLANK}*+)"
+    + rf"|(?P<weak>(?<={_BLANK})))"
     + rf"(?P<value>{_QUOTED_VALUE}|[^\s]{{1,64}})",
     re.IGNORECASE,
 )
@@ -84,10 +87,13 @@ _TRAILING = ".,;:!?)]}>。、」』\"'\uff0c\uff0e\uff01\uff1f\uff09"  # fullwid
 _LEADING = "([{<\"'"
 _ASCII_START = re.compile(r"[!-~]+")
 # HTML: the text a reader sees. Block ends become line breaks so that a value in a table cell
-# does not run into the next one; the rest of the markup goes.
-_HTML_DROP = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_HTML_BREAK = re.compile(r"<(?:br|/p|/div|/td|/th|/tr|/li|/h[1-6])\b[^>]*>", re.IGNORECASE)
-_HTML_TAG = re.compile(r"<[^>]*>")
+# does not run into the next one; the rest of the markup goes. A tag is at most 2,000
+# characters without another "<" inside: "<" repeated (or an unclosed "<script") must not make
+# every start scan to the end of the text.
+_TAG_BODY = r"[^<>]{0,2000}"
+_HTML_HIDDEN = re.compile(rf"<(script|style)\b{_TAG_BODY}>", re.IGNORECASE)
+_HTML_BREAK = re.compile(rf"<(?:br|/p|/div|/td|/th|/tr|/li|/h[1-6])\b{_TAG_BODY}>", re.IGNORECASE)
+_HTML_TAG = re.compile(rf"<{_TAG_BODY}>")
 
 # How much of each body is searched: cue values sit near the top, and the work stays bounded.
 _MAX_TEXT_CHARS = 64 * 1024
@@ -124,10 +130,25 @@ def body_text(body: BodyText) -> str:
         text = data.decode("cp1252", "replace")
     text = text[:_MAX_TEXT_CHARS]
     if body.content_type.lower() == "text/html":
-        text = _HTML_DROP.sub(" ", text)
+        text = _without_hidden(text)
         text = _HTML_BREAK.sub("\n", text)
         text = html.unescape(_HTML_TAG.sub("", text))
     return text
+
+
+def _without_hidden(text: str) -> str:
+    """``text`` without the contents of its <script> and <style> elements (one pass)."""
+    lower = text.lower()
+    out: list[str] = []
+    pos = 0
+    for m in _HTML_HIDDEN.finditer(text):
+        if m.start() < pos:
+            continue  # inside an element already dropped
+        out.append(text[pos : m.start()])
+        end = lower.find("</" + m.group(1).lower(), m.end())
+        pos = len(text) if end < 0 else end  # its closing tag goes with the other tags
+    out.append(text[pos:])
+    return " ".join(out)
 
 
 def candidates(subject: str, bodies: Iterable[BodyText], limit: int = 20) -> tuple[str, ...]:

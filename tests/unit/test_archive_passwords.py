@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import itertools
 import zlib
 from email.message import EmailMessage
 from typing import Any
@@ -109,6 +110,19 @@ def test_non_text_parts_are_skipped_and_the_candidates_capped() -> None:
     assert "pdfword" not in found
     assert len(found) == 20
     assert len(candidates("", many, limit=5)) == 5
+
+
+def test_hostile_text_does_not_hide_the_cue_after_it() -> None:
+    # Inputs that made overlapping quantifiers (blanks after a cue, "<" runs, unclosed
+    # <script>) scan to the end from every start: ~19 s and ~2.6 s before they were bounded.
+    blanks = "pw" + " " * 30000 + "\r\nPassword: real1\r\n"
+    assert candidates("", [_plain(blanks)])[0] == "real1"
+    markup = "<" * 30000 + "<script>" * 3000 + "</script>Password: real2"
+    assert candidates("", [BodyText("text/html", "utf-8", markup.encode())])[0] == "real2"
+    unclosed = "<script>" * 3000 + "Password: hidden"  # a browser shows none of it either
+    assert "hidden" not in candidates("", [BodyText("text/html", "utf-8", unclosed.encode())])
+    closed = "<" * 30000 + "<script>x</script>" * 1000 + "<p>Password: real3</p>"
+    assert candidates("", [BodyText("text/html", "utf-8", closed.encode())])[0] == "real3"
 
 
 def test_trials_are_counted_and_a_working_password_goes_first() -> None:
@@ -293,6 +307,23 @@ def test_many_candidates_and_many_encrypted_members_stay_within_the_trial_cap(
     limits = UnpackLimits(max_password_trials=7)
     parse(_message(words, "a.zip", data), message_id="m", tenant="t", limits=limits)
     assert len(opens) == 7
+
+
+def test_trials_stop_when_the_parse_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = zipcrypto_zip({f"m{i}.exe": b"MZ%d" % i for i in range(300)}, "unguessable-9")
+    words = "\r\n".join(f"Password: guess{i}" for i in range(20))
+    opens = _count_zip_opens(monkeypatch)
+    ticks = itertools.count()  # every deadline check is one second later
+    msg = parse(
+        _message(words, "a.zip", data),
+        message_id="m",
+        tenant="t",
+        limits=UnpackLimits(max_seconds=40.0),
+        clock=lambda: float(next(ticks)),
+    )
+    assert "budget:time" in msg.defects
+    assert 0 < len(opens) < 40
+    assert _decide(msg)[0] == "quarantine"
 
 
 def _count_7z_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
