@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -19,9 +18,6 @@ from cli.common import JsonOpt, echo_json, fail, load_settings
 from devstack import runtime
 from mxgate import catalog
 from mxgate.errors import ConfigError
-
-# Engines `mxgate up` enables unless MXGATE_SCANNER__ENGINES says otherwise.
-UP_ENGINES = ["yara", "content", "clamav", "attachments", "office"]
 
 
 class Role(StrEnum):
@@ -106,8 +102,6 @@ def up(
     env.setdefault("MXGATE_STORE__PATH", str(workdir / "store"))
     env.setdefault("MXGATE_DELIVERER__STATE_PATH", str(workdir / "deliverer"))
     env.setdefault("MXGATE_LOG_JSON", "false")
-    # The local gateway shows the whole antivirus set; a role run alone keeps its own default.
-    env.setdefault("MXGATE_SCANNER__ENGINES", json.dumps(UP_ENGINES))
     clamd = None
     kafka = None
     procs: list[subprocess.Popen[bytes]] = []

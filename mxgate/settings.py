@@ -267,6 +267,26 @@ class ReceiverSettings(BaseModel):
         return self
 
 
+DEFAULT_ENGINES: tuple[str, ...] = (
+    # antivirus and attachment policy
+    "clamav",
+    "yara",
+    "attachments",
+    "office",
+    # antispam, in-process (bayes abstains until `mxgate train` has taught it)
+    "content",
+    "heuristics",
+    "bayes",
+    # sender authentication
+    "spf",
+    "dkim",
+    "dmarc",
+    "arc",
+)
+"""What ``scanner.engines`` enables unless set: every engine that needs no extra service
+besides clamd (spamd, rspamd, DNSBL, reputation and the sandbox are opted into)."""
+
+
 class AuthSettings(BaseModel):
     """Sender authentication (SPF, DKIM, DMARC, ARC), the scanner's DNS, and BATV."""
 
@@ -363,7 +383,10 @@ class ScannerSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     engines: tuple[str, ...] = Field(
-        default=("yara", "content"), description="Enabled engines, in report order."
+        default=DEFAULT_ENGINES,
+        description="Enabled engines, in report order. The default is the protection a gateway "
+        "runs out of the box: antivirus, in-process antispam and sender authentication "
+        "(clamav needs scanner.clamav_socket; `mxgate up` starts a clamd).",
     )
     engine_timeout: float = Field(default=20.0, gt=0, description="Seconds per engine per message.")
     batch_size: int = Field(default=50, ge=1, description="Messages per Kafka transaction.")

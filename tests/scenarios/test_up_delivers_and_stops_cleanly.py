@@ -66,6 +66,10 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
         box = workdir / "mailbox" / "newcomer@example.test"
         files = wait_for(lambda: list(box.glob("*.eml")), 120, "the message in the mailbox")
         data = files[0].read_bytes()
+        # The default protection ran: sender authentication (its header) beside antivirus.
+        head = data.split(b"\r\n\r\n")[0]
+        for result in (b"spf=none", b"dkim=none", b"dmarc=none", b"arc=none"):
+            assert result in head, head.decode(errors="replace")
         assert b"X-MXGate: action=deliver" in data
         assert data.endswith(samples.clean_message(7))
         assert (workdir / "tls" / "cert.pem").exists() and (workdir / "tls" / "key.pem").exists()
