@@ -491,6 +491,14 @@ class ScannerSettings(BaseModel):
     sandbox_poll_interval: float = Field(
         default=5.0, gt=0, description="Seconds between sandbox task status polls."
     )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the scanner's Prometheus /metrics (dead letters, unknown schemas, "
+        "batch failures, rejected control records); 0 disables.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics port.")
 
     @model_validator(mode="after")
     def _sandbox_budget(self) -> ScannerSettings:
@@ -594,6 +602,14 @@ class DelivererSettings(BaseModel):
         description="Keep fetched MTA-STS policies in rocksdict under state_path (survive "
         "restarts).",
     )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the deliverer's Prometheus /metrics (dead letters, withheld DSNs, "
+        "MTA-STS findings, batch failures); 0 disables.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics port.")
 
 
 class OpsSettings(BaseModel):
@@ -639,7 +655,13 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="debug | info | warning | error.")
     log_json: bool = Field(default=True, description="JSON log lines (false: console format).")
-    metrics_port: int = Field(default=0, description="Prometheus port; 0 disables.")
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the receiver's Prometheus /metrics (worker i: this + i); "
+        "0 disables. Scanner and deliverer: scanner.metrics_port, deliverer.metrics_port.",
+    )
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()
     receiver: ReceiverSettings = ReceiverSettings()
