@@ -50,6 +50,14 @@ EnginesOpt = Annotated[
 ]
 
 
+def _antispam(configured: tuple[str, ...]) -> list[str]:
+    """The antispam engines among ``configured`` (the scanner's enabled set): only they give
+    spam verdicts, and the others may need services (clamd) that judging spam does not."""
+    from scanner.engines.registry import ENGINES
+
+    return [n for n in configured if n in ENGINES and ENGINES[n].engine.kind == "antispam"]
+
+
 def _progress(total: int, label: str):  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -82,7 +90,7 @@ def train(
     from scanner.train import learn_messages, train_combiner
 
     settings = load_settings()
-    names = [n for n in engines.split(",") if n] or list(settings.scanner.engines)
+    names = [n for n in engines.split(",") if n] or _antispam(settings.scanner.engines)
     learn, _ = split(load_corpus(ham, spam, hard_ham), holdout)
     _nonempty(learn, "train")
     with _progress(len(learn), "training") as bar:
@@ -198,7 +206,7 @@ def evaluate(
         )
         raise typer.Exit(2)
     settings = load_settings()
-    names = tuple(n for n in engines.split(",") if n) or settings.scanner.engines
+    names = tuple(n for n in engines.split(",") if n) or tuple(_antispam(settings.scanner.engines))
     scanner_settings = settings.scanner.model_copy(update={"engines": names})
     try:
         built: list[Engine] = build_engines(scanner_settings)

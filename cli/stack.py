@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -19,9 +18,11 @@ from cli.common import JsonOpt, echo_json, fail, load_settings
 from devstack import runtime
 from mxgate import catalog
 from mxgate.errors import ConfigError
+from mxgate.settings import Settings
 
-# Engines `mxgate up` enables unless MXGATE_SCANNER__ENGINES says otherwise.
-UP_ENGINES = ["yara", "content", "clamav", "attachments", "office"]
+# /metrics ports `mxgate up` gives the roles; receiver worker i serves on its port + i, so the
+# others sit below it.
+UP_METRICS_PORTS = {"scanner": 9118, "deliverer": 9119, "receiver": 9120}
 
 
 class Role(StrEnum):
@@ -106,8 +107,10 @@ def up(
     env.setdefault("MXGATE_STORE__PATH", str(workdir / "store"))
     env.setdefault("MXGATE_DELIVERER__STATE_PATH", str(workdir / "deliverer"))
     env.setdefault("MXGATE_LOG_JSON", "false")
-    # The local gateway shows the whole antivirus set; a role run alone keeps its own default.
-    env.setdefault("MXGATE_SCANNER__ENGINES", json.dumps(UP_ENGINES))
+    # Every role's /metrics, on loopback (each role's metrics_host default).
+    env.setdefault("MXGATE_METRICS_PORT", str(UP_METRICS_PORTS["receiver"]))
+    env.setdefault("MXGATE_SCANNER__METRICS_PORT", str(UP_METRICS_PORTS["scanner"]))
+    env.setdefault("MXGATE_DELIVERER__METRICS_PORT", str(UP_METRICS_PORTS["deliverer"]))
     clamd = None
     kafka = None
     procs: list[subprocess.Popen[bytes]] = []
@@ -162,6 +165,7 @@ def up(
             f"example.test; delivered mail lands in {mailbox}/. Ctrl-C stops.",
             err=True,
         )
+        typer.echo(f"metrics: {_metrics_urls(settings)}", err=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         failed = [p for p in procs if p.poll() is not None]
@@ -185,6 +189,19 @@ def up(
         if kafka is not None:
             kafka.stop()
         runtime.clear(workdir / "runtime.json", os.getpid())
+
+
+def _metrics_urls(settings: Settings) -> str:
+    """Where each role of `up` serves /metrics (the receiver's first worker), for the banner."""
+    where = {
+        "receiver": (settings.receiver.metrics_host, settings.metrics_port),
+        "scanner": (settings.scanner.metrics_host, settings.scanner.metrics_port),
+        "deliverer": (settings.deliverer.metrics_host, settings.deliverer.metrics_port),
+    }
+    return ", ".join(
+        f"{role} http://{host}:{port}/metrics" if port else f"{role} off"
+        for role, (host, port) in where.items()
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -39,6 +39,7 @@ from mxgate import catalog
 from mxgate.blobstore import BlobCorrupt, BlobMissing, BlobStore, open_store
 from mxgate.ids import new_message_id
 from mxgate.kafka import Hold, Incoming, Output, TransactionalLoop
+from mxgate.metrics import serve_metrics
 from mxgate.process import run_until_signalled
 from mxgate.settings import DelivererSettings, Settings
 from mxgate.tenants import Tenants
@@ -528,5 +529,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def run(settings: Settings) -> None:
-    """Blocking entry point for ``mxgate run deliverer``: SIGTERM/SIGINT drain and exit."""
-    run_until_signalled(lambda stop: serve(settings, stop))
+    """Blocking entry point for ``mxgate run deliverer``: SIGTERM/SIGINT drain and exit.
+
+    With ``deliverer.metrics_port`` set, the process's metrics are served from before the first
+    record until the drain ends; a port that cannot be bound stops the start (ConfigError).
+    """
+    ms = settings.deliverer
+    with serve_metrics(ms.metrics_host, ms.metrics_port, "MXGATE_DELIVERER__METRICS_PORT"):
+        run_until_signalled(lambda stop: serve(settings, stop))

@@ -291,6 +291,26 @@ class ReceiverSettings(BaseModel):
         return self
 
 
+DEFAULT_ENGINES: tuple[str, ...] = (
+    # antivirus and attachment policy
+    "clamav",
+    "yara",
+    "attachments",
+    "office",
+    # antispam, in-process (bayes abstains until `mxgate train` has taught it)
+    "content",
+    "heuristics",
+    "bayes",
+    # sender authentication
+    "spf",
+    "dkim",
+    "dmarc",
+    "arc",
+)
+"""What ``scanner.engines`` enables unless set: every engine that needs no extra service
+besides clamd (spamd, rspamd, DNSBL, reputation and the sandbox are opted into)."""
+
+
 class AuthSettings(BaseModel):
     """Sender authentication (SPF, DKIM, DMARC, ARC), the scanner's DNS, and BATV."""
 
@@ -387,7 +407,10 @@ class ScannerSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     engines: tuple[str, ...] = Field(
-        default=("yara", "content"), description="Enabled engines, in report order."
+        default=DEFAULT_ENGINES,
+        description="Enabled engines, in report order. The default is the protection a gateway "
+        "runs out of the box: antivirus, in-process antispam and sender authentication "
+        "(clamav needs scanner.clamav_socket; `mxgate up` starts a clamd).",
     )
     engine_timeout: float = Field(default=20.0, gt=0, description="Seconds per engine per message.")
     batch_size: int = Field(default=50, ge=1, description="Messages per Kafka transaction.")
@@ -492,6 +515,14 @@ class ScannerSettings(BaseModel):
     sandbox_poll_interval: float = Field(
         default=5.0, gt=0, description="Seconds between sandbox task status polls."
     )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the scanner's Prometheus /metrics (dead letters, unknown schemas, "
+        "batch failures, rejected control records); 0 disables.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics port.")
 
     @model_validator(mode="after")
     def _sandbox_budget(self) -> ScannerSettings:
@@ -595,6 +626,14 @@ class DelivererSettings(BaseModel):
         description="Keep fetched MTA-STS policies in rocksdict under state_path (survive "
         "restarts).",
     )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the deliverer's Prometheus /metrics (dead letters, withheld DSNs, "
+        "MTA-STS findings, batch failures); 0 disables.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics port.")
 
 
 class OpsSettings(BaseModel):
@@ -640,7 +679,13 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="debug | info | warning | error.")
     log_json: bool = Field(default=True, description="JSON log lines (false: console format).")
-    metrics_port: int = Field(default=0, description="Prometheus port; 0 disables.")
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the receiver's Prometheus /metrics (worker i: this + i); "
+        "0 disables. Scanner and deliverer: scanner.metrics_port, deliverer.metrics_port.",
+    )
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()
     receiver: ReceiverSettings = ReceiverSettings()

@@ -128,7 +128,10 @@ class Policy(BaseModel):
     # up to a ':' is listed here, e.g. "type:executable", "archive-limit" (any archive limit).
     # An archive the unpacker could not open (encrypted, damaged, or a compression method it
     # lacks) was not scanned inside, while the recipient's tools may open it: it is held too
-    # (a tenant that takes password-protected zips removes "archive-encrypted").
+    # (a tenant that takes password-protected zips removes "archive-encrypted"). An archive
+    # opened with a password found in the message was scanned inside and is not held for
+    # having been encrypted; "archive-password-in-body" (that phishing sign) can be listed to
+    # hold it anyway.
     blocked_attachments: tuple[str, ...] = (
         "type:executable",
         "type:script",

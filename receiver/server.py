@@ -16,6 +16,7 @@ from mxgate import catalog
 from mxgate.blobstore import open_store
 from mxgate.errors import ConfigError
 from mxgate.kafka import AsyncProducer
+from mxgate.metrics import serve_metrics
 from mxgate.process import run_until_signalled
 from mxgate.resolver import Resolver
 from mxgate.settings import Settings
@@ -86,10 +87,10 @@ async def serve(
     with ExitStack() as stack:
         if settings.metrics_port:
             # Worker i serves on metrics_port + i: each process has its own counters.
-            http, thread = metrics.serve(rs.metrics_host, settings.metrics_port + worker)
-            stack.callback(http.server_close)  # callbacks run last-first: shutdown, join, close
-            stack.callback(thread.join, 5)
-            stack.callback(http.shutdown)
+            port = settings.metrics_port + worker
+            stack.enter_context(
+                serve_metrics(rs.metrics_host, port, "MXGATE_METRICS_PORT", metrics.registry)
+            )
         server = await loop.create_server(
             lambda: GatewaySMTP(handler, gateway, loop),
             host=rs.host,

@@ -35,7 +35,14 @@ Defect strings are stable codes, so policies and dashboards can key on them:
   no ``end``;
 - ``mime-limit:uuencode`` — more uuencoded blocks in one text part than are decoded;
 - ``archive-limit:depth|members|bytes|ratio`` — an unpacking limit stopped that branch;
-- ``archive-encrypted``, ``archive-corrupt``, ``archive-unsupported``.
+- ``archive-password:found`` — an encrypted zip member (ZipCrypto or WinZip AES, through
+  pyzipper) or 7z archive opened with a password taken from the message's own text or Subject
+  (:mod:`scanner.archive_passwords`), and was unpacked and scanned like any other;
+- ``archive-encrypted`` — an encrypted member or archive that no candidate opened (there was
+  none, none worked, or the trials ran out); ``archive-password:limit`` says the last:
+  the trials of one message are capped (``max_password_trials``, and for 7z's slow key
+  derivation ``max_kdf_rounds``) and stay within its time budget;
+- ``archive-corrupt``, ``archive-unsupported``.
 
 A defect that means some content was *not* scanned as decoded (a parse failure, a limit, the
 budget: :data:`UNSCANNABLE_DEFECTS`) also becomes a verdict: :func:`scan_finding` turns it into
@@ -73,6 +80,7 @@ from email.policy import Compat32
 from typing import Any, Literal
 
 import mxgate
+from scanner.archive_passwords import BodyText, PasswordTrials, candidates
 from scanner.engines.common import Finding, ParsedMessage, Part
 
 __all__ = ["RAW_PATH", "UNSCANNABLE_DEFECTS", "UnpackLimits", "parse", "scan_finding"]
@@ -96,6 +104,11 @@ _LZMA_MEMLIMIT = 128 * 1024 * 1024
 # so a fixed big step would make many tiny concatenated members quadratic again.
 _FIRST_STEP = 256
 _MAX_STEP = 1024 * 1024
+# 7z password trials: one key at 7-Zip's default strength (2**19 SHA-256 rounds) costs
+# ~0.12 s of CPU here (4 s at 2**24); 24 such keys keep a message's trials to ~3 s of its 20 s
+# parse budget. A stronger key (an archive may declare up to 2**24 rounds, per folder) counts
+# for what it costs, so an archive built to be slow to try gets fewer trials, or none.
+_DEFAULT_KDF_ROUNDS = 24 * 2**19
 
 UNSCANNABLE_DEFECTS: tuple[str, ...] = (
     "mime-error:",
@@ -136,6 +149,13 @@ class UnpackLimits:
     level, far from the interpreter's recursion limit.
     ``max_seconds``: the parse budget of one message (CPU seconds of the parsing thread); when it
     runs out parsing stops where it is (defect ``budget:time``).
+    ``max_password_candidates``: passwords taken from the message's text and Subject
+    (:mod:`scanner.archive_passwords`) for its encrypted archives.
+    ``max_password_trials``: tries of one candidate on one encrypted zip member or 7z archive,
+    per message, all archives together.
+    ``max_kdf_rounds``: SHA-256 rounds of 7z's key derivation (2**19 per key at 7-Zip's
+    default strength, but an archive declares its own, up to 2**24, per folder) spent on
+    password trials per message; a trial that would pass it is not made.
     """
 
     max_depth: int = 5
@@ -146,6 +166,9 @@ class UnpackLimits:
     max_parts: int = 5000
     max_mime_depth: int = 50
     max_seconds: float = 20.0
+    max_password_candidates: int = 20
+    max_password_trials: int = 50
+    max_kdf_rounds: int = _DEFAULT_KDF_ROUNDS
 
 
 class _StructurePolicy(Compat32):
@@ -189,14 +212,20 @@ def parse(
     deadline = _Deadline(clock, limits.max_seconds, defects)
     headers: tuple[tuple[str, str], ...] = ()
     leaves: list[Part] = []
+    texts: list[BodyText] = []
     try:
         msg = _parse_structure(_cut_parts(raw, limits, defects), limits, defects, deadline)
         headers = _headers(msg, defects)
-        leaves = _leaves(msg, limits, defects, deadline)
+        leaves = _leaves(msg, limits, defects, deadline, texts)
     except Exception as e:
         # The stdlib parser has had crash bugs on hostile input; raw is still scanned.
         defects.add(f"mime-error:{type(e).__name__}")
-    parts = _expand(leaves, limits, defects, deadline)
+    subject = next((v for n, v in headers if n.lower() == "subject"), "")
+    passwords = PasswordTrials(
+        lambda: candidates(subject, texts, limits.max_password_candidates),
+        limits.max_password_trials,
+    )
+    parts = _expand(leaves, limits, defects, deadline, passwords)
     parts.append(Part(path=RAW_PATH, filename=None, content_type="message/rfc822", data=raw))
     return ParsedMessage(
         message_id=message_id,
@@ -375,9 +404,17 @@ def _headers(msg: Message, defects: _Defects) -> tuple[tuple[str, str], ...]:
 
 
 def _leaves(
-    msg: Message, limits: UnpackLimits, defects: _Defects, deadline: _Deadline
+    msg: Message,
+    limits: UnpackLimits,
+    defects: _Defects,
+    deadline: _Deadline,
+    texts: list[BodyText] | None = None,
 ) -> list[Part]:
-    """Every non-multipart part, depth first, with IMAP-like section numbers ("1", "2.1")."""
+    """Every non-multipart part, depth first, with IMAP-like section numbers ("1", "2.1").
+
+    The first few text parts are also added to ``texts`` with their charsets, for the
+    passwords of encrypted archives (:mod:`scanner.archive_passwords`).
+    """
     out: list[Part] = []
     # An explicit stack rather than Message.walk(): hostile nesting must not hit the recursion
     # limit here (the parser has its own, and its failure is caught by parse()).
@@ -402,8 +439,17 @@ def _leaves(
         if len(out) >= limits.max_parts:
             defects.add("mime-limit:parts")
             break
-        out.extend(_leaf(node, section or "1", defects))
+        leaf = _leaf(node, section or "1", defects)
+        if texts is not None and len(texts) < _MAX_TEXTS and leaf[0].content_type in _TEXT_TYPES:
+            charset = _safe(node.get_content_charset, None)
+            texts.append(BodyText(leaf[0].content_type, charset, leaf[0].data))
+        out.extend(leaf)
     return out
+
+
+# The text parts whose words may be an archive's password: the first few plain/HTML ones.
+_TEXT_TYPES = ("text/plain", "text/html")
+_MAX_TEXTS = 8
 
 
 def _add_defects(node: Message, defects: _Defects) -> None:
@@ -582,8 +628,10 @@ class _Budget:
     limits: UnpackLimits
     defects: _Defects
     deadline: _Deadline
+    passwords: PasswordTrials
     members: int = 0
     total: int = 0
+    kdf_rounds: int = 0
 
     @property
     def remaining(self) -> int:
@@ -621,14 +669,19 @@ class _Budget:
 
 
 def _expand(
-    leaves: list[Part], limits: UnpackLimits, defects: _Defects, deadline: _Deadline
+    leaves: list[Part],
+    limits: UnpackLimits,
+    defects: _Defects,
+    deadline: _Deadline,
+    passwords: PasswordTrials,
 ) -> list[Part]:
     """The leaves with every archive's members inserted after it, depth first.
 
     Once the time budget is spent, the parts already decoded are still kept (they cost nothing
-    more to hand to the engines), but no further archive is opened.
+    more to hand to the engines), but no further archive is opened. Encrypted members are
+    tried with ``passwords`` (see :func:`_zip_decrypted`, :func:`_open_7z`).
     """
-    budget = _Budget(limits, defects, deadline)
+    budget = _Budget(limits, defects, deadline, passwords)
     out: list[Part] = []
     stack = list(reversed(leaves))
     while stack:
@@ -720,15 +773,18 @@ def _open_zip(part: Part, budget: _Budget, *, embedded: bool = False) -> list[Pa
             defects.add("archive-corrupt")
         return []
     out: list[Part] = []
-    with zf:
+    encrypted = _EncryptedZip(part.data)
+    with zf, encrypted:
         try:
-            for info in zf.infolist():
+            for index, info in enumerate(zf.infolist()):
                 if not budget.take_member():
                     break
                 if info.is_dir():
                     continue
                 if info.flag_bits & 0x1:
-                    defects.add("archive-encrypted")
+                    member = _zip_decrypted(part, encrypted, index, info, budget)
+                    if member is not None:
+                        out.append(member)
                     continue
                 if not budget.check_declared(info.file_size, info.compress_size):
                     if budget.remaining < info.file_size <= budget.ratio_cap(info.compress_size):
@@ -752,6 +808,89 @@ def _open_zip(part: Part, budget: _Budget, *, embedded: bool = False) -> list[Pa
         except _BudgetSpent:
             pass  # keep the members read so far
     return out
+
+
+class _EncryptedZip:
+    """The zip again through pyzipper, opened at its first encrypted member only.
+
+    pyzipper (the stdlib's zipfile plus WinZip AES) reads both traditional PKWARE encryption
+    (ZipCrypto) and AES (AE-1/AE-2); the stdlib reads only the former. The plain members stay
+    with the stdlib reader, which the rest of the unpacker is tested against.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._zf: Any = None
+        self._failed = False
+
+    def info(self, index: int, name: str) -> Any:
+        """pyzipper's entry for member ``index`` (named ``name``), or None if it cannot tell."""
+        if self._zf is None and not self._failed:
+            import pyzipper  # imported here: only messages with an encrypted zip pay for it
+
+            try:
+                self._zf = pyzipper.AESZipFile(io.BytesIO(self._data))
+            except Exception:
+                self._failed = True
+        if self._zf is None:
+            return None
+        infos = self._zf.infolist()
+        # Both readers list the same central directory in order; the name guards that.
+        if index < len(infos) and infos[index].filename == name:
+            return infos[index]
+        return None
+
+    def open(self, info: Any, password: str) -> Any:
+        """The member opened with ``password`` (UTF-8, as 7-Zip and WinZip write AES zips)."""
+        return self._zf.open(info, pwd=password.encode("utf-8"))
+
+    def __enter__(self) -> _EncryptedZip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._zf is not None:
+            self._zf.close()
+
+
+def _zip_decrypted(
+    part: Part, encrypted: _EncryptedZip, index: int, info: zipfile.ZipInfo, budget: _Budget
+) -> Part | None:
+    """Member ``info`` decrypted with a password from the message, or None.
+
+    A candidate opens the member only if the whole member then reads back clean: ZipCrypto's
+    one check byte lets 1 wrong password in 256 through, so the CRC (AES: the HMAC) at the end
+    decides. A member cut at its byte cap is taken as read (the cap is then a recorded limit
+    anyway). ``archive-password:found`` is recorded when one works; ``archive-encrypted`` when
+    none does, plus ``archive-password:limit`` when the trial allowance ran out first.
+    """
+    defects, trials = budget.defects, budget.passwords
+    if not budget.check_declared(info.file_size, info.compress_size):
+        return None  # too big to unpack whatever the password: the limit is the verdict
+    cap = min(budget.remaining, budget.ratio_cap(info.compress_size))
+    for password in trials.candidates:
+        budget.deadline.check()
+        entry = encrypted.info(index, info.filename)
+        if entry is None or not trials.take():
+            break
+        try:
+            f = encrypted.open(entry, password)
+        except NotImplementedError:
+            defects.add("archive-unsupported")  # the method, not the password: same for all
+            break
+        except Exception:
+            continue  # the check bytes say: wrong password
+        with f:
+            data, overflow, failed = _read_bounded(f, cap, budget.deadline)
+        if failed:
+            continue
+        trials.worked(password)
+        defects.add("archive-password:found")
+        budget.charge(data, overflow=overflow, compressed=info.compress_size)
+        return _member(part, info.filename, data)
+    defects.add("archive-encrypted")
+    if trials.refused:
+        defects.add("archive-password:limit")
+    return None
 
 
 def _open_tar(part: Part, budget: _Budget) -> list[Part]:
@@ -906,71 +1045,216 @@ class _CappedWriter:
 
 def _open_7z(part: Part, budget: _Budget) -> list[Part]:
     """7z through py7zr (pure Python, maintained); same limits as zip, judged up front on the
-    declared sizes and enforced while writing."""
+    declared sizes and enforced while writing. An encrypted archive (its data, or its header
+    too) is tried with the message's passwords (:func:`_7z_decrypted`)."""
     import py7zr  # imported here: only messages with a 7z attachment pay for it
-    from py7zr.io import WriterFactory
 
     defects = budget.defects
     try:
         archive = py7zr.SevenZipFile(io.BytesIO(part.data), mode="r")
     except py7zr.exceptions.PasswordRequired:
-        defects.add("archive-encrypted")
-        return []
+        # The header is encrypted too: not even the names can be read without the password.
+        return _7z_decrypted(part, budget, _7z_header_folders(part.data), None)
     except Exception:
         defects.add("archive-corrupt")
         return []
-    out: list[Part] = []
     with archive:
         try:
-            if archive.needs_password():
-                defects.add("archive-encrypted")
-                return []
+            encrypted = archive.needs_password()
             infos = [i for i in archive.list() if not i.is_directory]
+            folders = _7z_main_folders(archive)
         except Exception:
             defects.add("archive-corrupt")
             return []
-        compressed = len(part.data)
-        wanted: list[str] = []
-        declared_total = 0
-        for info in infos:
-            if not budget.take_member():
-                break
-            size = int(info.uncompressed or 0)
-            # Solid archives share one compressed stream: judge the ratio on the whole archive.
-            if not budget.check_declared(declared_total + size, compressed):
-                continue
-            declared_total += size
-            wanted.append(info.filename)
-        # Members of a solid archive are decompressed in order even when skipped, so the whole
-        # declared size bounds the work; refuse archives that declare far beyond the budget.
-        if not wanted or sum(int(i.uncompressed or 0) for i in infos) > 4 * (
-            budget.limits.max_total_bytes
-        ):
-            if wanted:
-                defects.add("archive-limit:bytes")
-            return out
-        cap = min(budget.remaining, budget.ratio_cap(compressed))
-        writers: dict[str, _CappedWriter] = {}
-        used = 0
+        if not encrypted:
+            wanted = _7z_wanted(infos, part, budget)
+            if not wanted:
+                return []
+            return _7z_extract(archive, wanted, part, budget, verify=False) or []
+    # Names and sizes are plain, the data is not: the members are chosen once, tried per password.
+    wanted = _7z_wanted(infos, part, budget)
+    return _7z_decrypted(part, budget, folders, wanted) if wanted else []
 
-        class _Factory(WriterFactory):
-            def create(self, filename: str) -> Any:
-                w = _CappedWriter(max(0, cap - used), budget.deadline)
-                writers[filename] = w
-                return w
 
-        try:
-            archive.extract(targets=wanted, factory=_Factory())
-        except (_SevenZipOverflow, _BudgetSpent):
-            pass  # keep what was written so far
-        except Exception:
-            defects.add("archive-corrupt")
-        for name, w in writers.items():
-            data = w.buf.getvalue()
-            used += len(data)
-            budget.charge(data, overflow=w.overflow, compressed=compressed)
-            out.append(_member(part, name, data))
+def _7z_wanted(infos: list[Any], part: Part, budget: _Budget) -> list[str]:
+    """The members of a 7z to extract within the limits (counting each against them)."""
+    compressed = len(part.data)
+    wanted: list[str] = []
+    declared_total = 0
+    for info in infos:
+        if not budget.take_member():
+            break
+        size = int(info.uncompressed or 0)
+        # Solid archives share one compressed stream: judge the ratio on the whole archive.
+        if not budget.check_declared(declared_total + size, compressed):
+            continue
+        declared_total += size
+        wanted.append(info.filename)
+    # Members of a solid archive are decompressed in order even when skipped, so the whole
+    # declared size bounds the work; refuse archives that declare far beyond the budget.
+    if wanted and sum(int(i.uncompressed or 0) for i in infos) > 4 * budget.limits.max_total_bytes:
+        budget.defects.add("archive-limit:bytes")
+        return []
+    return wanted
+
+
+def _7z_extract(
+    archive: Any, wanted: list[str], part: Part, budget: _Budget, *, verify: bool
+) -> list[Part] | None:
+    """The ``wanted`` members of an open 7z, as parts.
+
+    ``verify`` (a password trial): None unless the extraction ended without error and at
+    least one member was read whole and had its CRC checked by py7zr. A wrong password most
+    often makes the decompressor or a CRC fail; a member without a CRC, or cut at its cap,
+    proves nothing, so an archive with only such members stays encrypted (fail closed).
+    """
+    from py7zr.io import WriterFactory
+
+    compressed = len(part.data)
+    cap = min(budget.remaining, budget.ratio_cap(compressed))
+    writers: dict[str, _CappedWriter] = {}
+    used = 0
+
+    class _Factory(WriterFactory):
+        def create(self, filename: str) -> Any:
+            w = _CappedWriter(max(0, cap - used), budget.deadline)
+            writers[filename] = w
+            return w
+
+    complete = True
+    try:
+        archive.extract(targets=wanted, factory=_Factory())
+    except (_SevenZipOverflow, _BudgetSpent):
+        complete = False  # keep what was written so far; the last member is cut
+    except Exception:
+        if verify:
+            return None
+        budget.defects.add("archive-corrupt")
+    if verify:
+        crcs = {i.filename: i.crc32 for i in archive.list()}
+        whole = list(writers) if complete else list(writers)[:-1]
+        if not any(crcs.get(name) is not None for name in whole):
+            return None
+    out: list[Part] = []
+    for name, w in writers.items():
+        data = w.buf.getvalue()
+        used += len(data)
+        budget.charge(data, overflow=w.overflow, compressed=compressed)
+        out.append(_member(part, name, data))
     return out
+
+
+def _7z_decrypted(
+    part: Part, budget: _Budget, folders: list[Any], wanted: list[str] | None
+) -> list[Part]:
+    """An encrypted 7z's members, decrypted with a password from the message, or none.
+
+    ``wanted`` is None when the header is encrypted too: the members are chosen once a
+    password opens it. ``folders`` are the folders whose keys a trial derives before that
+    (the header's, or the data's); each trial costs their key derivation, counted in SHA-256
+    rounds against ``max_kdf_rounds`` before it is made, so a 7z that declares a slow key
+    gets fewer trials, or none. Records ``archive-password:found`` when one works, else
+    ``archive-encrypted`` (and ``archive-password:limit`` if the allowance ran out first).
+    """
+    import py7zr
+
+    defects, trials = budget.defects, budget.passwords
+    for password in trials.candidates:
+        budget.deadline.check()
+        if not _charge_kdf(budget, folders) or not trials.take():
+            break
+        try:
+            archive = py7zr.SevenZipFile(io.BytesIO(part.data), mode="r", password=password)
+        except Exception:
+            continue  # the header did not decrypt: wrong password
+        with archive:
+            members: list[Part] | None = []
+            try:
+                chosen = wanted
+                if chosen is None:
+                    infos = [i for i in archive.list() if not i.is_directory]
+                    if not _charge_kdf(budget, _7z_main_folders(archive)):
+                        break
+                    chosen = _7z_wanted(infos, part, budget)
+                if chosen:
+                    members = _7z_extract(archive, chosen, part, budget, verify=True)
+            except _BudgetSpent:
+                raise
+            except Exception:
+                members = None
+        if members is None:
+            continue
+        trials.worked(password)
+        defects.add("archive-password:found")
+        return members
+    defects.add("archive-encrypted")
+    if trials.refused:
+        defects.add("archive-password:limit")
+    return []
+
+
+# 7-Zip's AES-256 + SHA-256 coder; its first property byte holds log2 of the key's rounds.
+_7Z_AES = b"\x06\xf1\x07\x01"
+
+
+def _kdf_rounds(folders: list[Any]) -> int:
+    """SHA-256 rounds py7zr spends deriving the keys of ``folders`` (one per AES coder)."""
+    rounds = 0
+    for folder in folders:
+        for coder in getattr(folder, "coders", None) or ():
+            props = coder.get("properties") or b"\x00"
+            if coder.get("method") == _7Z_AES and props[0] & 0x3F != 0x3F:  # 0x3F: no hashing
+                rounds += 1 << (props[0] & 0x3F)
+    return rounds
+
+
+def _charge_kdf(budget: _Budget, folders: list[Any]) -> bool:
+    """Count the key derivation of ``folders``; False (trials refused) if it would pass the
+    message's ``max_kdf_rounds``."""
+    rounds = _kdf_rounds(folders)
+    if budget.kdf_rounds + rounds > budget.limits.max_kdf_rounds:
+        budget.passwords.refused = True
+        return False
+    budget.kdf_rounds += rounds
+    return True
+
+
+def _7z_main_folders(archive: Any) -> list[Any]:
+    """The folders (compressed streams) of an open 7z's data."""
+    streams = getattr(archive.header, "main_streams", None)
+    unpackinfo = getattr(streams, "unpackinfo", None)
+    return list(getattr(unpackinfo, "folders", None) or [])
+
+
+def _7z_header_folders(data: bytes) -> list[Any]:
+    """The folders of a 7z's encoded (compressed, maybe encrypted) header, read without a
+    password: their coders are stored in the clear. [] if the header is not encoded.
+
+    A header that cannot be read is one folder of the slowest key py7zr accepts (2**24
+    rounds): trying it is then never cheaper than it could turn out.
+    """
+    from py7zr.archiveinfo import HeaderStreamsInfo, SignatureHeader
+
+    slowest = [_Folder([{"method": _7Z_AES, "properties": bytes([24])}])]
+    try:
+        fp = io.BytesIO(data)
+        sig = SignatureHeader.retrieve(fp)
+        start = 32 + sig.nextheaderofs
+        if not 0 <= sig.nextheadersize <= len(data) - start:
+            return slowest
+        header = io.BytesIO(data[start : start + sig.nextheadersize])
+        if header.read(1) != b"\x17":  # PROPERTY.ENCODED_HEADER
+            return []
+        return list(HeaderStreamsInfo.retrieve(header).unpackinfo.folders or [])
+    except Exception:
+        return slowest
+
+
+@dataclass(frozen=True, slots=True)
+class _Folder:
+    """Stands in for a py7zr folder whose coders could not be read."""
+
+    coders: list[dict[str, Any]]
 
 
 _OPENERS: dict[ArchiveKind, Callable[[Part, _Budget], list[Part]]] = {

@@ -23,6 +23,7 @@ from mxgate import catalog
 from mxgate.blobstore import BlobCorrupt, BlobMissing, BlobStore, open_store
 from mxgate.enginecontrol import ControlWatcher, publish_status
 from mxgate.kafka import Incoming, Output, TransactionalLoop, producer_config
+from mxgate.metrics import serve_metrics
 from mxgate.process import run_until_signalled
 from mxgate.settings import Settings
 from mxgate.tenants import Policy, Tenants
@@ -307,5 +308,11 @@ async def _report_status(settings: Settings, scanner: Scanner, stop: asyncio.Eve
 
 
 def run(settings: Settings) -> None:
-    """Blocking entry point for ``mxgate run scanner``: SIGTERM/SIGINT drain and exit."""
-    run_until_signalled(lambda stop: serve(settings, stop))
+    """Blocking entry point for ``mxgate run scanner``: SIGTERM/SIGINT drain and exit.
+
+    With ``scanner.metrics_port`` set, the process's metrics are served from before the first
+    record until the drain ends; a port that cannot be bound stops the start (ConfigError).
+    """
+    ms = settings.scanner
+    with serve_metrics(ms.metrics_host, ms.metrics_port, "MXGATE_SCANNER__METRICS_PORT"):
+        run_until_signalled(lambda stop: serve(settings, stop))

@@ -16,7 +16,12 @@ finding, and the tenant's ``Policy.blocked_attachments`` says which of them act
   ``cod.exe`` display as ``exe.doc``;
 - ``attachment:archive-encrypted``, ``attachment:archive-limit:<which>``,
   ``attachment:archive-corrupt``, ``attachment:archive-unsupported`` — from the unpacker's
-  defects (:mod:`scanner.mime`), so a zip bomb is a verdict and not an outage.
+  defects (:mod:`scanner.mime`), so a zip bomb is a verdict and not an outage;
+- ``attachment:archive-password-in-body`` — an encrypted archive opened with a password the
+  message itself carries (defect ``archive-password:found``): its inside was scanned, but
+  shipping an archive and its password together is how malware gets past gateways, so it is
+  a phishing sign of its own (not in the default ``blocked_attachments``); and
+  ``attachment:archive-password:limit`` when the password trials ran out.
 
 No settings. ``detail`` maps each symbol to the first part path that raised it.
 """
@@ -139,6 +144,8 @@ _BIDI = {
     "\u200e",
     "\u200f",
 }
+# Unpacker defects whose symbol says what they mean to a policy rather than how they arose.
+_DEFECT_SYMBOLS = {"archive-password:found": "archive-password-in-body"}
 # libmagic reads at most this much of a part (its own default is 1 MiB).
 _MAGIC_BYTES = 1024 * 1024
 
@@ -199,7 +206,7 @@ class AttachmentsEngine(EngineBase):
     @property
     def rules_version(self) -> str:
         """This module's rule set version (bump when the tables above change)."""
-        return "attachments-1"
+        return "attachments-2"
 
     async def check(self, message: ParsedMessage) -> Finding:
         """Classify every part and archive member; ``match`` with symbols if anything shows."""
@@ -218,7 +225,7 @@ class AttachmentsEngine(EngineBase):
             self._part(part, hit)
         for d in message.defects:
             if d.startswith("archive-"):
-                hit(d, "defects")
+                hit(_DEFECT_SYMBOLS.get(d, d), "defects")
         symbols = tuple(found)
         return self.finding("match" if symbols else "clean", symbols=symbols, detail=found)
 

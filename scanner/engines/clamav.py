@@ -209,7 +209,12 @@ _SOCKET_ENV = "MXGATE_SCANNER__CLAMAV_SOCKET"
 def build(settings: ClamavSettings) -> ClamAVEngine:
     """The engine for clamd at ``settings.socket``; a missing or bad address is a ConfigError."""
     if not settings.socket:
-        raise ConfigError(_SOCKET_ENV, "scanner.clamav_socket", "clamav needs clamd's socket")
+        raise ConfigError(
+            _SOCKET_ENV,
+            "scanner.clamav_socket",
+            "clamav (on by default) needs clamd's socket: set it, or leave clamav out of "
+            "MXGATE_SCANNER__ENGINES (`mxgate up` starts a clamd of its own)",
+        )
     try:
         return ClamAVEngine(settings.socket, db_dir=settings.db_dir)
     except ValueError as e:

@@ -9,9 +9,11 @@ import smtplib
 import ssl
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support import samples
 from support.cli import MXGATE
 from support.pipeline import REPO, free_port, wait_for
@@ -26,6 +28,17 @@ def _unverified() -> ssl.SSLContext:
     return ctx
 
 
+def _sample(port: int, name: str, labels: dict[str, str]) -> float | None:
+    """One series as the role at ``port`` serves it, or None when it has none such."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    return None
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
 def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int) -> None:
     capture_port, smtp_port = free_port(), free_port()
@@ -36,6 +49,13 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MXGATE_")}
     env |= {"MXGATE_TENANTS_FILE": str(tenants), "MXGATE_RECEIVER__PORT": str(smtp_port)}
+    # up's own metrics ports are fixed; free ones here, so parallel runs do not collide.
+    metrics = {"receiver": free_port(), "scanner": free_port(), "deliverer": free_port()}
+    env |= {
+        "MXGATE_METRICS_PORT": str(metrics["receiver"]),
+        "MXGATE_SCANNER__METRICS_PORT": str(metrics["scanner"]),
+        "MXGATE_DELIVERER__METRICS_PORT": str(metrics["deliverer"]),
+    }
     workdir = tmp_path / "var"
     log = tmp_path / "up.log"
     t0 = time.monotonic()
@@ -66,10 +86,24 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
         box = workdir / "mailbox" / "newcomer@example.test"
         files = wait_for(lambda: list(box.glob("*.eml")), 120, "the message in the mailbox")
         data = files[0].read_bytes()
+        # The default protection ran: sender authentication (its header) beside antivirus.
+        head = data.split(b"\r\n\r\n")[0]
+        for result in (b"spf=none", b"dkim=none", b"dmarc=none", b"arc=none"):
+            assert result in head, head.decode(errors="replace")
         assert b"X-MXGate: action=deliver" in data
         assert data.endswith(samples.clean_message(7))
         assert (workdir / "tls" / "cert.pem").exists() and (workdir / "tls" / "key.pem").exists()
         assert (workdir / "tls" / "key.pem").stat().st_mode & 0o077 == 0
+        # Every role serves /metrics; the scanner and deliverer count the batch they decided.
+        banner = ", ".join(f"{r} http://127.0.0.1:{port}/metrics" for r, port in metrics.items())
+        assert f"metrics: {banner}" in log.read_text()
+        for role in ("scanner", "deliverer"):
+            batches = _sample(
+                metrics[role], "mxgate_kafka_batch_bytes_count", {"group": f"mxgate.{role}"}
+            )
+            assert batches is not None and batches >= 1, role
+        accepted = {"outcome": "accepted"}
+        assert (_sample(metrics["receiver"], "mxgate_receiver_messages_total", accepted) or 0) >= 1
         up.send_signal(stop_signal)
         assert up.wait(timeout=180) == 0, log.read_text()
         assert "stopping" in log.read_text()

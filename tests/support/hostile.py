@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from support import quines
 from support.samples import eicar, zip_bytes
+from support.zipcrypto import zipcrypto_zip
 
 __all__ = ["CASES", "concatenated_gzip", "corpus", "deep_nesting", "many_parts"]
 
@@ -360,7 +361,8 @@ def uuencoded_bad_mode() -> bytes:
 
 def seven_zip_encrypted() -> bytes:
     """``eicar.com`` in a password-protected 7z with encrypted headers (py7zr, AES): nothing
-    inside can be scanned, and the password travels in the body as phishing mail does."""
+    inside can be scanned without the password, which travels in the body as phishing mail
+    has it."""
     import py7zr  # only the 7z cases need it
 
     buf = io.BytesIO()
@@ -371,6 +373,43 @@ def seven_zip_encrypted() -> bytes:
         b"--e7\r\nContent-Type: text/plain\r\n\r\nThe password is invoice2026\r\n",
         _part(b"e7", b"invoice.7z", b"application/x-7z-compressed", buf.getvalue()),
     )
+
+
+def _with_password_text(boundary: bytes, text: bytes, name: bytes, data: bytes) -> bytes:
+    """A text part (``text``) and an encrypted archive attachment."""
+    return _mixed(
+        boundary,
+        b"--" + boundary + b"\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text,
+        _part(boundary, name, b"application/zip", data),
+    )
+
+
+def zip_zipcrypto_password_in_body() -> bytes:
+    """``eicar.com`` in a ZipCrypto (traditional PKWARE) zip, its password in the body."""
+    data = zipcrypto_zip({"eicar.com": eicar()}, "x7!kQ")
+    text = b"Hello,\r\nthe invoice is attached.\r\nPassword: x7!kQ\r\n"
+    return _with_password_text(b"zc", text, b"invoice.zip", data)
+
+
+def zip_aes_password_in_body() -> bytes:
+    """``eicar.com`` in a WinZip AES-256 zip (pyzipper), its password in the body in German."""
+    import pyzipper  # only the AES case needs it
+
+    buf = io.BytesIO()
+    with pyzipper.AESZipFile(
+        buf, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES
+    ) as zf:
+        zf.setpassword(b"Rechnung-2026")
+        zf.writestr("eicar.com", eicar())
+    text = b"Guten Tag,\r\ndas Kennwort lautet: Rechnung-2026\r\n"
+    return _with_password_text(b"za", text, b"rechnung.zip", buf.getvalue())
+
+
+def zip_wrong_password_in_body() -> bytes:
+    """``eicar.com`` in a ZipCrypto zip whose body names a password that does not open it."""
+    data = zipcrypto_zip({"eicar.com": eicar()}, "x7!kQ")
+    text = b"Password: not-the-one\r\n"
+    return _with_password_text(b"zw", text, b"invoice.zip", data)
 
 
 def _deflated_eicar_zip() -> bytes:
@@ -428,6 +467,9 @@ CASES: dict[str, Callable[[], bytes]] = {
     "zip-quine": zip_quine,
     "gzip-quine": gzip_quine,
     "7z-encrypted": seven_zip_encrypted,
+    "zip-zipcrypto-password-in-body": zip_zipcrypto_password_in_body,
+    "zip-aes-password-in-body": zip_aes_password_in_body,
+    "zip-wrong-password-in-body": zip_wrong_password_in_body,
     "zip-unsupported-method": zip_unsupported_method,
     "zip-without-directory": zip_without_directory,
 }

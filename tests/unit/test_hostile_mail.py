@@ -70,9 +70,13 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "bzip2-bomb": ("unscannable:mime:archive-limit:ratio",),
     "xz-bomb": ("unscannable:mime:archive-limit:ratio",),
     # Stand-ins for zip/gzip quines (support.quines): only the depth limit ends them.
+    # Encrypted archives whose password is in the body: tried with it, unpacked and scanned.
+    "7z-encrypted": (EICAR_RULE,),
+    "zip-zipcrypto-password-in-body": (EICAR_RULE,),
+    "zip-aes-password-in-body": (EICAR_RULE,),
     # Archives the unpacker cannot open, though the recipient's tools may: held by the default
     # blocked_attachments, never delivered unscanned.
-    "7z-encrypted": ("attachment:attachments:archive-encrypted",),
+    "zip-wrong-password-in-body": ("attachment:attachments:archive-encrypted",),
     "zip-unsupported-method": ("attachment:attachments:archive-unsupported",),
     "zip-without-directory": ("attachment:attachments:archive-corrupt",),
     "zip-recursive-1000": ("unscannable:mime:archive-limit:depth",),
@@ -123,6 +127,17 @@ def test_hostile_case_is_held_back_with_a_reason(case: str, yara: YaraEngine) ->
     assert decision.action == "quarantine", (case, decision, msg.defects)
     for reason in EXPECTED[case]:
         assert reason in decision.reasons, (case, decision.reasons)
+
+
+@pytest.mark.parametrize(
+    "case", ["7z-encrypted", "zip-zipcrypto-password-in-body", "zip-aes-password-in-body"]
+)
+def test_the_password_in_the_body_opens_the_archive_and_says_so(case: str) -> None:
+    msg = _parse(hostile.CASES[case]())
+    assert "archive-password:found" in msg.defects
+    assert "archive-encrypted" not in msg.defects
+    assert any(p.data == samples.eicar() and p.depth == 1 for p in msg.parts)
+    assert "attachment:archive-password-in-body" in AttachmentsEngine().inspect(msg).symbols
 
 
 @pytest.mark.parametrize("levels", [1200, 5000])

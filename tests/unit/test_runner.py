@@ -150,6 +150,27 @@ def test_registry_clamav_needs_a_socket() -> None:
         build_engines(ScannerSettings(engines=("clamav",)))
 
 
+def test_the_default_engines_are_the_protection_of_a_gateway() -> None:
+    """Protection on by default (issue 13): a bare scanner, `mxgate up`, evaluate and replay
+    judge with one set: every antivirus and attachment engine that needs no extra service but
+    clamd, the in-process antispam engines and all four sender-authentication checks."""
+    names = ScannerSettings().engines
+    by_kind: dict[str, set[str]] = {}
+    for n in names:
+        by_kind.setdefault(ENGINES[n].engine.kind, set()).add(n)
+    assert by_kind == {
+        "antivirus": {"clamav", "yara"},
+        "policy": {"attachments", "office"},
+        "antispam": {"content", "heuristics", "bayes"},
+        "auth": {"spf", "dkim", "dmarc", "arc"},
+    }
+    # Without clamd's socket the default refuses to start, naming the key: never a scanner
+    # that silently runs without antivirus.
+    with pytest.raises(ConfigError) as e:
+        build_engines(ScannerSettings())
+    assert (e.value.file, e.value.key) == ("MXGATE_SCANNER__CLAMAV_SOCKET", "scanner.clamav_socket")
+
+
 def test_registry_unknown_engine() -> None:
     with pytest.raises(ConfigError) as e:
         build_engines(ScannerSettings(engines=("yara", "clamav9")))
