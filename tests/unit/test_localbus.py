@@ -16,6 +16,7 @@ from cli.common import load_settings
 from devstack import passwords, runtime
 from devstack.localbus import ADMIN, LocalBus, ensure_broker_tls
 from mxgate import catalog
+from mxgate.settings import KafkaSettings
 
 
 def test_passwords_are_private_stable_and_completed(tmp_path: Path) -> None:
@@ -123,3 +124,41 @@ def test_a_shell_pointed_at_another_cluster_is_never_lent_a_local_password(
     # Nor the rest of `up`'s broker settings: that cluster's security is the shell's own.
     assert "MXGATE_KAFKA__SASL_USERNAME" not in os.environ
     assert "MXGATE_KAFKA__SECURITY_PROTOCOL" not in os.environ
+
+
+def test_up_leaves_a_configured_cluster_s_security_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With MXGATE_KAFKA__BOOTSTRAP_SERVERS set, `up` makes no CA, users or ACLs and passes the
+    operator's settings on untouched (stopped where it would create the topics)."""
+    from cli import stack
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXGATE_")}
+    env |= {"MXGATE_KAFKA__BOOTSTRAP_SERVERS": "kafka.example.net:9093",
+            "MXGATE_SCANNER__ENGINES": '["content"]'}  # fmt: skip
+    monkeypatch.setattr(os, "environ", env)  # `up` fills the environment of its process
+    monkeypatch.setattr(stack.signal, "signal", lambda *_a: None)  # nor pytest's handlers
+    monkeypatch.chdir(tmp_path)
+    seen: list[object] = []
+
+    class Stop(Exception):
+        pass
+
+    def create_topics(settings: object, _topics: object) -> None:
+        seen.append(settings)
+        runtime_text = (tmp_path / "var" / "runtime.json").read_text()
+        seen.append(json.loads(runtime_text))
+        raise Stop
+
+    monkeypatch.setattr("mxgate.kafka.create_topics", create_topics)
+    with pytest.raises(Stop):
+        stack.up(workdir=Path("var"), capture_port=2526)
+    kafka, record = seen
+    assert isinstance(kafka, KafkaSettings)
+    assert kafka == load_settings().kafka  # exactly the operator's settings
+    assert kafka.security_protocol == "PLAINTEXT" and not kafka.sasl_username
+    assert isinstance(record, dict) and "secrets" not in record
+    assert not any(k.startswith("MXGATE_KAFKA__S") for k in record["env"])
+    assert not (tmp_path / "var" / "secrets").exists()
+    assert not (tmp_path / "var" / "kafka-tls").exists()
+    assert not (tmp_path / "var" / "kafka").exists()
