@@ -206,7 +206,10 @@ def _start_local_bus(workdir: Path) -> LocalBus:
         "starting a local Kafka broker with SASL_SSL and ACLs (first run fetches it with mvn)…",
         err=True,
     )
-    bus = LocalBus(workdir)
+    try:
+        bus = LocalBus(workdir)
+    except PermissionError as e:  # a secrets file others can read: say which, do not use it
+        raise fail(e) from None
     bus.start()
     if bus.retired is not None:
         typer.echo(
