@@ -34,6 +34,9 @@ __all__ = [
     "time_opt",
 ]
 
+_BOOTSTRAP = "MXGATE_KAFKA__BOOTSTRAP_SERVERS"
+_PASSWORD = "MXGATE_KAFKA__SASL_PASSWORD"
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -41,11 +44,25 @@ def load_settings() -> Settings:
     """Settings from the environment, or a clear error naming the bad key.
 
     A live `mxgate up` in this directory lends its choices (broker, clamd socket, paths) as
-    defaults beneath the environment, so a second shell needs no MXGATE_* variables.
+    defaults beneath the environment, so a second shell needs no MXGATE_* variables; with
+    `up`'s own secured broker that includes the ops user, whose password is read from the
+    private file `up` names (never from var/runtime.json).
     """
     # The CLI is the top of the tree: the one place that may fill the process environment.
-    for key, value in runtime.load().items():
+    lent = runtime.load()
+    own = os.environ.get(_BOOTSTRAP)
+    for key, value in lent.items():
+        # A shell pointed at another cluster takes none of `up`'s broker settings (security).
+        if own and own != lent.get(_BOOTSTRAP) and key.startswith("MXGATE_KAFKA__"):
+            continue
         os.environ.setdefault(key, value)
+    if not os.environ.get(_PASSWORD):
+        secret = runtime.password(
+            os.environ.get("MXGATE_KAFKA__SASL_USERNAME", ""),
+            os.environ.get(_BOOTSTRAP, ""),
+        )
+        if secret is not None:
+            os.environ[_PASSWORD] = secret
     try:
         return Settings()
     except ValidationError as e:

@@ -10,7 +10,7 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from mxgate.settings import Settings
 # /metrics ports `mxgate up` gives the roles; receiver worker i serves on its port + i, so the
 # others sit below it.
 UP_METRICS_PORTS = {"scanner": 9118, "deliverer": 9119, "receiver": 9120}
+
+if TYPE_CHECKING:
+    from devstack.localbus import LocalBus
 
 
 class Role(StrEnum):
@@ -112,7 +115,7 @@ def up(
     env.setdefault("MXGATE_SCANNER__METRICS_PORT", str(UP_METRICS_PORTS["scanner"]))
     env.setdefault("MXGATE_DELIVERER__METRICS_PORT", str(UP_METRICS_PORTS["deliverer"]))
     clamd = None
-    kafka = None
+    bus = None
     procs: list[subprocess.Popen[bytes]] = []
 
     def interrupted(signum: int, _frame: object) -> None:
@@ -124,11 +127,9 @@ def up(
     signal.signal(signal.SIGTERM, interrupted)
     try:
         if not settings.kafka.bootstrap_servers:
-            from devstack.kafka import LocalKafka
-
-            typer.echo("starting a local Kafka broker (first run fetches it with mvn)…", err=True)
-            kafka = LocalKafka(workdir=workdir / "kafka")
-            env["MXGATE_KAFKA__BOOTSTRAP_SERVERS"] = kafka.start()
+            # Our own broker, so our own security; a configured cluster's is the operator's.
+            bus = _start_local_bus(workdir)
+            env["MXGATE_KAFKA__BOOTSTRAP_SERVERS"] = bus.kafka.bootstrap_servers
         os.environ.update(env)
         settings = load_settings()
         if "clamav" in settings.scanner.engines and not settings.scanner.clamav_socket:
@@ -146,8 +147,15 @@ def up(
             env["MXGATE_RECEIVER__TLS_CERT"], env["MXGATE_RECEIVER__TLS_KEY"] = str(cert), str(key)
         os.environ.update(env)
         settings = load_settings()
-        runtime.write(workdir / "runtime.json", env)
-        create_topics(settings.kafka, catalog.all_topics(len(settings.deliverer.retry_schedule)))
+        tiers = len(settings.deliverer.retry_schedule)
+        if bus is None:
+            runtime.write(workdir / "runtime.json", env)
+            create_topics(settings.kafka, catalog.all_topics(tiers))
+        else:
+            # A second shell's CLI acts as ops; its password stays in the secrets file.
+            runtime.write(workdir / "runtime.json", env | bus.role_env("ops"), bus.secrets_file)
+            create_topics(bus.admin(settings.kafka), catalog.all_topics(tiers))
+            bus.grant(bus.admin(settings.kafka), tiers)
         mailbox = workdir / "mailbox"
         cmd = [sys.executable, "-m", "cli"]
         procs.append(
@@ -159,7 +167,10 @@ def up(
         )
         for role in ("deliverer", "scanner", "receiver"):
             # Own sessions: Ctrl-C reaches only `up`, which stops the roles front to back.
-            procs.append(subprocess.Popen([*cmd, "run", role], env=env, start_new_session=True))
+            role_env = env | (bus.role_env(role) if bus is not None else {})
+            procs.append(
+                subprocess.Popen([*cmd, "run", role], env=role_env, start_new_session=True)
+            )
         typer.echo(
             f"mxgate is up: SMTP on {settings.receiver.host}:{settings.receiver.port} for "
             f"example.test; delivered mail lands in {mailbox}/. Ctrl-C stops.",
@@ -186,8 +197,8 @@ def up(
                 p.kill()
         if clamd is not None:
             clamd.stop()
-        if kafka is not None:
-            kafka.stop()
+        if bus is not None:
+            bus.stop()
         runtime.clear(workdir / "runtime.json", os.getpid())
 
 
@@ -202,6 +213,28 @@ def _metrics_urls(settings: Settings) -> str:
         f"{role} http://{host}:{port}/metrics" if port else f"{role} off"
         for role, (host, port) in where.items()
     )
+
+
+def _start_local_bus(workdir: Path) -> LocalBus:
+    """Start `up`'s own broker: SASL_SSL, ACLs on, a user per role (devstack.localbus)."""
+    from devstack.localbus import LocalBus
+
+    typer.echo(
+        "starting a local Kafka broker with SASL_SSL and ACLs (first run fetches it with mvn)…",
+        err=True,
+    )
+    try:
+        bus = LocalBus(workdir)
+    except PermissionError as e:  # a secrets file others can read: say which, do not use it
+        raise fail(e) from None
+    bus.start()
+    if bus.retired is not None:
+        typer.echo(
+            f"the broker in {bus.kafka.workdir} was not made for these users (an older "
+            f"PLAINTEXT `up`?): moved to {bus.retired}, started a new one",
+            err=True,
+        )
+    return bus
 
 
 def register(app: typer.Typer) -> None:

@@ -238,10 +238,12 @@ def acls(topic_prefix: str = "", group_prefix: str = "mxgate", retry_tiers: int 
     def transactions(role: str, prefix: str) -> None:
         grant(role, "WRITE", "TRANSACTIONAL_ID", prefix, "PREFIXED")
 
-    # receiver: writes what it accepted and refused; reads decisions back for in-session 550s.
+    # receiver: writes what it accepted and refused; reads decisions back for in-session 550s,
+    # and a timed-out write back from its partition (mxgate.kafka.record_on_partition) before
+    # writing it again: without that read every timeout would be a possible duplicate.
     writes("receiver", t(RECEIVED), t(REJECTED))
-    reads("receiver", t(SCANNED))
-    groups("receiver", f"{group_prefix}.receiver-decisions")
+    reads("receiver", t(SCANNED), t(RECEIVED))
+    groups("receiver", f"{group_prefix}.receiver-decisions", "mxgate.produce-check")
     # scanner: received -> scanned in one transaction; follows control and reputation.
     reads("scanner", t(RECEIVED), t(CONTROL), t(REPUTATION))
     writes("scanner", t(SCANNED), t(DEADLETTER), t(CONTROL))

@@ -22,7 +22,14 @@ from support.tlsca import TestCA
 from devstack.kafka import BrokerSecurity, LocalKafka
 from mxgate import catalog
 from mxgate.enginecontrol import publish_control, read_control
-from mxgate.kafka import base_config, consumer_config, create_acls, create_topics, producer_config
+from mxgate.kafka import (
+    base_config,
+    consumer_config,
+    create_acls,
+    create_topics,
+    producer_config,
+    record_on_partition,
+)
 from mxgate.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -91,6 +98,18 @@ def test_receiver_writes_received_not_control_or_submit(
     for refused in (catalog.CONTROL.name, catalog.SUBMIT.name):
         err = _produce(r, refused)
         assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+
+
+def test_receiver_reads_a_timed_out_write_back(kafka: LocalKafka, admin: KafkaSettings) -> None:
+    r = _settings(kafka, "receiver")
+    since = int(time.time() * 1000)
+    where: list[int] = []
+    p = Producer(producer_config(r, message_timeout=20.0) | {"log_level": 2})
+    p.produce(catalog.RECEIVED.name, key=b"readback", value=b"v1",
+              on_delivery=lambda e, m: where.append(-1 if e else m.partition() or 0))  # fmt: skip
+    p.flush(30)
+    assert where and where[0] >= 0
+    assert record_on_partition(r, catalog.RECEIVED.name, where[0], "readback", b"v1", since, 30)
 
 
 def test_wrong_password_fails_authentication(kafka: LocalKafka, admin: KafkaSettings) -> None:

@@ -1,5 +1,7 @@
 """After `mxgate up`, a second shell with no MXGATE_* variables runs the README's commands
-(trace, quarantine list, engines, replay): they find what `up` chose in var/runtime.json."""
+(trace, quarantine list, engines, replay): they find what `up` chose in var/runtime.json, and
+the ops user's password in the private file it names. `up`'s broker is SASL_SSL with ACLs on:
+a role's credentials do only what the catalog grants it."""
 
 from __future__ import annotations
 
@@ -11,11 +13,74 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from pydantic import SecretStr
 from support import samples
 from support.cli import MXGATE
 from support.pipeline import free_port, wait_for
 
+from devstack import passwords
+from mxgate import catalog
+from mxgate.kafka import base_config, producer_config
+from mxgate.settings import KafkaSettings
+
 pytestmark = pytest.mark.integration
+
+
+def _as(record: dict[str, object], user: str) -> KafkaSettings:
+    """Client settings for `up`'s broker as ``user``, from what a local account can read."""
+    env = record["env"]
+    assert isinstance(env, dict)
+    users = passwords.read(Path(str(record["secrets"])))
+    return KafkaSettings(
+        bootstrap_servers=env["MXGATE_KAFKA__BOOTSTRAP_SERVERS"], instance_id=f"t-{user}",
+        security_protocol="SASL_SSL", sasl_username=user, sasl_password=SecretStr(users[user]),
+        ssl_ca_location=Path(env["MXGATE_KAFKA__SSL_CA_LOCATION"]),
+    )  # fmt: skip
+
+
+def _produce(s: KafkaSettings, topic: str) -> KafkaError | None:
+    errors: list[KafkaError | None] = []
+
+    def done(err: KafkaError | None, _m: Message) -> None:
+        errors.append(err)
+
+    p = Producer(producer_config(s, message_timeout=20.0) | {"log_level": 2})
+    p.produce(topic, key=b"k", value=b"v", on_delivery=done)
+    p.flush(30)
+    assert errors, "no delivery report"
+    return errors[0]
+
+
+def _check_the_bus_is_locked(home: Path) -> None:
+    """What `up` set up on its broker and on disk, checked against the broker itself."""
+    text = (home / "var" / "runtime.json").read_text()
+    record = json.loads(text)
+    secrets = Path(record["secrets"])
+    assert secrets.stat().st_mode & 0o777 == 0o600
+    users = passwords.read(secrets)
+    assert set(users) >= {f"mxgate-{r}" for r in catalog.ROLES}
+    assert "PASSWORD" not in text and not any(pw in text for pw in users.values())
+    assert record["env"]["MXGATE_KAFKA__SASL_USERNAME"] == "mxgate-ops"
+    # The receiver writes received; it may not write submit or control (forged mail, switches).
+    receiver = _as(record, "mxgate-receiver")
+    for refused in (catalog.CONTROL.name, catalog.SUBMIT.name):
+        err = _produce(receiver, refused)
+        assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+    # What no ACL names, nobody may do (allow.everyone.if.no.acl.found=false): ops may create
+    # a topic outside the catalog, but not write to it.
+    ops = _as(record, "mxgate-ops")
+    admin = AdminClient(base_config(ops) | {"log_level": 2})
+    admin.create_topics([NewTopic("outside-the-catalog", 1, 1)])["outside-the-catalog"].result(30)
+    err = _produce(ops, "outside-the-catalog")
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+    # Without credentials nothing is answered at all.
+    anonymous = AdminClient(
+        {"bootstrap.servers": record["env"]["MXGATE_KAFKA__BOOTSTRAP_SERVERS"], "log_level": 0}
+    )
+    with pytest.raises(KafkaException):
+        anonymous.list_topics(timeout=5)
 
 
 def test_a_second_shell_runs_the_readme_commands_with_a_clean_environment(tmp_path: Path) -> None:
@@ -71,6 +136,7 @@ def test_a_second_shell_runs_the_readme_commands_with_a_clean_environment(tmp_pa
 
         history = wait_for(delivered, 120, "trace to show the delivery", every=1.0)
         assert history["message_id"] == mid
+        _check_the_bus_is_locked(home)
         held = second_shell("quarantine", "list", "--json")
         assert held.returncode == 0, held.stderr
         assert json.loads(held.stdout) == []

@@ -104,6 +104,11 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
             assert batches is not None and batches >= 1, role
         accepted = {"outcome": "accepted"}
         assert (_sample(metrics["receiver"], "mxgate_receiver_messages_total", accepted) or 0) >= 1
+        # The broker's users, CA and key: made at first start, readable by their owner only.
+        assert (workdir / "secrets" / "kafka-users.json").stat().st_mode & 0o777 == 0o600
+        assert (workdir / "kafka-tls" / "ca.pem").is_file()
+        assert (workdir / "kafka-tls" / "ca.key").stat().st_mode & 0o077 == 0
+        assert "SASL_SSL" in (workdir / "kafka" / "broker-0" / "server.properties").read_text()
         up.send_signal(stop_signal)
         assert up.wait(timeout=180) == 0, log.read_text()
         assert "stopping" in log.read_text()

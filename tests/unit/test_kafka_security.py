@@ -71,6 +71,13 @@ def test_receiver_writes_received_only_not_control_or_submit() -> None:
     assert not any(res == "TRANSACTIONAL_ID" for _op, res, _n in r)
 
 
+def test_receiver_may_read_back_a_timed_out_write() -> None:
+    # mxgate.kafka.record_on_partition: reads its own topic with its own (never joined) group.
+    r = _ops("receiver")
+    assert ("READ", "TOPIC", catalog.RECEIVED.name) in r
+    assert ("READ", "GROUP", "mxgate.produce-check") in r
+
+
 def test_only_ops_and_the_scanner_write_control_and_only_ops_writes_training() -> None:
     writers = {
         a.principal
