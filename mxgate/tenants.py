@@ -145,7 +145,16 @@ class Policy(BaseModel):
     )
     on_blocked_attachment: Action = "quarantine"
     # Office findings: "office:<what>" symbols, same prefix rule, e.g. "vba-autoexec".
-    blocked_office: tuple[str, ...] = ("vba-autoexec", "xlm-macro", "dde")
+    # Macros that call out (Shell, CreateObject, downloads) are held even without an auto-exec
+    # entry point (one click runs them), and an encrypted document was never looked into.
+    # A tenant that takes such documents removes "vba-suspicious" / "encrypted".
+    blocked_office: tuple[str, ...] = (
+        "vba-autoexec",
+        "vba-suspicious",
+        "xlm-macro",
+        "dde",
+        "encrypted",
+    )
     on_blocked_office: Action = "quarantine"
     # Sandbox: a malscore at or above this is treated as a confident detection (on_virus).
     sandbox_malicious: float = Field(default=7.0, ge=0)

@@ -1,10 +1,10 @@
 """Content rules: fixed strings in the message text, each worth a spam score.
 
 The rules are data (:data:`DEFAULT_RULES`), not code: each names a symbol, the bytes to look for
-and a score. Rules look at the raw message and at every decoded ``text/*`` part, so a needle
-hidden behind base64 or quoted-printable is found too. The shipped table holds GTUBE, the
-SpamAssassin "Generic Test for Unsolicited Bulk Email", which lets anyone check end to end that
-spam handling works, as EICAR does for antivirus.
+and a score. Rules look at the raw message and at every decoded part (attachments and archive
+members too), so a needle hidden behind base64, quoted-printable or a zip is found too. The
+shipped table holds GTUBE, the SpamAssassin "Generic Test for Unsolicited Bulk Email", which
+lets anyone check end to end that spam handling works, as EICAR does for antivirus.
 
 No settings. ``detail``: each rule symbol that hit -> the part path it was found in.
 """
@@ -92,11 +92,13 @@ class ContentRulesEngine(EngineBase):
 
 
 def _texts(message: ParsedMessage) -> Iterable[Part]:
-    """The raw message first, then the decoded text parts of the MIME tree."""
+    """The raw message first, then every decoded part: text parts, attachments whatever they
+    are declared as (a ``gtube.txt`` sent as application/octet-stream) and archive members.
+    A literal search is cheap, and the parts are bounded by the parser's budgets."""
     raw = next((p for p in message.parts if p.path == RAW_PATH), None)
     yield raw or Part(path=RAW_PATH, filename=None, content_type="message/rfc822", data=message.raw)
     for p in message.parts:
-        if p.depth == 0 and p.path != RAW_PATH and p.content_type.startswith("text/"):
+        if p.path != RAW_PATH:
             yield p
 
 

@@ -64,12 +64,25 @@ async def test_gtube_behind_base64_is_found_in_the_text_part(
     assert (f.outcome, f.detail) == ("spam", {"GTUBE": "1"})
 
 
-async def test_gtube_in_a_binary_attachment_is_not_text(engine: ContentRulesEngine) -> None:
+async def test_gtube_in_an_attachment_or_archive_member_is_found(
+    engine: ContentRulesEngine,
+) -> None:
+    """Issue 13: a needle sent as a base64 attachment of any declared type, or zipped, is
+    found where the recipient would open it (its decoded part)."""
     raw = (
         b"Subject: hi\r\nContent-Type: application/octet-stream\r\n"
         b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(GTUBE)
     )
-    assert (await engine.check(msg(raw))).outcome == "clean"
+    assert GTUBE not in raw
+    f = await engine.check(msg(raw))
+    assert (f.outcome, f.detail) == ("spam", {"GTUBE": "1"})
+    zipped = samples.zip_bytes({"read-me.txt": b"offer " + GTUBE})
+    raw = (
+        b"Subject: hi\r\nContent-Type: application/zip\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(zipped)
+    )
+    f = await engine.check(msg(raw))
+    assert f.outcome == "spam" and f.detail["GTUBE"].endswith("read-me.txt"), f.detail
 
 
 @pytest.mark.parametrize("name", sorted(MISSES))

@@ -87,8 +87,21 @@ def test_an_archive_the_unpacker_could_not_open_is_held_by_default(what: str) ->
 
 def test_office_symbols() -> None:
     f = [pol("office", "match", "office:vba-autoexec", "office:encrypted")]
-    assert decide(f, Policy()).reasons == ("office:office:vba-autoexec",)
+    assert decide(f, Policy()).reasons == ("office:office:vba-autoexec", "office:office:encrypted")
     assert decide(f, Policy(blocked_office=())).action == "deliver"
+
+
+def test_suspicious_macros_are_held_without_an_auto_exec_entry_point() -> None:
+    """Issue 13: a macro that calls Shell or CreateObject runs on one click; only a plain
+    macro (office:vba-macro) goes through by default, and a tenant can loosen the list."""
+    f = [pol("office", "match", "office:vba-suspicious")]
+    assert (decide(f, Policy()).action, decide(f, Policy()).reasons) == (
+        "quarantine",
+        ("office:office:vba-suspicious",),
+    )
+    lenient = tuple(b for b in Policy().blocked_office if b != "vba-suspicious")
+    assert decide(f, Policy(blocked_office=lenient)).action == "deliver"
+    assert decide([pol("office", "match", "office:vba-macro")], Policy()).action == "deliver"
 
 
 def test_sandbox_score_threshold_and_timeout() -> None:
