@@ -8,7 +8,9 @@ Outcomes, kept apart from actions (the tenant's policy decides):
   ``DMARC_POLICY_QUARANTINE`` / ``DMARC_POLICY_REJECT`` (the policy's content-match action
   applies until policy.py grows a DMARC rule);
 - a failure under ``p=none`` (or sampled out by ``pct``) -> ``spam``;
-- DNS failure -> ``error`` (temperror).
+- DNS failure -> ``error`` (temperror), also when DMARC's own lookups worked but an SPF or
+  DKIM check that could have aligned hit one: no policy is applied then (policy.py acts only
+  on the ``DMARC_POLICY_*`` symbols of a ``match``).
 
 Symbols (stable): ``dmarc=<result>``, ``header.from=<domain>``, ``policy.dmarc=<published>``.
 ``detail``: ``result``, ``policy`` (the one applied), ``header.from``, ``policy.dmarc`` (the

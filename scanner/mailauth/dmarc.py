@@ -6,6 +6,10 @@ the ``spf`` and ``dkim`` engines (computed once per message, :mod:`scanner.maila
 the ``dmarc`` engine (:mod:`scanner.engines.dmarc`) turns the result into a finding.
 
 ``pct`` sampling is deterministic per message ID, so replaying a message gives the same answer.
+No aligned pass is ``fail`` only when nothing that could have aligned hit a DNS failure: an
+aligned SPF or DKIM ``temperror`` makes the result ``temperror`` with no policy applied, so a
+DNS outage never turns a ``p=reject`` into rejected mail. A ``v=DMARC1`` record that cannot
+be applied (no or a bad ``p=``, a bad ``sp=``) is ``permerror`` with the reason, not ``none``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from scanner.mailauth.spf import SpfResult
 __all__ = [
     "DmarcRecord",
     "DmarcResult",
+    "InvalidRecord",
     "aligned",
     "evaluate",
     "from_domain",
@@ -67,27 +72,47 @@ class DmarcRecord:
     aspf: str = "r"
 
 
+class InvalidRecord(ValueError):
+    """A ``v=DMARC1`` record that cannot be applied (RFC 7489 6.6.3): ``permerror``."""
+
+
+_DISPOSITIONS = ("none", "quarantine", "reject")
+
+
 def parse_record(text: str) -> DmarcRecord | None:
-    """A ``v=DMARC1`` record, or None when it is not one or ``p`` is missing/invalid."""
+    """A ``v=DMARC1`` record; None when it is not one (``v=DMARC1`` must come first).
+
+    Raises :class:`InvalidRecord` when it is one but cannot be applied: ``p`` missing or not
+    none/quarantine/reject, an invalid ``sp`` (RFC 7489 6.6.3), a tag without ``=``. Bad
+    values of the other tags fall back to their defaults (RFC 7489 6.3).
+    """
     tags: dict[str, str] = {}
     for i, item in enumerate(text.split(";")):
         k, eq, v = item.partition("=")
         k, v = k.strip().lower(), v.strip()
         if i == 0 and (k != "v" or v != "DMARC1"):
             return None
-        if eq and k not in tags:
+        if not eq:
+            if k:  # "; ;" and a trailing ";" are allowed, a word on its own is not
+                raise InvalidRecord(f"tag {k!r} without a value")
+            continue
+        if k not in tags:
             tags[k] = v
-    p = tags.get("p", "").lower()
-    if p not in ("none", "quarantine", "reject"):
-        return None
+    if "p" not in tags:
+        raise InvalidRecord("no p= tag")
+    p = tags["p"].lower()
+    if p not in _DISPOSITIONS:
+        raise InvalidRecord(f"invalid p={tags['p']!r}")
     sp = tags.get("sp", "").lower()
+    if "sp" in tags and sp not in _DISPOSITIONS:
+        raise InvalidRecord(f"invalid sp={tags['sp']!r}")
     try:
         pct = max(0, min(100, int(tags.get("pct", "100"))))
     except ValueError:
         pct = 100
     return DmarcRecord(
         p=p,  # type: ignore[arg-type]
-        sp=sp if sp in ("none", "quarantine", "reject") else None,  # type: ignore[arg-type]
+        sp=sp if sp else None,  # type: ignore[arg-type]
         pct=pct,
         adkim="s" if tags.get("adkim", "r").lower() == "s" else "r",
         aspf="s" if tags.get("aspf", "r").lower() == "s" else "r",
@@ -158,9 +183,13 @@ async def evaluate(
         return DmarcResult("temperror", fd, reason=str(e))
     if len(recs) != 1:
         return DmarcResult("none", fd, reason="no record" if not recs else "several records")
-    rec = parse_record(recs[0])
+    try:
+        rec = parse_record(recs[0])
+    except InvalidRecord as e:
+        # Reported, not silently "none": the domain owner published a record that says nothing.
+        return DmarcResult("permerror", fd, reason=f"invalid record: {e}")
     if rec is None:
-        return DmarcResult("none", fd, reason="invalid record")
+        return DmarcResult("none", fd, reason="no record")
     spf_ok = (
         spf.result == "pass" and spf.identity == "mailfrom" and aligned(spf.domain, fd, rec.aspf)
     )
@@ -170,6 +199,21 @@ async def evaluate(
         return DmarcResult(
             "pass", fd, "none", published, "aligned " + ("spf" if spf_ok else "dkim")
         )
+    # A check that could have given an aligned pass but hit a DNS failure makes the result
+    # temperror, never fail: a DNS outage must not turn the owner's p=reject into lost mail.
+    temp = [
+        f"dkim {r.domain}"
+        for r in dkim_results
+        if r.result == "temperror" and aligned(r.domain, fd, rec.adkim)
+    ]
+    if (
+        spf.result == "temperror"
+        and spf.identity == "mailfrom"
+        and aligned(spf.domain, fd, rec.aspf)
+    ):
+        temp.insert(0, f"spf {spf.domain}")
+    if temp:
+        return DmarcResult("temperror", fd, "none", published, "DNS failure: " + ", ".join(temp))
     applied = published if _sampled(message_id, rec.pct) else _WEAKER[published]
     return DmarcResult("fail", fd, applied, published, "no aligned pass")
 
