@@ -5,7 +5,8 @@ per message (:class:`~scanner.mailauth.context.AuthContext`) and shared with DMA
 
 Symbols (stable, read by Authentication-Results): ``SPF_<RESULT>``, ``spf=<result>``,
 ``smtp.mailfrom=<domain>`` or ``smtp.helo=<domain>``. ``detail``: ``result``, ``domain``,
-``smtp.mailfrom`` or ``smtp.helo`` (the domain, under the identity checked) and ``reason``.
+``smtp.mailfrom`` or ``smtp.helo`` (the domain, under the identity checked), ``reason`` and
+``explanation`` (a fail's text from the domain's ``exp=``, RFC 7208 6.2; "" when none).
 Outcome: ``fail`` is ``spam``, ``temperror`` (DNS failure) is ``error``, the rest ``clean``.
 Settings (:class:`SpfSettings`): the scanner's DNS (``scanner.auth.dns_*``).
 """
@@ -60,6 +61,7 @@ class SpfEngine(EngineBase):
                 "domain": r.domain,
                 prop: r.domain,
                 "reason": r.reason[:200],
+                "explanation": r.explanation[:200],
             },
         )
 

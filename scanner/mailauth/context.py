@@ -72,7 +72,7 @@ class AuthContext:
         m = self.message
         domain, sender, ident = identity(m.mail_from, m.helo)
         r = await check_host(self.resolver, m.client_ip, domain, sender, m.helo)
-        return SpfResult(r.result, r.domain, ident, r.reason)
+        return SpfResult(r.result, r.domain, ident, r.reason, r.explanation)
 
     async def _check_dmarc(self, min_key_bits: int) -> DmarcResult:
         spf = await self.spf()

@@ -6,7 +6,11 @@ resolver and cache nor be bounded by the engine timeout without a thread per mes
 module follows the RFC's ``check_host()`` (section 4) directly, with its limits: at most 10
 DNS-querying terms (include, a, mx, ptr, exists, redirect) per evaluation, at most 2 void
 lookups, at most 10 MX names per ``mx`` and 10 PTR names per ``ptr``; macros (section 7)
-including transformers, delimiters and URL escaping.
+including transformers, delimiters and URL escaping. A record's syntax is checked in full, as
+written, before any term is evaluated (non-ASCII, domain-specs and their top labels, CIDR
+lengths, macro letters): any error is ``permerror``, even after a term that would match. A
+``fail`` carries the domain's ``exp=`` explanation (section 6.2). Checked against the public
+RFC 7208 test suite: ``tests/unit/test_spf_conformance.py``.
 
 A DNS failure is ``temperror``, never a stuck message. The ``spf`` engine
 (:mod:`scanner.engines.spf`) reports the result; :mod:`scanner.mailauth.context` computes it
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Literal
@@ -51,6 +56,7 @@ class SpfResult:
     domain: str
     identity: Literal["mailfrom", "helo"] = "mailfrom"
     reason: str = ""
+    explanation: str = ""  # a fail's expanded exp= text (RFC 7208 6.2), "" when it has none
 
 
 @dataclass
@@ -110,12 +116,13 @@ async def check_host(
         return SpfResult("none", domain, reason="not a domain")
     st = _State(resolver, addr, sender, helo)
     try:
-        res, why = await _check(st, domain, top=True)
+        res, why, exp = await _check(st, domain)
     except PermError as e:
         return SpfResult("permerror", domain, reason=str(e))
     except TempError as e:
         return SpfResult("temperror", domain, reason=str(e))
-    return SpfResult(res, domain, reason=why)
+    explanation = await _explain(st, *exp) if res == "fail" and exp is not None else ""
+    return SpfResult(res, domain, reason=why, explanation=explanation)
 
 
 async def _record(st: _State, domain: str) -> str | None:
@@ -130,55 +137,99 @@ async def _record(st: _State, domain: str) -> str | None:
     return recs[0] if recs else None
 
 
-async def _check(st: _State, domain: str, top: bool = False) -> tuple[Result, str]:
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """A record whose syntax has been checked: its mechanisms and the two modifiers that act."""
+
+    mechanisms: tuple[tuple[Result, str, str], ...]  # (qualifier's result, name, argument)
+    redirect: str | None
+    exp: str | None
+
+
+def _parse(record: str) -> _Record:
+    """The record's terms, every one checked against RFC 7208's grammar (sections 4.6.1, 5,
+    6, 7.1) before anything is evaluated: a syntax error anywhere is a permerror even when
+    an earlier term would have matched."""
+    if any(not " " <= ch <= "~" for ch in record):
+        raise PermError("non-ASCII or control character in record")  # RFC 7208 3.1, 4.6.1
+    redirect: str | None = None
+    exp: str | None = None
+    mechanisms: list[tuple[Result, str, str]] = []
+    for term in record.split(" ")[1:]:
+        if not term:
+            continue  # several spaces between terms, or trailing ones
+        m = re.match(r"^([A-Za-z][A-Za-z0-9_.-]*)=(.*)$", term)
+        if m:
+            name, value = m.group(1).lower(), m.group(2)
+            if name == "redirect":
+                if redirect is not None:
+                    raise PermError("two redirect modifiers")
+                redirect = _check_domain_spec(value, "redirect")
+            elif name == "exp":
+                if exp is not None:
+                    raise PermError("two exp modifiers")
+                exp = _check_domain_spec(value, "exp")
+            else:
+                _check_macros(value, _ALL_LETTERS)  # unknown modifiers are ignored (RFC 6)
+            continue
+        q: Result = "pass"
+        if term[:1] in _QUALIFIERS:
+            q, term = _QUALIFIERS[term[0]], term[1:]
+        mname, sep, arg = _split_mech(term)
+        if mname not in _MECHS:
+            raise PermError(f"unknown mechanism {term!r}")
+        _check_mechanism(mname, sep + arg)
+        mechanisms.append((q, mname, sep + arg))
+    return _Record(tuple(mechanisms), redirect, exp)
+
+
+async def _check(st: _State, domain: str) -> tuple[Result, str, tuple[str, str] | None]:
+    """(result, why, the (exp domain-spec, domain) a fail is explained by, or None)."""
     if domain in st.seen:
         raise PermError(f"loop through {domain}")
     st.seen.add(domain)
     try:
-        record = await _record(st, domain)
-        if record is None:
-            return "none", f"{domain}: no SPF record"
-        terms = record.split()[1:]
-        redirect: str | None = None
-        exp_seen = False
-        parsed: list[tuple[Result, str, str]] = []
-        for term in terms:
-            m = re.match(r"^([A-Za-z][A-Za-z0-9_.-]*)=(.*)$", term)
-            if m:
-                name, value = m.group(1).lower(), m.group(2)
-                if name == "redirect":
-                    if redirect is not None:
-                        raise PermError("two redirect modifiers")
-                    redirect = value
-                elif name == "exp":
-                    if exp_seen:
-                        raise PermError("two exp modifiers")
-                    exp_seen = True
-                _check_macro_syntax(value)
-                continue  # unknown modifiers are ignored (RFC 7208 6)
-            q: Result = "pass"
-            if term[:1] in _QUALIFIERS:
-                q, term = _QUALIFIERS[term[0]], term[1:]
-            mname, sep, arg = _split_mech(term)
-            if mname not in _MECHS:
-                raise PermError(f"unknown mechanism {term!r}")
-            parsed.append((q, mname, sep + arg))
-        # Syntax is checked for the whole record before evaluating (RFC 7208 4.6).
-        for q, mname, arg in parsed:
+        text = await _record(st, domain)
+        if text is None:
+            return "none", f"{domain}: no SPF record", None
+        record = _parse(text)
+        exp = (record.exp, domain) if record.exp is not None else None
+        for q, mname, arg in record.mechanisms:
             if await _match(st, domain, mname, arg):
-                return q, f"{domain}: {mname}{arg}"
-        if redirect is not None and not any(m == "all" for _, m, _ in parsed):
+                return q, f"{domain}: {mname}{arg}", exp
+        if record.redirect is not None and not any(m == "all" for _, m, _ in record.mechanisms):
             st.count_term()
-            target = (await _expand(st, redirect, domain)).lower()
+            target = (await _expand(st, record.redirect, domain)).lower().rstrip(".")
             if not _valid_domain(target):
                 raise PermError(f"redirect to invalid domain {target!r}")
-            res, why = await _check(st, target)
+            # The target's exp= explains, never this record's (RFC 7208 6.2).
+            res, why, target_exp = await _check(st, target)
             if res == "none":
                 raise PermError(f"redirect to {target}: no SPF record")
-            return res, why
-        return "neutral", f"{domain}: no match"
+            return res, why, target_exp
+        return "neutral", f"{domain}: no match", exp
     finally:
         st.seen.discard(domain)
+
+
+async def _explain(st: _State, spec: str, domain: str) -> str:
+    """A fail's explanation (RFC 7208 6.2): the one TXT record at ``exp=``'s expanded name,
+    itself expanded. Any trouble (DNS failure, no or several records, non-ASCII or bad macros)
+    gives no explanation, never another result; the lookup counts towards no limit."""
+    try:
+        target = (await _expand(st, spec, domain)).rstrip(".")
+        if not target:
+            return ""
+        ans = await st.resolver.txt(target)
+        if len(ans.records) != 1:
+            return ""
+        text = ans.records[0]
+        if any(not " " <= ch <= "~" for ch in text):
+            return ""
+        _check_macros(text, _ALL_LETTERS)
+        return await _expand(st, text, domain, name=False)
+    except (PermError, DnsTempError):
+        return ""
 
 
 def _split_mech(term: str) -> tuple[str, str, str]:
@@ -189,6 +240,72 @@ def _split_mech(term: str) -> tuple[str, str, str]:
     if not sep and arg:
         raise PermError(f"bad term {term!r}")
     return name, sep, arg
+
+
+_IP4_ARG = re.compile(r"^:([0-9.]+)(?:/(0|[1-9][0-9]?))?$")
+_IP6_ARG = re.compile(r"^:([0-9A-Fa-f:.]+)(?:/(0|[1-9][0-9]{0,2}))?$")
+
+
+def _ip_network(mech: str, arg: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``ip4:`` / ``ip6:`` network and optional length, strictly (RFC 7208 5.6): no leading
+    zeros in lengths or octets, lengths within 32 / 128."""
+    m = (_IP4_ARG if mech == "ip4" else _IP6_ARG).match(arg)
+    if m is None:
+        raise PermError(f"bad {mech}{arg!r}")
+    addr, length = m.group(1), m.group(2)
+    try:
+        ip: IP = ipaddress.IPv4Address(addr) if mech == "ip4" else ipaddress.IPv6Address(addr)
+    except ValueError:
+        raise PermError(f"bad {mech}{arg!r}") from None
+    bits = int(length) if length is not None else ip.max_prefixlen
+    if bits > ip.max_prefixlen:
+        raise PermError(f"bad cidr length in {mech}{arg!r}")
+    return ipaddress.ip_network(f"{ip}/{bits}", strict=False)
+
+
+def _check_mechanism(mech: str, arg: str) -> None:
+    """A mechanism's argument against its grammar (RFC 7208 5.1-5.7)."""
+    if mech == "all":
+        if arg:
+            raise PermError("all takes no argument")
+    elif mech in ("ip4", "ip6"):
+        _ip_network(mech, arg)
+    elif mech in ("include", "exists"):
+        if not arg.startswith(":"):
+            raise PermError(f"{mech} needs a domain")
+        _check_domain_spec(arg[1:], mech)
+    elif mech == "ptr":
+        if arg:
+            if not arg.startswith(":"):
+                raise PermError(f"bad ptr argument {arg!r}")
+            _check_domain_spec(arg[1:], mech)
+    else:  # a, mx: [":" domain-spec] [dual-cidr-length]
+        spec, _, _ = _cidr(arg)
+        if spec:
+            if not spec.startswith(":"):
+                raise PermError(f"bad {mech} argument {arg!r}")
+            _check_domain_spec(spec[1:], mech)
+
+
+_TOPLABEL = re.compile(
+    r"^(?:[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9])$"
+)
+
+
+def _check_domain_spec(spec: str, where: str) -> str:
+    """RFC 7208 7.1 ``domain-spec``: macros allowed outside explanations, ending with a macro
+    or a valid top label (not all numeric, no leading dash): the syntax is checked as written,
+    never after expansion. Returns ``spec``."""
+    if not spec:
+        raise PermError(f"{where}: empty domain-spec")
+    last = _check_macros(spec, _DOMAIN_LETTERS)
+    if last is not None and last.end() == len(spec):
+        return spec  # domain-end = macro-expand
+    body = spec[:-1] if spec.endswith(".") else spec
+    head, dot, top = body.rpartition(".")
+    if not dot or (last is not None and last.end() > len(head)) or not _TOPLABEL.match(top):
+        raise PermError(f"{where}: invalid domain-spec {spec!r}")
+    return spec
 
 
 def _cidr(arg: str) -> tuple[str, int | None, int | None]:
@@ -207,14 +324,14 @@ def _cidr(arg: str) -> tuple[str, int | None, int | None]:
 
 
 async def _target(st: _State, spec: str, domain: str) -> str:
+    """The name a mechanism's ``:domain-spec`` (checked by :func:`_parse`) expands to.
+
+    The expansion is not checked again (RFC 7208 7.1): a name no DNS could hold (a HELO of
+    ``JUMPIN' JUPITER`` in ``a:%{h}``) is looked up as it is, and matches nothing.
+    """
     if not spec:
         return domain
-    if not spec.startswith(":"):
-        raise PermError(f"bad domain-spec {spec!r}")
-    out = (await _expand(st, spec[1:], domain)).lower().rstrip(".")
-    if not out or not _valid_domain(out):
-        raise PermError(f"invalid domain-spec {spec[1:]!r}")
-    return out
+    return (await _expand(st, spec[1:], domain)).lower().rstrip(".")
 
 
 def _in(ip: IP, addr_text: str, l4: int | None, l6: int | None) -> bool:
@@ -229,27 +346,19 @@ def _in(ip: IP, addr_text: str, l4: int | None, l6: int | None) -> bool:
 async def _match(st: _State, domain: str, mech: str, arg: str) -> bool:
     ip = st.ip
     rr = "AAAA" if ip.version == 6 else "A"
+    # The syntax of every term was checked by _parse before evaluation started.
     if mech == "all":
-        if arg:
-            raise PermError("all takes no argument")
         return True
     if mech in ("ip4", "ip6"):
-        if not arg.startswith(":"):
-            raise PermError(f"{mech} needs an address")
-        want = 4 if mech == "ip4" else 6
-        try:
-            net = ipaddress.ip_network(arg[1:], strict=False)
-        except ValueError:
-            raise PermError(f"bad {mech} {arg[1:]!r}") from None
-        if net.version != want:
-            raise PermError(f"bad {mech} {arg[1:]!r}")
-        return ip.version == want and ip in net
+        net = _ip_network(mech, arg)
+        return ip.version == net.version and ip in net
     if mech == "include":
         st.count_term()
-        target = await _target(st, arg, domain) if arg.startswith(":") else None
-        if target is None:
-            raise PermError("include needs a domain")
-        res, _ = await _check(st, target)
+        target = await _target(st, arg, domain)
+        if not _valid_domain(target):
+            # check_host() of a malformed name is "none", which include makes permerror (5.2).
+            raise PermError(f"include of invalid domain {target!r}")
+        res, _, _ = await _check(st, target)  # the included record's exp= is not used (6.2)
         if res == "pass":
             return True
         if res in ("fail", "softfail", "neutral"):
@@ -259,8 +368,6 @@ async def _match(st: _State, domain: str, mech: str, arg: str) -> bool:
         raise PermError(f"include:{target}: {res}")
     if mech == "exists":
         st.count_term()
-        if not arg.startswith(":") or len(arg) < 2:
-            raise PermError("exists needs a domain")
         target = await _target(st, arg, domain)
         return bool(await st.lookup(target, "A"))  # always A, whatever the client (RFC 5.7)
     if mech == "a":
@@ -321,13 +428,29 @@ async def _validated_names(st: _State) -> list[str]:
 _MACRO_RE = re.compile(r"%\{([A-Za-z])(\d*)(r?)([.\-+,/_=]*)\}|%%|%_|%-|%")
 
 
-def _check_macro_syntax(text: str) -> None:
+_DOMAIN_LETTERS = "slodiphv"
+_ALL_LETTERS = _DOMAIN_LETTERS + "crt"  # c, r and t only in explanation text (RFC 7208 7.1)
+
+
+def _check_macros(text: str, letters: str) -> re.Match[str] | None:
+    """Every ``%`` in ``text`` starts a valid macro with one of ``letters``; returns the last
+    macro, or None when there is none."""
+    last: re.Match[str] | None = None
     for m in _MACRO_RE.finditer(text):
-        if m.group(0) == "%":
+        tok = m.group(0)
+        if tok == "%":
             raise PermError(f"bad macro in {text!r}")
+        if tok.startswith("%{"):
+            if m.group(1).lower() not in letters:
+                raise PermError(f"macro {tok} not allowed in {text!r}")
+            if m.group(2) and int(m.group(2)) == 0:
+                raise PermError(f"macro {tok} keeps zero labels")
+        last = m
+    return last
 
 
-async def _expand(st: _State, text: str, domain: str) -> str:
+async def _expand(st: _State, text: str, domain: str, *, name: bool = True) -> str:
+    """``text`` with its macros expanded (RFC 7208 7.3); a ``name`` is cut to 253 octets."""
     out: list[str] = []
     pos = 0
     for m in _MACRO_RE.finditer(text):
@@ -359,8 +482,8 @@ async def _expand(st: _State, text: str, domain: str) -> str:
             out.append(value)
     out.append(text[pos:])
     result = "".join(out)
-    # A too-long expansion loses labels from the left until it fits (RFC 7208 7.3).
-    while len(result) > 253 and "." in result:
+    # A too-long name loses labels from the left until it fits (RFC 7208 7.3).
+    while name and len(result) > 253 and "." in result:
         result = result.split(".", 1)[1]
     return result
 
@@ -388,6 +511,12 @@ async def _macro_value(st: _State, letter: str, domain: str) -> str:
         return "in-addr" if st.ip.version == 4 else "ip6"
     if letter == "h":
         return st.helo or "unknown"
+    if letter == "c":  # explanations only: the client address as it is usually written
+        return str(st.ip)
+    if letter == "r":
+        return "unknown"  # the receiving host's name, not known to check_host (RFC 7.2)
+    if letter == "t":
+        return str(int(time.time()))
     raise PermError(f"macro %{{{letter}}} not allowed here")
 
 
