@@ -59,6 +59,12 @@ ZONES: dict[str, list[tuple[str, str]]] = {
     "dupredir.test": [("TXT", "v=spf1 redirect=a.test redirect=pass.test")],
     "badmacro.test": [("TXT", "v=spf1 exists:%{z}.x.test -all")],
     "case.test": [("TXT", "V=SPF1 IP4:192.0.2.0/24 -ALL")],
+    # Syntax is checked in full before evaluating: these are permerror although -all matches.
+    "bareip6.test": [("TXT", "v=spf1 -all ip6")],
+    "toplabel.test": [("TXT", "v=spf1 -all a:example.123")],
+    "cidr032.test": [("TXT", "v=spf1 -all ip4:192.0.2.1/032")],
+    "exp.test": [("TXT", "v=spf1 -all exp=why.exp.test")],
+    "why.exp.test": [("TXT", "%{c} may not send for %{d}, see https://%{d}/spf")],
 }
 
 
@@ -124,6 +130,10 @@ CASES = [
     ("192.0.2.1", "case.test", "pass"),  # names are case-insensitive
     ("::ffff:192.0.2.1", "pass.test", "pass"),  # IPv4-mapped IPv6 is checked as IPv4
     ("192.0.2.1", "-bad-.", "none"),  # not a domain
+    ("192.0.2.1", "bareip6.test", "permerror"),
+    ("192.0.2.1", "toplabel.test", "permerror"),
+    ("192.0.2.1", "cidr032.test", "permerror"),
+    ("192.0.2.1", "exp.test", "fail"),
 ]
 
 
@@ -131,6 +141,17 @@ CASES = [
 async def test_rfc7208_results(resolver: Resolver, ip: str, domain: str, expected: str) -> None:
     r = await check_host(resolver, ip, domain, f"user@{domain}", "helo.test")
     assert r.result == expected, r.reason
+
+
+async def test_fail_carries_the_domains_explanation(resolver: Resolver) -> None:
+    f = await SpfEngine(resolver).check(
+        ParsedMessage("m0", "t", b"", (), (), client_ip="192.0.2.1", mail_from="a@exp.test")
+    )
+    assert (
+        f.detail["explanation"] == "192.0.2.1 may not send for exp.test, see https://exp.test/spf"
+    )
+    ok = await check_host(resolver, "192.0.2.1", "pass.test", "a@pass.test")
+    assert ok.explanation == ""
 
 
 async def test_macro_local_part_with_delimiter_and_reverse(resolver: Resolver) -> None:
