@@ -148,12 +148,20 @@ class Policy(BaseModel):
     # Macros that call out (Shell, CreateObject, downloads) are held even without an auto-exec
     # entry point (one click runs them), and an encrypted document was never looked into.
     # A tenant that takes such documents removes "vba-suspicious" / "encrypted".
+    # Documents that fetch or carry code without macros are held too: a remote template or
+    # other external relationship loaded on open, an OLE object in RTF (Equation Editor
+    # exploits ride on these), an embedded package that is a program or script.
     blocked_office: tuple[str, ...] = (
         "vba-autoexec",
         "vba-suspicious",
         "xlm-macro",
         "dde",
         "encrypted",
+        "external-template",
+        "external-relationship",
+        "rtf-object",
+        "rtf-equation",
+        "embedded-executable",
     )
     on_blocked_office: Action = "quarantine"
     # Sandbox: a malscore at or above this is treated as a confident detection (on_virus).

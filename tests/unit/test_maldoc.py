@@ -1,0 +1,107 @@
+"""Maldoc shapes beyond macros: remote templates, RTF objects, embedded packages, PDF active
+content, HTML smuggling and OneNote; each with a benign look-alike that is not flagged."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+from support import maldoc_samples as ms
+
+from mxgate.tenants import Policy
+from scanner.engines.common import Finding
+from scanner.engines.office import OfficeEngine
+from scanner.mime import parse
+from scanner.policy import decide
+
+
+def _mail(name: str, data: bytes, ctype: str = "application/octet-stream") -> bytes:
+    m = EmailMessage()
+    m.set_content("see attached")
+    main, sub = ctype.split("/")
+    m.add_attachment(data, maintype=main, subtype=sub, filename=name)
+    return m.as_bytes()
+
+
+def _office(name: str, data: bytes) -> Finding:
+    return OfficeEngine().inspect(parse(_mail(name, data), message_id="m", tenant="t"))
+
+
+def _held(f: Finding) -> bool:
+    return decide([f], Policy()).action == "quarantine"
+
+
+# --- 1. remote-template injection --------------------------------------------------------------
+
+
+def test_external_template_is_found_with_its_url_and_held() -> None:
+    f = _office("offer.docx", ms.docx_template("https://cdn.example.net/t/offer.dotm"))
+    assert f.symbols == ("office:external-template",)
+    assert f.detail["office:external-template"].endswith("offer.docx")
+    assert f.detail["office:external-template:target"] == "https://cdn.example.net/t/offer.dotm"
+    assert _held(f)
+
+
+def test_external_ole_object_and_frame_relationships_are_found() -> None:
+    f = _office("a.docx", ms.docx_template("http://x.example/o.rtf", kind="oleObject"))
+    assert f.symbols == ("office:external-relationship:oleObject",)
+    assert _held(f)
+    f = _office("b.docx", ms.docx_template("http://x.example/f.html", kind="frame"))
+    assert f.symbols == ("office:external-relationship:frame",)
+
+
+def test_internal_template_and_external_hyperlink_are_not_flagged() -> None:
+    assert _office("t.docx", ms.docx_template("template.dotx", external=False)).symbols == ()
+    assert _office("h.docx", ms.docx_hyperlink()).symbols == ()
+
+
+def test_a_rels_part_with_a_dtd_is_not_parsed() -> None:
+    # Entity expansion starts with a DTD; OOXML never has one, so such a part is skipped.
+    doc = ms.docx_template("http://evil.example/t.dotm")
+    import io
+    import zipfile
+
+    src, buf = zipfile.ZipFile(io.BytesIO(doc)), io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("settings.xml.rels"):
+                data = data.replace(
+                    b"<Relationships", b'<!DOCTYPE r [<!ENTITY a "b">]><Relationships'
+                )
+            out.writestr(info.filename, data)
+    assert _office("t.docx", buf.getvalue()).symbols == ()
+
+
+# --- 2. OLE objects in RTF, embedded packages --------------------------------------------------
+
+
+def test_rtf_equation_object_is_found_and_held() -> None:
+    f = _office("scan.doc", ms.rtf_equation())  # RTF is found by its bytes, not its name
+    assert set(f.symbols) == {"office:rtf-object", "office:rtf-equation"}
+    assert _held(f)
+
+
+def test_rtf_package_with_an_executable_is_found() -> None:
+    f = _office("order.rtf", ms.rtf_package("invoice.exe"))
+    assert "office:embedded-executable" in f.symbols
+    assert _held(f)
+    # A package of a text file is still an object in RTF (held) but not an executable.
+    f = _office("order.rtf", ms.rtf_package("notes.txt", b"hello"))
+    assert f.symbols == ("office:rtf-object",)
+
+
+def test_rtf_without_objects_is_clean() -> None:
+    assert _office("letter.rtf", ms.rtf()).symbols == ()
+
+
+def test_embedded_package_in_ole_and_ooxml_is_found() -> None:
+    f = _office("report.doc", ms.ole_with_package("readme.lnk"))
+    assert f.symbols == ("office:embedded-executable",)
+    assert _held(f)
+    f = _office("report.docx", ms.docx_with_embedded("update.js"))
+    assert f.symbols == ("office:embedded-executable",)
+
+
+def test_embedded_package_of_a_document_is_not_flagged() -> None:
+    assert _office("report.docx", ms.docx_with_embedded("notes.txt", b"hi")).symbols == ()
+    assert _office("report.doc", ms.ole_with_package("figures.csv", b"1,2")).symbols == ()
