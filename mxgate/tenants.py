@@ -164,6 +164,12 @@ class Policy(BaseModel):
         "embedded-executable",
     )
     on_blocked_office: Action = "quarantine"
+    # PDF findings: "pdf:<what>" symbols (the pdf engine), same prefix rule. A PDF that runs
+    # JavaScript, launches a program or carries a file is held; an open action alone (a zoom
+    # level, a first page) is common in harmless PDFs and is not. A tenant that takes PDF
+    # invoices with attached XML (ZUGFeRD / Factur-X) removes "embedded-file".
+    blocked_pdf: tuple[str, ...] = ("javascript", "launch", "embedded-file")
+    on_blocked_pdf: Action = "quarantine"
     # Sandbox: a malscore at or above this is treated as a confident detection (on_virus).
     sandbox_malicious: float = Field(default=7.0, ge=0)
     # What a sandbox that did not answer in time means.

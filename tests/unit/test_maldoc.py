@@ -3,6 +3,7 @@ content, HTML smuggling and OneNote; each with a benign look-alike that is not f
 
 from __future__ import annotations
 
+import zlib
 from email.message import EmailMessage
 
 from support import maldoc_samples as ms
@@ -10,6 +11,7 @@ from support import maldoc_samples as ms
 from mxgate.tenants import Policy
 from scanner.engines.common import Finding
 from scanner.engines.office import OfficeEngine
+from scanner.engines.pdf import PdfEngine
 from scanner.mime import parse
 from scanner.policy import decide
 
@@ -105,3 +107,59 @@ def test_embedded_package_in_ole_and_ooxml_is_found() -> None:
 def test_embedded_package_of_a_document_is_not_flagged() -> None:
     assert _office("report.docx", ms.docx_with_embedded("notes.txt", b"hi")).symbols == ()
     assert _office("report.doc", ms.ole_with_package("figures.csv", b"1,2")).symbols == ()
+
+
+# --- 3. PDF active content ---------------------------------------------------------------------
+
+
+def _pdf(name: str, data: bytes) -> Finding:
+    return PdfEngine().inspect(parse(_mail(name, data), message_id="m", tenant="t"))
+
+
+def test_pdf_javascript_is_found_and_held() -> None:
+    f = _pdf("invoice.pdf", ms.pdf_javascript())
+    assert set(f.symbols) == {"pdf:javascript", "pdf:open-action"}
+    assert f.detail["pdf:javascript"].endswith("invoice.pdf")
+    d = decide([f], Policy())
+    assert d.action == "quarantine"
+    assert "pdf:pdf:javascript" in d.reasons
+    assert "pdf:pdf:open-action" not in d.reasons  # an open action alone is common: not held
+
+
+def test_pdf_launch_and_embedded_file_are_held() -> None:
+    f = _pdf("a.pdf", ms.pdf_launch())
+    assert set(f.symbols) == {"pdf:launch", "pdf:open-action"}
+    assert _held(f)
+    f = _pdf("b.bin", ms.pdf_embedded_file())  # by its bytes, whatever the name
+    assert f.symbols == ("pdf:embedded-file",)
+    assert _held(f)
+    # A tenant that takes PDF invoices with attached XML loosens it.
+    assert decide([f], Policy(blocked_pdf=("javascript", "launch"))).action == "deliver"
+
+
+def test_pdf_javascript_inside_a_compressed_object_stream_is_found() -> None:
+    data = ms.pdf_hidden_in_object_stream()
+    assert b"JavaScript" not in data  # a byte scan alone misses it
+    assert "pdf:javascript" in _pdf("x.pdf", data).symbols
+
+
+def test_hex_escaped_names_are_decoded() -> None:
+    data = ms.pdf_javascript().replace(b"/JavaScript", b"/J#61vaScript").replace(b"/JS ", b"/J#53 ")
+    assert "pdf:javascript" in _pdf("x.pdf", data).symbols
+
+
+def test_a_flate_bomb_object_stream_is_bounded_and_reported() -> None:
+    bomb = zlib.compress(b"\0" * (80 * 1024 * 1024), 9)  # ~80 KiB that inflates to 80 MiB
+    objstm = (
+        b"<< /Type /ObjStm /N 1 /First 4 /Filter /FlateDecode /Length %d >>\nstream\n" % len(bomb)
+        + bomb
+        + b"\nendstream"
+    )
+    f = _pdf("x.pdf", ms.pdf([objstm]))
+    assert f.symbols == ("pdf:limit",)
+    assert decide([f], Policy()).action == "deliver"  # a tenant may list "limit" to hold it
+
+
+def test_pdf_without_active_content_is_clean() -> None:
+    assert _pdf("report.pdf", ms.pdf_plain()).symbols == ()
+    assert _pdf("notes.txt", b"see /JavaScript in the manual").symbols == ()  # not a PDF
