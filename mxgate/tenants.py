@@ -131,11 +131,14 @@ class Policy(BaseModel):
     # (a tenant that takes password-protected zips removes "archive-encrypted"). An archive
     # opened with a password found in the message was scanned inside and is not held for
     # having been encrypted; "archive-password-in-body" (that phishing sign) can be listed to
-    # hold it anyway.
+    # hold it anyway. OneNote sections and HTML that builds a file in the browser (smuggling)
+    # are how payloads got past gateways once macros were blocked: held too.
     blocked_attachments: tuple[str, ...] = (
         "type:executable",
         "type:script",
         "type:disk-image",
+        "type:onenote",
+        "html-smuggling",
         "double-extension",
         "rlo-filename",
         "archive-limit",

@@ -7,8 +7,10 @@ import zlib
 from email.message import EmailMessage
 
 from support import maldoc_samples as ms
+from support import samples
 
 from mxgate.tenants import Policy
+from scanner.engines.attachments import AttachmentsEngine
 from scanner.engines.common import Finding
 from scanner.engines.office import OfficeEngine
 from scanner.engines.pdf import PdfEngine
@@ -163,3 +165,71 @@ def test_a_flate_bomb_object_stream_is_bounded_and_reported() -> None:
 def test_pdf_without_active_content_is_clean() -> None:
     assert _pdf("report.pdf", ms.pdf_plain()).symbols == ()
     assert _pdf("notes.txt", b"see /JavaScript in the manual").symbols == ()  # not a PDF
+
+
+# --- 4. HTML smuggling, 5. OneNote and disk images ---------------------------------------------
+
+
+def _attachments(name: str, data: bytes, ctype: str = "application/octet-stream") -> Finding:
+    raw = _mail(name, data, ctype)
+    return AttachmentsEngine().inspect(parse(raw, message_id="m", tenant="t"))
+
+
+def test_html_smuggling_is_found_and_held() -> None:
+    for sample in (ms.HTML_SMUGGLING, ms.HTML_SMUGGLING_MS, ms.HTML_DATA_URI_DOWNLOAD):
+        f = _attachments("Invoice_0931.html", sample, "text/html")
+        assert "attachment:html-smuggling" in f.symbols, sample[:60]
+        assert f.detail["attachment:html-smuggling"].endswith("Invoice_0931.html")
+        assert _held(f)
+
+
+def test_html_smuggling_found_by_content_and_in_an_archive() -> None:
+    # libmagic calls it HTML whatever the name; inside a zip it is a member with a name.
+    assert "attachment:html-smuggling" in _attachments("doc.dat", ms.HTML_SMUGGLING).symbols
+    z = samples.zip_bytes({"view.htm": ms.HTML_SMUGGLING})
+    assert "attachment:html-smuggling" in _attachments("a.zip", z, "application/zip").symbols
+
+
+def test_html_without_a_smuggling_script_is_not_flagged() -> None:
+    for sample in (ms.HTML_PLAIN, ms.HTML_SCRIPT_NO_PAYLOAD):
+        f = _attachments("newsletter.html", sample, "text/html")
+        assert "attachment:html-smuggling" not in f.symbols
+        assert not _held(f)
+    # A script that decodes base64 for display, with no download sink.
+    page = b"<html><script>document.title = atob('SGVsbG8=');</script></html>"
+    assert "attachment:html-smuggling" not in _attachments("a.html", page, "text/html").symbols
+    # A download link to a web address is not smuggling.
+    page = b'<html><script>x=1</script><a download href="https://example.com/a.pdf">a</a></html>'
+    assert "attachment:html-smuggling" not in _attachments("a.html", page, "text/html").symbols
+
+
+def test_a_mail_body_with_the_script_is_not_an_attachment() -> None:
+    m = EmailMessage()
+    m.set_content("text")
+    m.add_alternative(ms.HTML_SMUGGLING.decode(), subtype="html")
+    f = AttachmentsEngine().inspect(parse(m.as_bytes(), message_id="m", tenant="t"))
+    assert "attachment:html-smuggling" not in f.symbols
+
+
+def test_onenote_is_typed_by_its_guid_and_held() -> None:
+    f = _attachments("Scan_0042.one", ms.onenote())
+    assert "attachment:type:onenote" in f.symbols
+    assert _held(f)
+    f = _attachments("Scan_0042.pdf", ms.onenote())  # a decoy name: the bytes decide
+    assert {"attachment:type:onenote", "attachment:type-mismatch"} <= set(f.symbols)
+
+
+def test_bytes_that_only_resemble_onenote_are_not_typed_so() -> None:
+    near = bytes([ms.ONENOTE_GUID[0] ^ 1]) + ms.onenote()[1:]
+    assert "attachment:type:onenote" not in _attachments("x.one", near).symbols
+
+
+def test_disk_images_are_typed_by_their_bytes_whatever_the_name() -> None:
+    iso = bytes(0x8001) + b"CD001\x01" + bytes(2048)
+    fixed_vhd = bytes(64 * 1024) + b"conectix" + bytes(504)  # fixed VHD: a footer only
+    vhdx = b"vhdxfile" + bytes(64 * 1024)
+    for name, data in (("a.dat", iso), ("b.dat", fixed_vhd), ("c.dat", vhdx)):
+        f = _attachments(name, data)
+        assert "attachment:type:disk-image" in f.symbols, name
+        assert _held(f)
+    assert "attachment:type:disk-image" not in _attachments("d.dat", bytes(70 * 1024)).symbols
