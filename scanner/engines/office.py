@@ -81,6 +81,8 @@ _EXEC_EXT = (
     ".wsf", ".wsh", ".hta", ".ps1", ".msi", ".dll", ".cpl", ".jar", ".sct", ".url", ".inf",
 )  # fmt: skip
 _MAX_TARGET = 500
+# Zip members looked at for embedded OLE files.
+_MAX_MEMBERS = 1000
 
 
 def _is_ooxml(data: bytes) -> bool:
@@ -216,16 +218,41 @@ def _rtf_objects(data: bytes) -> list[str]:
     return out
 
 
+def _ole_files(data: bytes) -> Iterator[bytes]:
+    """``data`` if it is an OLE file, else the OLE members of the zip (OOXML keeps embedded
+    objects as ``word/embeddings/oleObject1.bin`` and the like), bounded in count and size."""
+    if data[:8] == _OLE:
+        yield data
+        return
+    try:
+        with zipfile.ZipFile(BytesIO(data)) as z:
+            for info in z.infolist()[:_MAX_MEMBERS]:
+                if info.file_size > _MAX_BYTES or info.is_dir():
+                    continue
+                try:
+                    with z.open(info) as f:
+                        if f.read(8) != _OLE:
+                            continue
+                    yield z.read(info)
+                except Exception:
+                    continue
+    except Exception:
+        return
+
+
 def _has_embedded_executable(data: bytes) -> bool:
     """An OLE Package (``\\x01Ole10Native``) in an OLE file or an OOXML's embedded OLE files
     whose file name runs code (oletools' oleobj)."""
     _import_oletools()
     from oletools import oleobj
 
-    try:
-        for ole in oleobj.find_ole("part", data):
-            if ole is None:
-                continue
+    olefile = oleobj.olefile  # oletools' own dependency, through it (no pin of its own)
+    for blob in _ole_files(data):
+        try:
+            ole = olefile.OleFileIO(blob)
+        except Exception:
+            continue
+        try:
             for entry in ole.listdir():
                 if entry[-1].lower() != "\x01ole10native":
                     continue
@@ -238,8 +265,10 @@ def _has_embedded_executable(data: bytes) -> bool:
                     continue
                 if any(_runs_code(n) for n in (pkg.filename, pkg.src_path, pkg.temp_path)):
                     return True
-    except Exception:
-        return False
+        except Exception:
+            continue
+        finally:
+            ole.close()
     return False
 
 

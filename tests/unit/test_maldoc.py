@@ -233,3 +233,12 @@ def test_disk_images_are_typed_by_their_bytes_whatever_the_name() -> None:
         assert "attachment:type:disk-image" in f.symbols, name
         assert _held(f)
     assert "attachment:type:disk-image" not in _attachments("d.dat", bytes(70 * 1024)).symbols
+
+
+def test_embedded_package_is_found_in_the_docx_itself_when_not_unpacked() -> None:
+    # The engine reads a docx's embedded OLE files itself: a docx the unpacker did not open
+    # (a limit) still shows what it embeds.
+    from scanner.engines.office import _has_embedded_executable
+
+    assert _has_embedded_executable(ms.docx_with_embedded("update.js"))
+    assert not _has_embedded_executable(ms.docx_with_embedded("notes.txt", b"hi"))
