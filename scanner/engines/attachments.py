@@ -14,8 +14,9 @@ finding, and the tenant's ``Policy.blocked_attachments`` says which of them act
   (``conectix``) and VHDX (``vhdxfile``) signatures, which libmagic does not know;
 - ``attachment:html-smuggling`` — an HTML (or SVG) attachment whose script assembles a file in
   the browser and offers it as a download (``new Blob``, ``msSaveOrOpenBlob``,
-  ``createObjectURL`` or a ``download`` attribute) from a payload it carries (``atob(...)``,
-  a ``data:...;base64,`` URI or a long base64 string): the file is built past the gateway,
+  ``createObjectURL``, ``a.download=``) from a payload it carries (``atob(...)``, a
+  ``data:...;base64,`` URI or a long base64 string), or a link with a ``download`` attribute
+  to a ``data:...;base64,`` URI: the file is built past the gateway,
   which only ever sees HTML. Looked for in the first ``_HTML_BYTES`` of the part, and only in
   parts with a file name (attachments and archive members: a mail body's script never runs);
 - ``attachment:type-mismatch`` — the name says a harmless type but the bytes are an
@@ -299,6 +300,17 @@ def _smuggles(html: bytes) -> bool:
     repeated without a ``>``) makes per-position bounded regex scans quadratic; this is linear.
     """
     low = html.lower()
+    # Markup that hands over a file carried in the page: <a download href="data:...;base64,">
+    # in one tag (a script may click it, or the user does).
+    pos = low.find(b"<a")
+    while pos >= 0:
+        gt = low.find(b">", pos)
+        tag = low[pos : gt if gt >= 0 else len(low)]
+        if tag[2:3].isspace() and b"download" in tag and b"data:" in tag and b";base64," in tag:
+            return True
+        if gt < 0:
+            break
+        pos = low.find(b"<a", gt)
     scripts: list[bytes] = []
     pos = low.find(b"<script")
     while pos >= 0:
@@ -310,22 +322,8 @@ def _smuggles(html: bytes) -> bool:
         if end < 0:
             break
         pos = low.find(b"<script", end)
-    if not scripts:
-        return False
     code = b"\n".join(scripts)
-    if _SINK.search(code) and _PAYLOAD.search(code):
-        return True
-    # Markup that a script then clicks: <a download href="data:...;base64,...">, in one tag.
-    pos = low.find(b"<a")
-    while pos >= 0:
-        gt = low.find(b">", pos)
-        tag = low[pos : gt if gt >= 0 else len(low)]
-        if tag[2:3].isspace() and b"download" in tag and b"data:" in tag and b";base64," in tag:
-            return True
-        if gt < 0:
-            break
-        pos = low.find(b"<a", gt)
-    return False
+    return bool(_SINK.search(code) and _PAYLOAD.search(code))
 
 
 def build(settings: NoSettings) -> AttachmentsEngine:

@@ -176,7 +176,8 @@ def _attachments(name: str, data: bytes, ctype: str = "application/octet-stream"
 
 
 def test_html_smuggling_is_found_and_held() -> None:
-    for sample in (ms.HTML_SMUGGLING, ms.HTML_SMUGGLING_MS, ms.HTML_DATA_URI_DOWNLOAD):
+    link_only = b'<html><a href="data:application/zip;base64,UEsDBA==" download="a.zip">a</a>'
+    for sample in (ms.HTML_SMUGGLING, ms.HTML_SMUGGLING_MS, ms.HTML_DATA_URI_DOWNLOAD, link_only):
         f = _attachments("Invoice_0931.html", sample, "text/html")
         assert "attachment:html-smuggling" in f.symbols, sample[:60]
         assert f.detail["attachment:html-smuggling"].endswith("Invoice_0931.html")
@@ -197,6 +198,13 @@ def test_html_without_a_smuggling_script_is_not_flagged() -> None:
         assert not _held(f)
     # A script that decodes base64 for display, with no download sink.
     page = b"<html><script>document.title = atob('SGVsbG8=');</script></html>"
+    assert "attachment:html-smuggling" not in _attachments("a.html", page, "text/html").symbols
+    # A chart made from a Blob for display next to an inline image (a data: URI in markup).
+    page = (
+        b'<html><body><img src="data:image/png;base64,iVBORw0KGgo="><script>'
+        b"var b = new Blob(['<svg/>'], {type: 'image/svg+xml'});"
+        b"document.getElementById('c').src = URL.createObjectURL(b);</script></body></html>"
+    )
     assert "attachment:html-smuggling" not in _attachments("a.html", page, "text/html").symbols
     # A download link to a web address is not smuggling.
     page = b'<html><script>x=1</script><a download href="https://example.com/a.pdf">a</a></html>'
