@@ -169,9 +169,10 @@ class Policy(BaseModel):
     on_blocked_office: Action = "quarantine"
     # PDF findings: "pdf:<what>" symbols (the pdf engine), same prefix rule. A PDF that runs
     # JavaScript, launches a program or carries a file is held; an open action alone (a zoom
-    # level, a first page) is common in harmless PDFs and is not. A tenant that takes PDF
-    # invoices with attached XML (ZUGFeRD / Factur-X) removes "embedded-file".
-    blocked_pdf: tuple[str, ...] = ("javascript", "launch", "embedded-file")
+    # level, a first page) is common in harmless PDFs and is not. "limit": the engine's inflate
+    # budget ran out, so part of the file was not looked into (fail closed). A tenant that
+    # takes PDF invoices with attached XML (ZUGFeRD / Factur-X) removes "embedded-file".
+    blocked_pdf: tuple[str, ...] = ("javascript", "launch", "embedded-file", "limit")
     on_blocked_pdf: Action = "quarantine"
     # Sandbox: a malscore at or above this is treated as a confident detection (on_virus).
     sandbox_malicious: float = Field(default=7.0, ge=0)

@@ -8,8 +8,9 @@ turns into an action (:func:`scanner.policy.decide`):
 - ``pdf:embedded-file`` — an attached file (``/EmbeddedFile``, ``/EmbeddedFiles``);
 - ``pdf:open-action`` — an action run on open or on an event (``/OpenAction``, ``/AA``):
   common in harmless PDFs too (a zoom level, a first page), so a sign to combine, not held;
-- ``pdf:limit`` — the decoding budget ran out (or the part was too big to scan): what is
-  past it was not looked into.
+- ``pdf:limit`` — a decoding budget ran out (or the part was too big to scan): what is past
+  it was not looked into. Real object streams are small (dictionaries, not page content), so
+  this is a crafted file, and the default policy holds it (fail closed).
 
 A PDF is found by its bytes (``%PDF-`` in its first KiB, as readers accept), whatever its
 name. The scan is of the names in the file (``/JavaScript`` and its ``#xx``-escaped spellings
@@ -80,6 +81,7 @@ def _object_streams(data: bytes) -> tuple[list[bytes], bool]:
     out: list[bytes] = []
     total = 0
     seen = 0
+    limited = False
     for m in _STREAM.finditer(data):
         if data[max(0, m.start() - 3) : m.start()] == b"end":
             continue  # "endstream"
@@ -103,9 +105,10 @@ def _object_streams(data: bytes) -> tuple[list[bytes], bool]:
             continue  # damaged: readers skip it too
         total += len(plain)
         out.append(plain)
-        if inflater.unconsumed_tail:
-            return out, True
-    return out, False
+        # A stream past its budget is scanned as far as it was inflated and the next ones
+        # still are: a bomb in front must not hide the stream behind it.
+        limited = limited or bool(inflater.unconsumed_tail)
+    return out, limited
 
 
 def active_content(data: bytes) -> tuple[set[str], bool]:

@@ -159,7 +159,12 @@ def test_a_flate_bomb_object_stream_is_bounded_and_reported() -> None:
     )
     f = _pdf("x.pdf", ms.pdf([objstm]))
     assert f.symbols == ("pdf:limit",)
-    assert decide([f], Policy()).action == "deliver"  # a tenant may list "limit" to hold it
+    assert _held(f)  # part of it was never looked into: fail closed
+    # A bomb in front does not hide the object stream behind it.
+    hidden = ms.pdf_hidden_in_object_stream()
+    at = hidden.index(b"4 0 obj")
+    both = hidden[:at] + b"9 0 obj\n" + objstm + b"\nendobj\n" + hidden[at:]
+    assert set(_pdf("x.pdf", both).symbols) == {"pdf:limit", "pdf:javascript", "pdf:open-action"}
 
 
 def test_pdf_without_active_content_is_clean() -> None:
