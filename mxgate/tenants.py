@@ -164,6 +164,7 @@ class Policy(BaseModel):
         "external-relationship",
         "rtf-object",
         "rtf-equation",
+        "equation-object",
         "embedded-executable",
     )
     on_blocked_office: Action = "quarantine"

@@ -20,7 +20,9 @@ Reports ``match`` findings with symbols ``office:<what>`` that the tenant's
 - ``office:rtf-object`` — an OLE object embedded in an RTF document (oletools' rtfobj);
 - ``office:rtf-equation`` — one of class ``Equation.3`` (Equation Editor, CVE-2017-11882);
 - ``office:embedded-executable`` — an embedded OLE Package (in RTF, OLE or OOXML) whose file
-  name runs code (``.exe``, ``.lnk``, ``.js``, ...: the ``\x01Ole10Native`` stream, oleobj).
+  name runs code (``.exe``, ``.lnk``, ``.js``, ...: the ``\x01Ole10Native`` stream, oleobj);
+- ``office:equation-object`` — an Equation Editor object embedded in an OLE file or in an
+  OOXML's ``embeddings`` (the same exploit as ``rtf-equation``, in another container).
 
 Only parts whose bytes are OLE, OOXML/zip or RTF are opened (the true type, not the name). oletools
 parses hostile files in pure Python and can take long or use much memory on a crafted one, so
@@ -81,6 +83,8 @@ _EXEC_EXT = (
     ".wsf", ".wsh", ".hta", ".ps1", ".msi", ".dll", ".cpl", ".jar", ".sct", ".url", ".inf",
 )  # fmt: skip
 _MAX_TARGET = 500
+# Microsoft Equation 3.0, the Equation Editor removed in 2018 for CVE-2017-11882.
+_EQUATION_CLSID = "0002CE02-0000-0000-C000-000000000046"
 # Zip members looked at for embedded OLE files.
 _MAX_MEMBERS = 1000
 
@@ -148,8 +152,8 @@ class OfficeEngine(EngineBase):
                         found[f"{key}:target"] = target[:_MAX_TARGET]
             for symbol in _analyse(part):
                 found.setdefault(f"office:{symbol}", part.path)
-            if _has_embedded_executable(part.data):
-                found.setdefault("office:embedded-executable", part.path)
+            for symbol in _embedded(part.data):
+                found.setdefault(f"office:{symbol}", part.path)
         symbols = tuple(k for k in found if not k.endswith(":target"))
         return self.finding("match" if symbols else "clean", symbols=symbols, detail=found)
 
@@ -240,21 +244,28 @@ def _ole_files(data: bytes) -> Iterator[bytes]:
         return
 
 
-def _has_embedded_executable(data: bytes) -> bool:
-    """An OLE Package (``\\x01Ole10Native``) in an OLE file or an OOXML's embedded OLE files
-    whose file name runs code (oletools' oleobj)."""
+def _embedded(data: bytes) -> list[str]:
+    """``embedded-executable``: an OLE Package (``\\x01Ole10Native``) in an OLE file or an
+    OOXML's embedded OLE files whose file name runs code (oletools' oleobj);
+    ``equation-object``: an embedded Equation Editor object (its class id or its
+    ``Equation Native`` stream), the carrier of CVE-2017-11882 in OLE and OOXML files."""
     _import_oletools()
     from oletools import oleobj
 
     olefile = oleobj.olefile  # oletools' own dependency, through it (no pin of its own)
+    out: list[str] = []
     for blob in _ole_files(data):
         try:
             ole = olefile.OleFileIO(blob)
         except Exception:
             continue
         try:
+            clsid = str(getattr(ole.root, "clsid", "") or "").upper()
+            if clsid == _EQUATION_CLSID or ole.exists("Equation Native"):
+                if "equation-object" not in out:
+                    out.append("equation-object")
             for entry in ole.listdir():
-                if entry[-1].lower() != "\x01ole10native":
+                if entry[-1].lower() != "\x01ole10native" or "embedded-executable" in out:
                     continue
                 # One package's header is at most three paths: read no more than that.
                 with ole.openstream(entry) as stream:
@@ -264,12 +275,12 @@ def _has_embedded_executable(data: bytes) -> bool:
                 except Exception:
                     continue
                 if any(_runs_code(n) for n in (pkg.filename, pkg.src_path, pkg.temp_path)):
-                    return True
+                    out.append("embedded-executable")
         except Exception:
             continue
         finally:
             ole.close()
-    return False
+    return out
 
 
 def _import_oletools() -> tuple[Any, Any, Any]:

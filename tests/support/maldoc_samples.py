@@ -140,6 +140,18 @@ def docx_with_embedded(filename: str = "update.js", payload: bytes = b"WScript.E
     )
 
 
+def docx_with_equation(equation: bool = True) -> bytes:
+    """A docx embedding an Equation Editor 3.0 object (its class id and ``Equation Native``
+    stream), or (``equation=False``) an embedded Excel worksheet object instead."""
+    if equation:
+        ole = office_samples.cfb(
+            {"Equation Native": b"\x1c\x00" + bytes(60)}, "0002ce02-0000-0000-c000-000000000046"
+        )
+    else:
+        ole = office_samples.cfb({"Workbook": bytes(512)}, office_samples.CLSID_EXCEL97)
+    return _with_members(office_samples.docx(), {"word/embeddings/oleObject1.bin": ole})
+
+
 # --- PDF -----------------------------------------------------------------------------------------
 
 

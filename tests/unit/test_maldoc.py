@@ -251,7 +251,15 @@ def test_disk_images_are_typed_by_their_bytes_whatever_the_name() -> None:
 def test_embedded_package_is_found_in_the_docx_itself_when_not_unpacked() -> None:
     # The engine reads a docx's embedded OLE files itself: a docx the unpacker did not open
     # (a limit) still shows what it embeds.
-    from scanner.engines.office import _has_embedded_executable
+    from scanner.engines.office import _embedded
 
-    assert _has_embedded_executable(ms.docx_with_embedded("update.js"))
-    assert not _has_embedded_executable(ms.docx_with_embedded("notes.txt", b"hi"))
+    assert _embedded(ms.docx_with_embedded("update.js")) == ["embedded-executable"]
+    assert _embedded(ms.docx_with_embedded("notes.txt", b"hi")) == []
+
+
+def test_equation_editor_object_in_a_docx_is_found_and_held() -> None:
+    f = _office("calc.docx", ms.docx_with_equation())
+    assert f.symbols == ("office:equation-object",)
+    assert _held(f)
+    # An embedded object of another class (a worksheet) is not.
+    assert _office("calc.docx", ms.docx_with_equation(equation=False)).symbols == ()
