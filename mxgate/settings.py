@@ -297,6 +297,7 @@ DEFAULT_ENGINES: tuple[str, ...] = (
     "yara",
     "attachments",
     "office",
+    "pdf",
     # antispam, in-process (bayes abstains until `mxgate train` has taught it)
     "content",
     "heuristics",
@@ -449,7 +450,7 @@ class ScannerSettings(BaseModel):
         description='Per-engine timeout overrides in seconds, e.g. {"sandbox": 50}.',
     )
     isolated: tuple[str, ...] = Field(
-        default=("yara", "attachments", "office"),
+        default=("yara", "attachments", "office", "pdf"),
         description="Engines run in worker processes, so a crash in native code costs one "
         "verdict, not the scanner; a crashed or hung worker is replaced.",
     )

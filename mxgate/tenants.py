@@ -131,11 +131,14 @@ class Policy(BaseModel):
     # (a tenant that takes password-protected zips removes "archive-encrypted"). An archive
     # opened with a password found in the message was scanned inside and is not held for
     # having been encrypted; "archive-password-in-body" (that phishing sign) can be listed to
-    # hold it anyway.
+    # hold it anyway. OneNote sections and HTML that builds a file in the browser (smuggling)
+    # are how payloads got past gateways once macros were blocked: held too.
     blocked_attachments: tuple[str, ...] = (
         "type:executable",
         "type:script",
         "type:disk-image",
+        "type:onenote",
+        "html-smuggling",
         "double-extension",
         "rlo-filename",
         "archive-limit",
@@ -148,14 +151,30 @@ class Policy(BaseModel):
     # Macros that call out (Shell, CreateObject, downloads) are held even without an auto-exec
     # entry point (one click runs them), and an encrypted document was never looked into.
     # A tenant that takes such documents removes "vba-suspicious" / "encrypted".
+    # Documents that fetch or carry code without macros are held too: a remote template or
+    # other external relationship loaded on open, an OLE object in RTF (Equation Editor
+    # exploits ride on these), an embedded package that is a program or script.
     blocked_office: tuple[str, ...] = (
         "vba-autoexec",
         "vba-suspicious",
         "xlm-macro",
         "dde",
         "encrypted",
+        "external-template",
+        "external-relationship",
+        "rtf-object",
+        "rtf-equation",
+        "equation-object",
+        "embedded-executable",
     )
     on_blocked_office: Action = "quarantine"
+    # PDF findings: "pdf:<what>" symbols (the pdf engine), same prefix rule. A PDF that runs
+    # JavaScript, launches a program or carries a file is held; an open action alone (a zoom
+    # level, a first page) is common in harmless PDFs and is not. "limit": the engine's inflate
+    # budget ran out, so part of the file was not looked into (fail closed). A tenant that
+    # takes PDF invoices with attached XML (ZUGFeRD / Factur-X) removes "embedded-file".
+    blocked_pdf: tuple[str, ...] = ("javascript", "launch", "embedded-file", "limit")
+    on_blocked_pdf: Action = "quarantine"
     # Sandbox: a malscore at or above this is treated as a confident detection (on_virus).
     sandbox_malicious: float = Field(default=7.0, ge=0)
     # What a sandbox that did not answer in time means.

@@ -25,7 +25,8 @@ kept (in findings order):
 - an attachment finding (``match`` with symbols ``attachment:<what>``, from the attachments
   engine) acts only when ``<what>`` or a ``:``-prefix of it is in ``policy.blocked_attachments``
   -> ``policy.on_blocked_attachment``, reason ``attachment:<engine>:<what>``; office findings
-  (``office:<what>``) likewise with ``blocked_office`` / ``on_blocked_office``;
+  (``office:<what>``) likewise with ``blocked_office`` / ``on_blocked_office``, and PDF
+  findings (``pdf:<what>``) with ``blocked_pdf`` / ``on_blocked_pdf``;
 - authentication ``match`` symbols ``DMARC_POLICY_REJECT`` / ``DMARC_POLICY_QUARANTINE`` /
   ``BACKSCATTER`` -> ``policy.on_dmarc_reject`` / ``on_dmarc_quarantine`` / ``on_backscatter``,
   reason ``auth:<engine>:<symbol>``;
@@ -218,7 +219,7 @@ def decide(
 
 
 def _match(f: Finding, symbols: tuple[str, ...], policy: Policy, apply: Any) -> None:
-    """A ``match`` finding: attachment/office symbols are judged against the tenant's lists."""
+    """A ``match`` finding: attachment/office/pdf symbols are judged against the tenant's lists."""
     auth = [s for s in symbols if s in _AUTH_RULES]
     if auth:
         # The other symbols of an authentication finding (dmarc=fail, header.from=…) explain
@@ -235,6 +236,9 @@ def _match(f: Finding, symbols: tuple[str, ...], policy: Policy, apply: Any) -> 
         elif family == "office" and what:
             if _listed(what, policy.blocked_office):
                 apply(policy.on_blocked_office, f"office:{f.engine}:{what}")
+        elif family == "pdf" and what:
+            if _listed(what, policy.blocked_pdf):
+                apply(policy.on_blocked_pdf, f"pdf:{f.engine}:{what}")
         else:
             plain.append(s)
     if plain or not symbols:

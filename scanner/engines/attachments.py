@@ -9,6 +9,16 @@ finding, and the tenant's ``Policy.blocked_attachments`` says which of them act
   ``disk-image``, ``office``, ``office-macro`` (a macro-enabled OOXML or OLE with a VBA
   storage), ``pdf``, ``archive``, ``html``; scripts that libmagic calls plain text are
   recognised by their name (``.js``, ``.vbs``, ``.ps1``, ...), which is what Windows runs them by;
+  ``onenote`` (a OneNote section, found by its file-type GUID: a container for embedded
+  scripts and programs that runs them on a click); disk images are also found by their VHD
+  (``conectix``) and VHDX (``vhdxfile``) signatures, which libmagic does not know;
+- ``attachment:html-smuggling`` — an HTML (or SVG) attachment whose script assembles a file in
+  the browser and offers it as a download (``new Blob``, ``msSaveOrOpenBlob``,
+  ``createObjectURL``, ``a.download=``) from a payload it carries (``atob(...)``, a
+  ``data:...;base64,`` URI or a long base64 string), or a link with a ``download`` attribute
+  to a ``data:...;base64,`` URI: the file is built past the gateway,
+  which only ever sees HTML. Looked for in the first ``_HTML_BYTES`` of the part, and only in
+  parts with a file name (attachments and archive members: a mail body's script never runs);
 - ``attachment:type-mismatch`` — the name says a harmless type but the bytes are an
   executable/script/disk image (``invoice.pdf`` that is an ``MZ`` file);
 - ``attachment:double-extension`` — ``invoice.pdf.exe`` and the like;
@@ -29,6 +39,7 @@ No settings. ``detail`` maps each symbol to the first part path that raised it.
 from __future__ import annotations
 
 import asyncio
+import re
 import unicodedata
 from collections.abc import Callable
 
@@ -129,7 +140,7 @@ _DECOY_EXT = {
     ".csv",
     ".odt",
 }
-_DANGEROUS = {"executable", "script", "disk-image"}
+_DANGEROUS = {"executable", "script", "disk-image", "onenote"}
 # Bidi controls that reorder how a name is displayed.
 _BIDI = {
     "\u202a",
@@ -148,6 +159,20 @@ _BIDI = {
 _DEFECT_SYMBOLS = {"archive-password:found": "archive-password-in-body"}
 # libmagic reads at most this much of a part (its own default is 1 MiB).
 _MAGIC_BYTES = 1024 * 1024
+# [MS-ONESTORE] 2.3.1 guidFileType of a .one section, {7B5C52E4-D88C-4DA7-AEB1-5378D02996D3},
+# as stored (little-endian GUID) at the start of the file.
+_ONENOTE = bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3")
+# HTML smuggling: how much of an HTML part is read, the names of HTML files, and what marks a
+# file built in the browser: a place to put it (sink) and bytes it carries (payload).
+_HTML_BYTES = 8 * 1024 * 1024
+_HTML_EXT = {".htm", ".html", ".xhtml", ".shtml", ".svg", ".mht", ".mhtml"}
+_SINK = re.compile(
+    rb"new\s+Blob\s*\(|msSaveOrOpenBlob|msSaveBlob|createObjectURL|\.download\s*=|"
+    rb"setAttribute\s*\(\s*['\"]download['\"]",
+)
+_PAYLOAD = re.compile(
+    rb"\batob\s*\(|data:[\w.+-]+/[\w.+-]+(?:;[\w=.-]+)*;base64,|['\"`][A-Za-z0-9+/]{2048,}={0,2}['\"`]"
+)
 
 
 def true_type(data: bytes) -> str:
@@ -206,7 +231,7 @@ class AttachmentsEngine(EngineBase):
     @property
     def rules_version(self) -> str:
         """This module's rule set version (bump when the tables above change)."""
-        return "attachments-2"
+        return "attachments-3"
 
     async def check(self, message: ParsedMessage) -> Finding:
         """Classify every part and archive member; ``match`` with symbols if anything shows."""
@@ -240,7 +265,10 @@ class AttachmentsEngine(EngineBase):
             hit("double-extension", part.path)
         if not part.data:
             return
-        cat = category(true_type(part.data), shown or None)
+        mime_type = true_type(part.data)
+        cat = category(mime_type, shown or None)
+        if cat is None:
+            cat = _signature(part.data)
         if cat is None and exts and exts[-1] in _SCRIPT_EXT:
             cat = "script"
         if cat is None and exts and exts[-1] in _IMAGE_EXT and len(part.data) > 32 * 1024:
@@ -249,6 +277,53 @@ class AttachmentsEngine(EngineBase):
             hit(f"type:{cat}", part.path)
         if cat in _DANGEROUS and exts and exts[-1] in _DECOY_EXT:
             hit("type-mismatch", part.path)
+        if name and (
+            mime_type in ("text/html", "image/svg+xml") or (exts and exts[-1] in _HTML_EXT)
+        ):
+            if _smuggles(part.data[:_HTML_BYTES]):
+                hit("html-smuggling", part.path)
+
+
+def _signature(data: bytes) -> str | None:
+    """Categories of containers libmagic does not know."""
+    if data[:16] == _ONENOTE:
+        return "onenote"
+    if data[:8] in (b"conectix", b"vhdxfile") or data[-512:-504] == b"conectix":
+        return "disk-image"  # dynamic VHD header / VHDX signature / fixed VHD footer
+    return None
+
+
+def _smuggles(html: bytes) -> bool:
+    """A script that builds a download from a payload the page carries (see the module doc).
+
+    Tags are found with ``find`` rather than a regular expression: hostile markup (``<a ``
+    repeated without a ``>``) makes per-position bounded regex scans quadratic; this is linear.
+    """
+    low = html.lower()
+    # Markup that hands over a file carried in the page: <a download href="data:...;base64,">
+    # in one tag (a script may click it, or the user does).
+    pos = low.find(b"<a")
+    while pos >= 0:
+        gt = low.find(b">", pos)
+        tag = low[pos : gt if gt >= 0 else len(low)]
+        if tag[2:3].isspace() and b"download" in tag and b"data:" in tag and b";base64," in tag:
+            return True
+        if gt < 0:
+            break
+        pos = low.find(b"<a", gt)
+    scripts: list[bytes] = []
+    pos = low.find(b"<script")
+    while pos >= 0:
+        gt = low.find(b">", pos)
+        if gt < 0:
+            break
+        end = low.find(b"</script", gt)
+        scripts.append(html[gt + 1 : end if end >= 0 else len(html)])
+        if end < 0:
+            break
+        pos = low.find(b"<script", end)
+    code = b"\n".join(scripts)
+    return bool(_SINK.search(code) and _PAYLOAD.search(code))
 
 
 def build(settings: NoSettings) -> AttachmentsEngine:

@@ -10,12 +10,29 @@ Reports ``match`` findings with symbols ``office:<what>`` that the tenant's
 - ``office:vba-macro`` — any other VBA macro;
 - ``office:xlm-macro`` — Excel 4.0 (XLM) macros;
 - ``office:dde`` — a DDE/DDEAUTO field (msodde), which runs commands without macros;
-- ``office:encrypted`` — an encrypted document, which no scanner can look into.
+- ``office:encrypted`` — an encrypted document, which no scanner can look into;
+- ``office:external-template`` — an OOXML relationship (any ``.rels`` member) of type
+  ``attachedTemplate`` with ``TargetMode="External"``: Word fetches and runs the remote
+  template on open (remote-template injection, CVE-2017-0199 style); ``detail`` also has
+  ``office:external-template:target`` (the URL);
+- ``office:external-relationship:<type>`` — another external relationship that loads
+  content on open (``oleObject``, ``frame``, ``subDocument``), target likewise in ``detail``;
+- ``office:rtf-object`` — an OLE object embedded in an RTF document (oletools' rtfobj);
+- ``office:rtf-equation`` — one of class ``Equation.3`` (Equation Editor, CVE-2017-11882);
+- ``office:embedded-executable`` — an embedded OLE Package (in RTF, OLE or OOXML) whose file
+  name runs code (``.exe``, ``.lnk``, ``.js``, ...: the ``\x01Ole10Native`` stream, oleobj);
+- ``office:equation-object`` — an Equation Editor object embedded in an OLE file or in an
+  OOXML's ``embeddings`` (the same exploit as ``rtf-equation``, in another container).
 
-Only parts whose bytes are OLE or OOXML/zip are opened (the true type, not the name). oletools
+Only parts whose bytes are OLE, OOXML/zip or RTF are opened (the true type, not the name). oletools
 parses hostile files in pure Python and can take long or use much memory on a crafted one, so
 this engine is meant to run isolated (``scanner.isolated`` default), where a timeout kills it.
 oletools works on file names, so each candidate is written to a private temporary file.
+
+Relationships are read with the standard library's ``xml.etree`` (defusedxml is not
+installed): a ``.rels`` member with a DTD is not parsed (OOXML has none, and a DTD is how
+entity expansion attacks start), members over ``_MAX_RELS_BYTES`` are skipped, and at most
+``_MAX_RELS_MEMBERS`` are read, so a crafted package costs bounded time and memory.
 
 No settings. ``detail``: each symbol -> the first part path that raised it.
 """
@@ -28,7 +45,9 @@ import logging
 import os
 import tempfile
 import warnings
+import xml.etree.ElementTree as ET
 import zipfile
+from collections.abc import Iterator
 from io import BytesIO
 from typing import Any
 
@@ -49,6 +68,25 @@ _ZIP = b"PK\x03\x04"
 # Parts bigger than this are not opened (the verdict says so): Office files with macros are
 # small, and oletools' cost grows with the file.
 _MAX_BYTES = 30 * 1024 * 1024
+# RTF: Word opens "{\\rt" without the "f" too, which is what maldocs use to dodge signatures.
+_RTF = b"{\\rt"
+# Relationship parts: how many are read, and how big one may be (real ones are a few KiB).
+_MAX_RELS_MEMBERS = 256
+_MAX_RELS_BYTES = 1024 * 1024
+_REL_TAG = "{http://schemas.openxmlformats.org/package/2006/relationships}Relationship"
+# External relationship types that load content when the document opens (not hyperlinks,
+# which wait for a click and are in every newsletter).
+_EXTERNAL_TYPES = {"attachedTemplate", "oleObject", "frame", "subDocument"}
+# File names of embedded packages that run when double-clicked.
+_EXEC_EXT = (
+    ".exe", ".com", ".scr", ".pif", ".bat", ".cmd", ".lnk", ".js", ".jse", ".vbs", ".vbe",
+    ".wsf", ".wsh", ".hta", ".ps1", ".msi", ".dll", ".cpl", ".jar", ".sct", ".url", ".inf",
+)  # fmt: skip
+_MAX_TARGET = 500
+# Microsoft Equation 3.0, the Equation Editor removed in 2018 for CVE-2017-11882.
+_EQUATION_CLSID = "0002CE02-0000-0000-C000-000000000046"
+# Zip members looked at for embedded OLE files.
+_MAX_MEMBERS = 1000
 
 
 def _is_ooxml(data: bytes) -> bool:
@@ -68,7 +106,7 @@ class OfficeEngine(EngineBase):
 
     def __init__(self) -> None:
         # oletools logs (and msodde may print) about every odd file; findings carry what matters.
-        for name in ("olevba", "msodde", "crypto", "oletools"):
+        for name in ("olevba", "msodde", "crypto", "oleobj", "rtfobj", "oletools"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
     @property
@@ -95,15 +133,154 @@ class OfficeEngine(EngineBase):
             if part.path == RAW_PATH or not part.data:
                 continue
             head = part.data[:8]
-            if not (head == _OLE or (head[:4] == _ZIP and _is_ooxml(part.data))):
+            rtf = head[:4] == _RTF
+            ooxml = head[:4] == _ZIP and _is_ooxml(part.data)
+            if not (head == _OLE or ooxml or rtf):
                 continue
             if len(part.data) > _MAX_BYTES:
                 found.setdefault("office:too-large", part.path)
                 continue
+            if rtf:
+                for symbol in _rtf_objects(part.data):
+                    found.setdefault(f"office:{symbol}", part.path)
+                continue
+            if ooxml:
+                for symbol, target in _external_relationships(part.data):
+                    key = f"office:{symbol}"
+                    if key not in found:
+                        found[key] = part.path
+                        found[f"{key}:target"] = target[:_MAX_TARGET]
             for symbol in _analyse(part):
                 found.setdefault(f"office:{symbol}", part.path)
-        symbols = tuple(found)
+            for symbol in _embedded(part.data):
+                found.setdefault(f"office:{symbol}", part.path)
+        symbols = tuple(k for k in found if not k.endswith(":target"))
         return self.finding("match" if symbols else "clean", symbols=symbols, detail=found)
+
+
+def _external_relationships(data: bytes) -> Iterator[tuple[str, str]]:
+    """(symbol, target) for each external relationship that loads content on open."""
+    try:
+        with zipfile.ZipFile(BytesIO(data)) as z:
+            rels = [i for i in z.infolist() if i.filename.lower().endswith(".rels")]
+            for info in rels[:_MAX_RELS_MEMBERS]:
+                if info.file_size > _MAX_RELS_BYTES:
+                    continue
+                try:
+                    with z.open(info) as f:
+                        xml = f.read(_MAX_RELS_BYTES + 1)
+                except Exception:
+                    continue
+                if len(xml) > _MAX_RELS_BYTES or b"<!DOCTYPE" in xml or b"<!ENTITY" in xml:
+                    continue
+                try:
+                    root = ET.fromstring(xml)
+                except ET.ParseError:
+                    continue
+                for rel in root.iter(_REL_TAG):
+                    if rel.get("TargetMode", "").lower() != "external":
+                        continue
+                    kind = rel.get("Type", "").rsplit("/", 1)[-1]
+                    if kind == "attachedTemplate":
+                        yield "external-template", rel.get("Target", "")
+                    elif kind in _EXTERNAL_TYPES:
+                        yield f"external-relationship:{kind}", rel.get("Target", "")
+    except Exception:
+        return
+
+
+def _runs_code(name: object) -> bool:
+    if isinstance(name, bytes):
+        name = name.decode("latin-1")
+    if not isinstance(name, str):
+        return False
+    return name.strip().strip("\0").lower().rstrip(". ").endswith(_EXEC_EXT)
+
+
+def _rtf_objects(data: bytes) -> list[str]:
+    """Symbols for the OLE objects embedded in an RTF document (oletools' rtfobj)."""
+    _import_oletools()
+    from oletools.rtfobj import RtfObjParser
+
+    out: list[str] = []
+    try:
+        parser = RtfObjParser(data)
+        parser.parse()
+    except Exception:
+        return ["unparsable"]
+    for obj in parser.objects:
+        if "rtf-object" not in out:
+            out.append("rtf-object")
+        name = obj.class_name if isinstance(obj.class_name, bytes) else b""
+        if name.rstrip(b"\0").lower().startswith(b"equation") and "rtf-equation" not in out:
+            out.append("rtf-equation")
+        if obj.is_package and any(
+            _runs_code(n) for n in (obj.filename, obj.src_path, obj.temp_path)
+        ):
+            if "embedded-executable" not in out:
+                out.append("embedded-executable")
+    return out
+
+
+def _ole_files(data: bytes) -> Iterator[bytes]:
+    """``data`` if it is an OLE file, else the OLE members of the zip (OOXML keeps embedded
+    objects as ``word/embeddings/oleObject1.bin`` and the like), bounded in count and size."""
+    if data[:8] == _OLE:
+        yield data
+        return
+    try:
+        with zipfile.ZipFile(BytesIO(data)) as z:
+            for info in z.infolist()[:_MAX_MEMBERS]:
+                if info.file_size > _MAX_BYTES or info.is_dir():
+                    continue
+                try:
+                    with z.open(info) as f:
+                        if f.read(8) != _OLE:
+                            continue
+                    yield z.read(info)
+                except Exception:
+                    continue
+    except Exception:
+        return
+
+
+def _embedded(data: bytes) -> list[str]:
+    """``embedded-executable``: an OLE Package (``\\x01Ole10Native``) in an OLE file or an
+    OOXML's embedded OLE files whose file name runs code (oletools' oleobj);
+    ``equation-object``: an embedded Equation Editor object (its class id or its
+    ``Equation Native`` stream), the carrier of CVE-2017-11882 in OLE and OOXML files."""
+    _import_oletools()
+    from oletools import oleobj
+
+    olefile = oleobj.olefile  # oletools' own dependency, through it (no pin of its own)
+    out: list[str] = []
+    for blob in _ole_files(data):
+        try:
+            ole = olefile.OleFileIO(blob)
+        except Exception:
+            continue
+        try:
+            clsid = str(getattr(ole.root, "clsid", "") or "").upper()
+            if clsid == _EQUATION_CLSID or ole.exists("Equation Native"):
+                if "equation-object" not in out:
+                    out.append("equation-object")
+            for entry in ole.listdir():
+                if entry[-1].lower() != "\x01ole10native" or "embedded-executable" in out:
+                    continue
+                # One package's header is at most three paths: read no more than that.
+                with ole.openstream(entry) as stream:
+                    head = stream.read(64 * 1024)
+                try:
+                    pkg = oleobj.OleNativeStream(head)
+                except Exception:
+                    continue
+                if any(_runs_code(n) for n in (pkg.filename, pkg.src_path, pkg.temp_path)):
+                    out.append("embedded-executable")
+        except Exception:
+            continue
+        finally:
+            ole.close()
+    return out
 
 
 def _import_oletools() -> tuple[Any, Any, Any]:

@@ -160,7 +160,7 @@ def test_the_default_engines_are_the_protection_of_a_gateway() -> None:
         by_kind.setdefault(ENGINES[n].engine.kind, set()).add(n)
     assert by_kind == {
         "antivirus": {"clamav", "yara"},
-        "policy": {"attachments", "office"},
+        "policy": {"attachments", "office", "pdf"},
         "antispam": {"content", "heuristics", "bayes"},
         "auth": {"spf", "dkim", "dmarc", "arc"},
     }

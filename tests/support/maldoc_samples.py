@@ -1,0 +1,271 @@
+"""Malicious-document shapes built by the tests, each with a benign look-alike.
+
+- OOXML with a remote template (``attachedTemplate``, ``TargetMode="External"``) and with an
+  internal one;
+- RTF with an embedded OLE 1.0 object ([MS-OLEDS] 2.2: Equation.3, or a Package carrying a
+  file) and RTF without one;
+- embedded OLE Packages (``\\x01Ole10Native``, [MS-OLEDS] 2.3.6) in an OLE file and in a
+  docx's ``word/embeddings/``;
+- PDFs with active content (/JavaScript, /OpenAction, /Launch, /EmbeddedFile, also inside a
+  FlateDecode object stream) and a plain one;
+- HTML smuggling pages and plain HTML;
+- a OneNote section header.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+
+from support import office_samples
+
+_PKG_RELS = "http://schemas.openxmlformats.org/package/2006/relationships"
+_R = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+
+
+def _with_members(doc: bytes, members: dict[str, bytes | str]) -> bytes:
+    src = io.BytesIO(doc)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in z.infolist():
+            out.writestr(info.filename, z.read(info))
+        for name, data in members.items():
+            out.writestr(name, data)
+    return buf.getvalue()
+
+
+def docx_template(target: str, external: bool = True, kind: str = "attachedTemplate") -> bytes:
+    """A docx whose settings part names a template at ``target`` (external or in the package)."""
+    mode = ' TargetMode="External"' if external else ""
+    rels = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        f'<Relationships xmlns="{_PKG_RELS}">'
+        f'<Relationship Id="rId1337" Type="{_R}/{kind}" Target="{target}"{mode}/>'
+        "</Relationships>"
+    )
+    settings = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<w:settings xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" '
+        f'xmlns:r="{_R}"><w:attachedTemplate r:id="rId1337"/></w:settings>'
+    )
+    return _with_members(
+        office_samples.docx(),
+        {"word/settings.xml": settings, "word/_rels/settings.xml.rels": rels},
+    )
+
+
+def docx_hyperlink(url: str = "https://example.com/") -> bytes:
+    """A docx with an external *hyperlink* relationship: waits for a click, not flagged."""
+    rels = (
+        f'<?xml version="1.0"?><Relationships xmlns="{_PKG_RELS}">'
+        f'<Relationship Id="rId5" Type="{_R}/hyperlink" Target="{url}" TargetMode="External"/>'
+        "</Relationships>"
+    )
+    return _with_members(office_samples.docx(), {"word/_rels/document.xml.rels": rels})
+
+
+# --- OLE 1.0 objects and packages ([MS-OLEDS]) -------------------------------------------------
+
+
+def _lp(s: bytes) -> bytes:
+    """A LengthPrefixedAnsiString: uint32 length including the NUL, the bytes, NUL."""
+    return struct.pack("<I", len(s) + 1) + s + b"\0"
+
+
+def package(filename: str, payload: bytes) -> bytes:
+    """An OLE Package's native data: type, file name, source path, two dwords, temp path,
+    size and the file's bytes (what Packager.exe writes)."""
+    name = filename.encode()
+    return (
+        struct.pack("<H", 2)
+        + name
+        + b"\0"
+        + b"C:\\Users\\u\\Desktop\\"
+        + name
+        + b"\0"
+        + struct.pack("<II", 0x00030000, len(name) + 40)
+        + b"C:\\Users\\u\\AppData\\Local\\Temp\\"
+        + name
+        + b"\0"
+        + struct.pack("<I", len(payload))
+        + payload
+    )
+
+
+def ole1_object(class_name: bytes, data: bytes) -> bytes:
+    """An OLE 1.0 embedded object: version, format id 2 (embedded), class, topic, item,
+    data size and data."""
+    return (
+        struct.pack("<II", 0x00000501, 2)
+        + _lp(class_name)
+        + _lp(b"")
+        + _lp(b"")
+        + (struct.pack("<I", len(data)) + data)
+    )
+
+
+def rtf(objects: tuple[bytes, ...] = (), text: str = "Dear customer") -> bytes:
+    """An RTF document embedding each OLE 1.0 object (``\\object\\objemb{\\*\\objdata hex}``)."""
+    body = "".join(
+        "{\\object\\objemb{\\*\\objclass x}{\\*\\objdata " + o.hex() + "}}" for o in objects
+    )
+    return ("{\\rtf1\\ansi\\deff0{\\fonttbl{\\f0 Arial;}}\\f0 " + text + body + "\\par}").encode()
+
+
+def rtf_equation() -> bytes:
+    """RTF with an Equation.3 object (the Equation Editor exploit carrier)."""
+    eq = office_samples.cfb({"Equation Native": b"\x1c\x00" + bytes(60)})
+    return rtf((ole1_object(b"Equation.3", eq),))
+
+
+def rtf_package(filename: str = "invoice.exe", payload: bytes = b"MZ" + bytes(200)) -> bytes:
+    """RTF with an OLE Package carrying ``filename``."""
+    return rtf((ole1_object(b"Package", package(filename, payload)),))
+
+
+def ole_with_package(filename: str = "readme.lnk", payload: bytes = b"L\0\0\0" + bytes(9)) -> bytes:
+    """An OLE file with a ``\\x01Ole10Native`` stream (an embedded Package): uint32 size, then
+    the package."""
+    native = package(filename, payload)
+    return office_samples.cfb({"\x01Ole10Native": struct.pack("<I", len(native)) + native})
+
+
+def docx_with_embedded(filename: str = "update.js", payload: bytes = b"WScript.Echo(1)") -> bytes:
+    """A docx with ``word/embeddings/oleObject1.bin`` holding an OLE Package of ``filename``."""
+    return _with_members(
+        office_samples.docx(),
+        {"word/embeddings/oleObject1.bin": ole_with_package(filename, payload)},
+    )
+
+
+def docx_with_equation(equation: bool = True) -> bytes:
+    """A docx embedding an Equation Editor 3.0 object (its class id and ``Equation Native``
+    stream), or (``equation=False``) an embedded Excel worksheet object instead."""
+    if equation:
+        ole = office_samples.cfb(
+            {"Equation Native": b"\x1c\x00" + bytes(60)}, "0002ce02-0000-0000-c000-000000000046"
+        )
+    else:
+        ole = office_samples.cfb({"Workbook": bytes(512)}, office_samples.CLSID_EXCEL97)
+    return _with_members(office_samples.docx(), {"word/embeddings/oleObject1.bin": ole})
+
+
+# --- PDF -----------------------------------------------------------------------------------------
+
+
+def pdf(objects: list[bytes], catalog_extra: bytes = b"") -> bytes:
+    """A PDF with a catalog (object 1, plus ``catalog_extra``), one page (2, 3) and ``objects``
+    numbered from 4; the xref offsets are right."""
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R " + catalog_extra + b" >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+        *objects,
+    ]
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for i, body in enumerate(objs, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    for off in offsets:
+        out += b"%010d 00000 n \n" % off
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def pdf_plain() -> bytes:
+    """A PDF with a page and text, no active content (it mentions JavaScript in its text)."""
+    text = b"BT /F1 12 Tf 72 700 Td (Learn JavaScript in a week) Tj ET"
+    return pdf([b"<< /Length %d >>\nstream\n" % len(text) + text + b"\nendstream"])
+
+
+def pdf_javascript() -> bytes:
+    """A PDF whose catalog opens with a JavaScript action."""
+    return pdf(
+        [b"<< /Type /Action /S /JavaScript /JS (app.alert\\('x'\\);) >>"],
+        b"/OpenAction 4 0 R",
+    )
+
+
+def pdf_launch() -> bytes:
+    """A PDF whose open action launches a program."""
+    return pdf(
+        [b"<< /Type /Action /S /Launch /Win << /F (cmd.exe) /P (/c calc) >> >>"],
+        b"/OpenAction 4 0 R",
+    )
+
+
+def pdf_embedded_file() -> bytes:
+    """A PDF carrying an attached file (/EmbeddedFile)."""
+    payload = b"MZ" + bytes(64)
+    return pdf(
+        [
+            b"<< /Type /EmbeddedFile /Length %d >>\nstream\n" % len(payload)
+            + payload
+            + b"\nendstream",
+            b"<< /Type /Filespec /F (invoice.exe) /EF << /F 4 0 R >> >>",
+        ],
+        b"/Names << /EmbeddedFiles << /Names [(invoice.exe) 5 0 R] >> >>",
+    )
+
+
+def pdf_hidden_in_object_stream() -> bytes:
+    """A PDF whose JavaScript action is only inside a FlateDecode object stream (/ObjStm), so
+    a plain byte scan does not see it."""
+    inner = b"<< /Type /Action /S /JavaScript /JS (app.launchURL\\('http://x'\\)) >>"
+    header = b"5 0 "
+    packed = zlib.compress(header + inner)
+    objstm = (
+        b"<< /Type /ObjStm /N 1 /First %d /Filter /FlateDecode /Length %d >>\nstream\n"
+        % (len(header), len(packed))
+        + packed
+        + b"\nendstream"
+    )
+    return pdf([objstm], b"/OpenAction 5 0 R")
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+HTML_SMUGGLING = b"""<html><body><p>Loading your document...</p><script>
+var b64 = "TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAgAAAAA==";
+var bin = atob(b64); var bytes = new Uint8Array(bin.length);
+for (var i = 0; i < bin.length; i++) { bytes[i] = bin.charCodeAt(i); }
+var blob = new Blob([bytes], {type: "application/octet-stream"});
+var a = document.createElement("a"); a.href = URL.createObjectURL(blob);
+a.download = "invoice.iso"; document.body.appendChild(a); a.click();
+</script></body></html>"""
+
+HTML_SMUGGLING_MS = b"""<html><script>
+var d = atob('UEsDBBQAAAAIAA=='); var u = new Uint8Array(d.length);
+window.navigator.msSaveOrOpenBlob(new Blob([u]), 'statement.zip');
+</script></html>"""
+
+HTML_DATA_URI_DOWNLOAD = (
+    b'<html><body><a id="l" download="report.zip" href="data:application/zip;base64,'
+    b'UEsDBBQAAAAIAAAAIQA=">here</a><script>document.getElementById("l").click();</script>'
+    b"</body></html>"
+)
+
+HTML_PLAIN = b"""<html><head><title>Newsletter</title></head><body>
+<h1>October news</h1><p>Our new Blob storage offering is live; <a href="https://example.com/">
+read more</a>. Download the brochure from our site.</p></body></html>"""
+
+HTML_SCRIPT_NO_PAYLOAD = b"""<html><body><script>
+document.getElementById("year").textContent = new Date().getFullYear();
+</script><span id="year"></span></body></html>"""
+
+
+# --- OneNote -------------------------------------------------------------------------------------
+
+# [MS-ONESTORE] 2.3.1: a revision store file starts with guidFileType; a .one section's is
+# {7B5C52E4-D88C-4DA7-AEB1-5378D02996D3}, stored as a little-endian GUID.
+ONENOTE_GUID = bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3")
+
+
+def onenote(payload: bytes = b"MZ" + bytes(200)) -> bytes:
+    """A OneNote section file header followed by an embedded-file blob."""
+    return ONENOTE_GUID + bytes(1024 - len(ONENOTE_GUID)) + payload
