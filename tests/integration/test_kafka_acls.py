@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (
     AclBindingFilter,
     AclOperation,
@@ -17,6 +17,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 from pydantic import SecretStr
+from support.kafkaprobe import produce_error
 from support.tlsca import TestCA
 
 from devstack.kafka import BrokerSecurity, LocalKafka
@@ -77,26 +78,13 @@ def admin(kafka: LocalKafka) -> KafkaSettings:
     return s
 
 
-def _produce(s: KafkaSettings, topic: str) -> KafkaError | None:
-    errors: list[KafkaError | None] = []
-
-    def done(err: KafkaError | None, _m: Message) -> None:
-        errors.append(err)
-
-    p = Producer(producer_config(s, message_timeout=20.0) | {"log_level": 2})
-    p.produce(topic, key=b"k", value=b"v", on_delivery=done)
-    p.flush(30)
-    assert errors, "no delivery report"
-    return errors[0]
-
-
 def test_receiver_writes_received_not_control_or_submit(
     kafka: LocalKafka, admin: KafkaSettings
 ) -> None:
     r = _settings(kafka, "receiver")
-    assert _produce(r, catalog.RECEIVED.name) is None
+    assert produce_error(r, catalog.RECEIVED.name) is None
     for refused in (catalog.CONTROL.name, catalog.SUBMIT.name):
-        err = _produce(r, refused)
+        err = produce_error(r, refused)
         assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
 
 
@@ -135,7 +123,7 @@ def test_scanner_cannot_switch_an_engine_ops_can(kafka: LocalKafka, admin: Kafka
 
 def test_scanner_acls_suffice_for_its_transaction(kafka: LocalKafka, admin: KafkaSettings) -> None:
     s = _settings(kafka, "scanner")
-    assert _produce(_settings(kafka, "receiver"), catalog.RECEIVED.name) is None
+    assert produce_error(_settings(kafka, "receiver"), catalog.RECEIVED.name) is None
     c = Consumer(consumer_config(s, "scanner", static=False) | {"log_level": 2})
     c.subscribe([catalog.RECEIVED.name])
     p = Producer(producer_config(s, transactional_id=f"{s.group_prefix}.scanner.t1"))

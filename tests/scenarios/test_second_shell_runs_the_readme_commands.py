@@ -13,16 +13,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 from support import samples
 from support.cli import MXGATE
+from support.kafkaprobe import produce_error
 from support.pipeline import free_port, wait_for
 
 from devstack import passwords
 from mxgate import catalog
-from mxgate.kafka import base_config, producer_config
+from mxgate.kafka import base_config
 from mxgate.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -40,19 +41,6 @@ def _as(record: dict[str, object], user: str) -> KafkaSettings:
     )  # fmt: skip
 
 
-def _produce(s: KafkaSettings, topic: str) -> KafkaError | None:
-    errors: list[KafkaError | None] = []
-
-    def done(err: KafkaError | None, _m: Message) -> None:
-        errors.append(err)
-
-    p = Producer(producer_config(s, message_timeout=20.0) | {"log_level": 2})
-    p.produce(topic, key=b"k", value=b"v", on_delivery=done)
-    p.flush(30)
-    assert errors, "no delivery report"
-    return errors[0]
-
-
 def _check_the_bus_is_locked(home: Path) -> None:
     """What `up` set up on its broker and on disk, checked against the broker itself."""
     text = (home / "var" / "runtime.json").read_text()
@@ -66,14 +54,14 @@ def _check_the_bus_is_locked(home: Path) -> None:
     # The receiver writes received; it may not write submit or control (forged mail, switches).
     receiver = _as(record, "mxgate-receiver")
     for refused in (catalog.CONTROL.name, catalog.SUBMIT.name):
-        err = _produce(receiver, refused)
+        err = produce_error(receiver, refused)
         assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
     # What no ACL names, nobody may do (allow.everyone.if.no.acl.found=false): ops may create
     # a topic outside the catalog, but not write to it.
     ops = _as(record, "mxgate-ops")
     admin = AdminClient(base_config(ops) | {"log_level": 2})
     admin.create_topics([NewTopic("outside-the-catalog", 1, 1)])["outside-the-catalog"].result(30)
-    err = _produce(ops, "outside-the-catalog")
+    err = produce_error(ops, "outside-the-catalog")
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
     # Without credentials nothing is answered at all.
     anonymous = AdminClient(
