@@ -146,14 +146,19 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 class RspamdServer:
     """One rspamd (main process, normal worker, controller, helpers) and its Redis."""
 
-    def __init__(self, *, min_learns: int = 1, log_level: str = "notice") -> None:
-        """State and config go in a fresh directory of the system temp dir, removed by stop().
+    def __init__(
+        self, *, min_learns: int = 1, log_level: str = "notice", directory: Path | None = None
+    ) -> None:
+        """State and config go in a fresh directory of the system temp dir, removed by stop(),
+        or in ``directory``, emptied at start (Redis keeps nothing on disk anyway) and kept.
 
         Not under pytest's tmp_path: run as root, rspamd's workers drop to "nobody", who
-        cannot enter pytest's 0700 base directory. ``min_learns``: how many messages of each
-        class rspamd's Bayes must have learnt before it classifies (stock: 200).
+        cannot enter pytest's 0700 base directory (nor may ``directory``'s parents be closed
+        to "nobody"). ``min_learns``: how many messages of each class rspamd's Bayes must
+        have learnt before it classifies (stock: 200).
         """
-        self.dir = Path(tempfile.mkdtemp(prefix="mxgate-rspamd-"))
+        self.own_dir = directory is None
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="mxgate-rspamd-"))
         self.min_learns, self.log_level = min_learns, log_level
         self.password = secrets.token_hex(12)
         self.normal_port = self.controller_port = self.redis_port = 0
@@ -184,6 +189,10 @@ class RspamdServer:
             if shutil.which(tool) is None:
                 raise RuntimeError(f"{tool} is not installed: run `bash infra/install-system.sh`")
         deadline = time.monotonic() + timeout
+        if not self.own_dir:
+            # Last run's config and logs go: the files below are written afresh (some appended).
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir.mkdir(parents=True)
         try:
             self._start_redis(deadline)
             self._start_rspamd(deadline)
@@ -311,11 +320,13 @@ class RspamdServer:
             os.killpg(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        """Stop rspamd, then Redis (each its own process group); remove the directory."""
+        """Stop rspamd, then Redis (each its own process group); remove the directory if it
+        made it."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
         _stop(self.proc)
         self.proc = None
         _stop(self.redis)
         self.redis = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
