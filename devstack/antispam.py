@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import stat
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +48,23 @@ def _state_dir(directory: Path) -> Path | None:
     return None
 
 
+def _shared_cache() -> Path | None:
+    """Where rspamd keeps its compiled regexps when its state lives in a fresh temp dir each
+    start: one directory of the system temp dir that only root and "nobody" may enter (made
+    so here; None when something else holds that name)."""
+    path = Path(tempfile.gettempdir()) / "mxgate-rspamd-cache"
+    nobody = pwd.getpwnam("nobody").pw_uid
+    try:
+        path.mkdir(mode=0o700)
+        os.chown(path, nobody, -1)
+    except FileExistsError:
+        pass
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != nobody or st.st_mode & 0o777 != 0o700:
+        return None
+    return path
+
+
 class PrivateAntispam:
     """The spamd and rspamd `up` started (either may be None) and what the scanner needs."""
 
@@ -75,7 +94,9 @@ class PrivateAntispam:
         self.spamd = server
 
     def _start_rspamd(self) -> None:
-        server = RspamdServer(min_learns=200, directory=_state_dir(self._workdir / "rspamd"))
+        directory = _state_dir(self._workdir / "rspamd")
+        cache = _shared_cache() if directory is None else None
+        server = RspamdServer(min_learns=200, directory=directory, cache=cache)
         try:
             server.start()
         except (OSError, RuntimeError) as e:
