@@ -101,8 +101,9 @@ def up(
     workdir: Annotated[Path, typer.Option(help="Where local state lives.")] = Path("var"),
     capture_port: Annotated[int, typer.Option(help="Port of the local capture server.")] = 2526,
 ) -> None:
-    """Run the whole pipeline locally: Kafka (if none configured), topics, capture server,
-    receiver, scanner and deliverer. Ctrl-C stops everything cleanly."""
+    """Run the whole pipeline locally: Kafka (if none configured), clamd, spamd and rspamd
+    (when installed), topics, capture server, receiver, scanner and deliverer. Ctrl-C stops
+    everything cleanly."""
     from mxgate.kafka import create_topics
 
     settings = load_settings()
