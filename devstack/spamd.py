@@ -77,8 +77,8 @@ class SpamdServer:
                 "--max-children=2",
                 f"--siteconfigpath={site}",
                 "--nouser-config",
-                "-u",
-                "nobody",
+                # Started as root it must drop to someone; as anyone else it stays that user.
+                *(["-u", "nobody"] if os.geteuid() == 0 else []),
                 f"--helper-home-dir={home}",
                 f"--pidfile={self.dir / 'spamd.pid'}",
                 "-s",
