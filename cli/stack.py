@@ -101,8 +101,9 @@ def up(
     workdir: Annotated[Path, typer.Option(help="Where local state lives.")] = Path("var"),
     capture_port: Annotated[int, typer.Option(help="Port of the local capture server.")] = 2526,
 ) -> None:
-    """Run the whole pipeline locally: Kafka (if none configured), topics, capture server,
-    receiver, scanner and deliverer. Ctrl-C stops everything cleanly."""
+    """Run the whole pipeline locally: Kafka (if none configured), clamd, spamd and rspamd
+    (when installed), topics, capture server, receiver, scanner and deliverer. Ctrl-C stops
+    everything cleanly."""
     from mxgate.kafka import create_topics
 
     settings = load_settings()
@@ -116,6 +117,8 @@ def up(
     env.setdefault("MXGATE_DELIVERER__METRICS_PORT", str(UP_METRICS_PORTS["deliverer"]))
     clamd = None
     bus = None
+    antispam = None
+    antispam_secret: dict[str, str] = {}
     procs: list[subprocess.Popen[bytes]] = []
 
     def interrupted(signum: int, _frame: object) -> None:
@@ -126,10 +129,17 @@ def up(
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
     try:
+        from devstack import antispam as private_antispam
+
+        # spamd and rspamd (when installed and not configured) come up while Kafka does.
+        antispam = private_antispam.begin(workdir.resolve(), settings, _say)
         if not settings.kafka.bootstrap_servers:
             # Our own broker, so our own security; a configured cluster's is the operator's.
             bus = _start_local_bus(workdir)
             env["MXGATE_KAFKA__BOOTSTRAP_SERVERS"] = bus.kafka.bootstrap_servers
+        if antispam is not None:
+            lent, antispam_secret = antispam.wait(_say)
+            env |= lent
         os.environ.update(env)
         settings = load_settings()
         if "clamav" in settings.scanner.engines and not settings.scanner.clamav_socket:
@@ -168,6 +178,8 @@ def up(
         for role in ("deliverer", "scanner", "receiver"):
             # Own sessions: Ctrl-C reaches only `up`, which stops the roles front to back.
             role_env = env | (bus.role_env(role) if bus is not None else {})
+            if role == "scanner":
+                role_env |= antispam_secret
             procs.append(
                 subprocess.Popen([*cmd, "run", role], env=role_env, start_new_session=True)
             )
@@ -197,9 +209,15 @@ def up(
                 p.kill()
         if clamd is not None:
             clamd.stop()
+        if antispam is not None:
+            antispam.stop()
         if bus is not None:
             bus.stop()
         runtime.clear(workdir / "runtime.json", os.getpid())
+
+
+def _say(line: str) -> None:
+    typer.echo(line, err=True)
 
 
 def _metrics_urls(settings: Settings) -> str:

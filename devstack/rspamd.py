@@ -146,14 +146,27 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 class RspamdServer:
     """One rspamd (main process, normal worker, controller, helpers) and its Redis."""
 
-    def __init__(self, *, min_learns: int = 1, log_level: str = "notice") -> None:
-        """State and config go in a fresh directory of the system temp dir, removed by stop().
+    def __init__(
+        self,
+        *,
+        min_learns: int = 1,
+        log_level: str = "notice",
+        directory: Path | None = None,
+        cache: Path | None = None,
+    ) -> None:
+        """State and config go in a fresh directory of the system temp dir, removed by stop(),
+        or in ``directory``, emptied at start but for its db/ (Redis keeps nothing on disk) and
+        kept. rspamd's DBDIR (``cache``, default db/ there) holds its compiled Hyperscan
+        regexps: compiling them is ~20 s of CPU at a first start, a kept one makes it ~1 s.
 
         Not under pytest's tmp_path: run as root, rspamd's workers drop to "nobody", who
-        cannot enter pytest's 0700 base directory. ``min_learns``: how many messages of each
-        class rspamd's Bayes must have learnt before it classifies (stock: 200).
+        cannot enter pytest's 0700 base directory (nor may ``directory``'s parents be closed
+        to "nobody"). ``min_learns``: how many messages of each class rspamd's Bayes must
+        have learnt before it classifies (stock: 200).
         """
-        self.dir = Path(tempfile.mkdtemp(prefix="mxgate-rspamd-"))
+        self.own_dir = directory is None
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="mxgate-rspamd-"))
+        self.cache = cache or self.dir / "db"
         self.min_learns, self.log_level = min_learns, log_level
         self.password = secrets.token_hex(12)
         self.normal_port = self.controller_port = self.redis_port = 0
@@ -184,6 +197,13 @@ class RspamdServer:
             if shutil.which(tool) is None:
                 raise RuntimeError(f"{tool} is not installed: run `bash infra/install-system.sh`")
         deadline = time.monotonic() + timeout
+        if not self.own_dir:
+            # Last run's config and logs go (the files below are written afresh, some appended);
+            # the compiled regexps stay.
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for old in self.dir.iterdir():
+                if old.name != "db":
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
         try:
             self._start_redis(deadline)
             self._start_rspamd(deadline)
@@ -246,8 +266,9 @@ class RspamdServer:
             "min_learns": self.min_learns,
             "log_level": self.log_level,
         }
-        for sub in ("local.d", "override.d", "db", "run", "log"):
+        for sub in ("local.d", "override.d", "run", "log"):
             (self.dir / sub).mkdir()
+        self.cache.mkdir(exist_ok=True)
         for name, text in LOCAL_FILES.items():
             (self.dir / name).write_text(text.format(**values))
         for module in OFFLINE_DISABLED:
@@ -256,18 +277,20 @@ class RspamdServer:
         conf = self.dir / "rspamd.conf"
         conf.write_text(RSPAMD_CONF.format(**values))
         cmd = ["rspamd", "-f", "-c", str(conf)]
-        for var, sub in (
-            ("LOCAL_CONFDIR", ""),
-            ("DBDIR", "db"),
-            ("RUNDIR", "run"),
-            ("LOGDIR", "log"),
+        for var, where in (
+            ("LOCAL_CONFDIR", self.dir),
+            ("DBDIR", self.cache),
+            ("RUNDIR", self.dir / "run"),
+            ("LOGDIR", self.dir / "log"),
         ):
-            cmd += ["--var", f"{var}={self.dir / sub}".rstrip("/")]
+            cmd += ["--var", f"{var}={where}"]
         if os.geteuid() == 0:
             # rspamd refuses to run its workers as root; "nobody" must reach and write its dirs.
             cmd += ["-u", "nobody", "-g", "nogroup"]
-            for p in (self.dir, *(self.dir / s for s in ("db", "run", "log"))):
+            for p in (self.dir, *(self.dir / s for s in ("run", "log"))):
                 os.chmod(p, 0o777)
+            if self.cache == self.dir / "db":  # one given is made for "nobody" by its owner
+                os.chmod(self.cache, 0o777)
         out = open(self.dir / "rspamd.out", "wb")
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, start_new_session=True)
         out.close()
@@ -311,11 +334,13 @@ class RspamdServer:
             os.killpg(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        """Stop rspamd, then Redis (each its own process group); remove the directory."""
+        """Stop rspamd, then Redis (each its own process group); remove the directory if it
+        made it."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
         _stop(self.proc)
         self.proc = None
         _stop(self.redis)
         self.redis = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)

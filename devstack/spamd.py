@@ -40,13 +40,16 @@ def _free_port() -> int:
 class SpamdServer:
     """One spamd (parent plus children) in its own process group."""
 
-    def __init__(self) -> None:
-        """State and config go in a fresh directory of the system temp dir, removed by stop().
+    def __init__(self, directory: Path | None = None) -> None:
+        """State and config go in ``directory`` (kept: its Bayes outlives a restart), or by
+        default in a fresh directory of the system temp dir, removed by stop().
 
         Not under pytest's tmp_path: spamd reads its config after dropping root privileges to
-        "nobody", who cannot enter pytest's 0700 base directory.
+        "nobody", who cannot enter pytest's 0700 base directory (``directory`` must be
+        reachable by "nobody" too).
         """
-        self.dir = Path(tempfile.mkdtemp(prefix="mxgate-spamd-"))
+        self.own_dir = directory is None
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="mxgate-spamd-"))
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -55,6 +58,7 @@ class SpamdServer:
         if shutil.which("spamd") is None:
             raise RuntimeError("spamd is not installed: run `bash infra/install-system.sh`")
         site, home = self.dir / "site", self.dir / "home"
+        self.dir.mkdir(parents=True, exist_ok=True)
         site.mkdir(parents=True, exist_ok=True)
         home.mkdir(parents=True, exist_ok=True)
         for pre in Path("/etc/spamassassin").glob("*.pre"):  # plugin loading lines
@@ -73,8 +77,8 @@ class SpamdServer:
                 "--max-children=2",
                 f"--siteconfigpath={site}",
                 "--nouser-config",
-                "-u",
-                "nobody",
+                # Started as root it must drop to someone; as anyone else it stays that user.
+                *(["-u", "nobody"] if os.geteuid() == 0 else []),
                 f"--helper-home-dir={home}",
                 f"--pidfile={self.dir / 'spamd.pid'}",
                 "-s",
@@ -100,7 +104,8 @@ class SpamdServer:
         raise RuntimeError("spamd did not answer PING in time")
 
     def stop(self) -> None:
-        """Stop spamd and its children (its own process group); remove its directory."""
+        """Stop spamd and its children (its own process group); remove its directory if it
+        made it."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -109,4 +114,5 @@ class SpamdServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)

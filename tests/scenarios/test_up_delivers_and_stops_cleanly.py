@@ -1,11 +1,15 @@
-"""`mxgate up` (what `make run` ends in): a local broker, the topics, all roles and a capture
-server; a newcomer's message arrives in the mailbox folder; Ctrl-C stops everything cleanly."""
+"""`mxgate up` (what `make run` ends in): a local broker, the topics, all roles, a capture
+server and, as infra installs them, a private spamd and rspamd; a newcomer's message arrives
+in the mailbox folder, judged by SpamAssassin and rspamd too; Ctrl-C stops everything cleanly."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import time
@@ -37,6 +41,39 @@ def _sample(port: int, name: str, labels: dict[str, str]) -> float | None:
             if s.name == name and s.labels == labels:
                 return float(s.value)
     return None
+
+
+def _check_the_spam_engines_decided(tmp_path: Path, workdir: Path, mid: str) -> list[int]:
+    """The delivered message's history, read by a second shell (no MXGATE_* variable, its
+    ./var being `up`'s workdir) as a user would: spamassassin's and rspamd's verdicts are
+    in the scan that decided it. Returns spamd's and rspamd's ports, from var/runtime.json."""
+    for tool in ("spamd", "rspamd", "redis-server"):
+        assert shutil.which(tool), f"{tool}: infra/apt-packages.txt installs it"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MXGATE_")}
+
+    def scanned() -> dict[str, dict[str, object]] | None:
+        r = subprocess.run(
+            [MXGATE, "trace", mid, "--json"],
+            env=clean, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert "Traceback" not in r.stderr, r.stderr
+        h = json.loads(r.stdout) if r.returncode == 0 else {}
+        if not h.get("scanned"):
+            return None
+        return {v["engine"]: v for v in h["scanned"]["verdicts"]}
+
+    verdicts = wait_for(scanned, 120, "trace to show the scan")
+    for engine in ("spamassassin", "rspamd"):
+        v = verdicts.get(engine)
+        assert v is not None, sorted(verdicts)
+        assert v["outcome"] in ("clean", "spam") and not v["shadow"], v
+    env = json.loads((workdir / "runtime.json").read_text())["env"]
+    rspamd_ports = [
+        int(env[f"MXGATE_SCANNER__SPAM__RSPAMD_{k}"].rsplit(":", 1)[1])
+        for k in ("URL", "CONTROLLER_URL")
+    ]
+    assert "PASSWORD" not in json.dumps(env)  # rspamd's controller password stays with `up`
+    return [int(env["MXGATE_SCANNER__SPAM__SPAMD_PORT"]), *rspamd_ports]
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
@@ -75,13 +112,15 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
                     # STARTTLS on by default, with the pair made at first start.
                     assert c.has_extn("starttls"), c.esmtp_features
                     c.starttls(context=_unverified())
-                    c.sendmail("alice@sender.test", ["newcomer@example.test"],
-                               samples.clean_message(7))  # fmt: skip
-                    return "ok"
+                    c.ehlo("client.sender.test")
+                    c.mail("alice@sender.test")
+                    c.rcpt("newcomer@example.test")
+                    code, reply = c.data(samples.clean_message(7))
+                    return reply.decode().rsplit(" ", 1)[-1] if code == 250 else None
             except (OSError, smtplib.SMTPException):
                 return None
 
-        wait_for(accepted, 180, "the first message to be accepted", every=0.5)
+        mid = wait_for(accepted, 180, "the first message to be accepted", every=0.5)
         print(f"\nmxgate up: first message accepted {time.monotonic() - t0:.1f}s after start")
         box = workdir / "mailbox" / "newcomer@example.test"
         files = wait_for(lambda: list(box.glob("*.eml")), 120, "the message in the mailbox")
@@ -92,6 +131,8 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
             assert result in head, head.decode(errors="replace")
         assert b"X-MXGate: action=deliver" in data
         assert data.endswith(samples.clean_message(7))
+        # SpamAssassin and rspamd judged it too, as a second shell's `mxgate trace` shows.
+        spam_ports = _check_the_spam_engines_decided(tmp_path, workdir, mid)
         assert (workdir / "tls" / "cert.pem").exists() and (workdir / "tls" / "key.pem").exists()
         assert (workdir / "tls" / "key.pem").stat().st_mode & 0o077 == 0
         # Every role serves /metrics; the scanner and deliverer count the batch they decided.
@@ -120,3 +161,8 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(workdir) not in ps
     assert f"--capture-port {capture_port}" not in ps
+    # ... and no spamd, rspamd or rspamd's Redis: nothing answers on their ports any more.
+    assert not any(f"127.0.0.1:{port}" in ps for port in spam_ports), ps
+    for port in spam_ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
