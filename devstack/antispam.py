@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import stat
 import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from devstack.binaries import find
 from devstack.rspamd import RspamdServer
 from devstack.spamd import SpamdServer
 from mxgate.settings import DEFAULT_ENGINES, Settings
@@ -145,7 +145,7 @@ def begin(
     workdir: Path,
     settings: Settings,
     say: Callable[[str], None],
-    which: Callable[[str], str | None] = shutil.which,
+    which: Callable[[str], str | None] = find,
 ) -> PrivateAntispam | None:
     """Start `up`'s spamd and rspamd in the background where wanted and installed; None when
     the operator chose the engines or configured both addresses, or neither is installed.

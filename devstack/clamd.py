@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from devstack.binaries import find
 
 __all__ = ["EICAR", "SIGNATURES", "Clamd", "build_database", "clamd_binary", "clamd_config"]
 
@@ -106,7 +107,7 @@ def clamd_config(
 
 def clamd_binary() -> str:
     """The clamd executable; fails loudly when the package is missing."""
-    path = shutil.which("clamd") or ("/usr/sbin/clamd" if Path("/usr/sbin/clamd").exists() else "")
+    path = find("clamd") or ""
     if not path:
         raise RuntimeError("clamd not found: run `bash infra/install-system.sh` (clamav-daemon)")
     return path

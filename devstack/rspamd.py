@@ -32,6 +32,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from devstack.binaries import find
+
 __all__ = ["RspamdServer"]
 
 # The stock layout of /etc/rspamd/rspamd.conf, minus the proxy and fuzzy workers and with our
@@ -194,7 +196,7 @@ class RspamdServer:
     def start(self, timeout: float = 120.0) -> str:
         """Start Redis and rspamd; wait until both workers answer /ping; returns :attr:`url`."""
         for tool in ("rspamd", "redis-server"):
-            if shutil.which(tool) is None:
+            if find(tool) is None:
                 raise RuntimeError(f"{tool} is not installed: run `bash infra/install-system.sh`")
         deadline = time.monotonic() + timeout
         if not self.own_dir:
@@ -219,7 +221,7 @@ class RspamdServer:
         log = open(self.dir / "redis.log", "wb")
         self.redis = subprocess.Popen(
             [
-                "redis-server",
+                find("redis-server") or "redis-server",
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -276,7 +278,7 @@ class RspamdServer:
                 f.write("enabled = false;\n")
         conf = self.dir / "rspamd.conf"
         conf.write_text(RSPAMD_CONF.format(**values))
-        cmd = ["rspamd", "-f", "-c", str(conf)]
+        cmd = [find("rspamd") or "rspamd", "-f", "-c", str(conf)]
         for var, where in (
             ("LOCAL_CONFDIR", self.dir),
             ("DBDIR", self.cache),

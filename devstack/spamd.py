@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from devstack.binaries import find
+
 __all__ = ["SpamdServer"]
 
 LOCAL_CF = """\
@@ -55,7 +57,8 @@ class SpamdServer:
 
     def start(self, timeout: float = 60.0) -> int:
         """Start spamd and wait until it answers PING; returns its port."""
-        if shutil.which("spamd") is None:
+        spamd = find("spamd")
+        if spamd is None:
             raise RuntimeError("spamd is not installed: run `bash infra/install-system.sh`")
         site, home = self.dir / "site", self.dir / "home"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +74,7 @@ class SpamdServer:
         log = open(self.dir / "spamd.log", "wb")
         self.proc = subprocess.Popen(
             [
-                "spamd",
+                spamd,
                 f"--listen=127.0.0.1:{self.port}",
                 "--allow-tell",
                 "--max-children=2",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack import antispam
+from devstack import antispam, binaries
 from mxgate.settings import DEFAULT_ENGINES, Settings
 
 
@@ -37,10 +37,16 @@ def _path_with(tmp_path: Path, *tools: str) -> str:
     return str(bin_dir)
 
 
+def _only_on_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """The tools in ``path`` and nowhere else (not the sbin folders either)."""
+    monkeypatch.setenv("PATH", path)
+    monkeypatch.setattr(binaries, "_SBIN", path)
+
+
 def test_nothing_installed_starts_nothing_and_says_so_once_per_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", _path_with(tmp_path))
+    _only_on_path(monkeypatch, _path_with(tmp_path))
     said: list[str] = []
     assert antispam.begin(tmp_path / "var", Settings(), said.append) is None
     assert said == [
@@ -52,7 +58,7 @@ def test_nothing_installed_starts_nothing_and_says_so_once_per_engine(
 def test_a_missing_rspamd_leaves_its_engine_out_and_keeps_spamassassin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", _path_with(tmp_path, "spamd", "redis-server"))
+    _only_on_path(monkeypatch, _path_with(tmp_path, "spamd", "redis-server"))
     monkeypatch.setattr(antispam, "SpamdServer", FakeSpamd)
     said: list[str] = []
     started = antispam.begin(tmp_path / "var", Settings(), said.append)
@@ -72,7 +78,7 @@ def test_a_missing_rspamd_leaves_its_engine_out_and_keeps_spamassassin(
 def test_the_operators_engines_or_addresses_are_left_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", _path_with(tmp_path))  # nothing installed: would be said
+    _only_on_path(monkeypatch, _path_with(tmp_path))  # nothing installed: would be said
     said: list[str] = []
     monkeypatch.setenv("MXGATE_SCANNER__ENGINES", '["clamav"]')
     assert antispam.begin(tmp_path / "var", Settings(), said.append) is None
@@ -81,3 +87,15 @@ def test_the_operators_engines_or_addresses_are_left_alone(
     monkeypatch.setenv("MXGATE_SCANNER__SPAM__RSPAMD_URL", "http://127.0.0.1:11333")
     assert antispam.begin(tmp_path / "var", Settings(), said.append) is None
     assert said == []
+
+
+def test_daemons_in_sbin_are_found_when_path_leaves_it_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A normal user's PATH on Debian has no /usr/sbin, where spamd and clamd live: `up` once
+    said "spamd not installed" there and ran without the spamassassin engine."""
+    from devstack.binaries import find
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    for daemon in ("spamd", "clamd", "rspamd", "redis-server"):
+        assert find(daemon) is not None, daemon
