@@ -117,6 +117,17 @@ REPUTATION = Topic(
     compacted=True,
 )
 
+GREYLIST = Topic(
+    "mxgate.greylist.v1",
+    (schemas.GREYLIST_ENTRY,),
+    "Greylisting state every receiver shares (GreylistEntry, key: the entry's key): triplets "
+    "first refused or passed, and auto-allowed client networks; compacted, the latest record "
+    "per key counts. Every receiver reads it whole at start and follows it.",
+    partitions=1,  # a table every receiver reads whole: one ordered log is enough
+    retention_ms=-1,
+    compacted=True,
+)
+
 DEADLETTER = Topic(
     "mxgate.deadletter.v1",
     (schemas.DEAD_LETTERED, schemas.DEAD_LETTER_RETRIED),
@@ -137,6 +148,7 @@ TOPICS: tuple[Topic, ...] = (
     CONTROL,
     REJECTED,
     REPUTATION,
+    GREYLIST,
     DEADLETTER,
 )
 
@@ -241,9 +253,11 @@ def acls(topic_prefix: str = "", group_prefix: str = "mxgate", retry_tiers: int 
     # receiver: writes what it accepted and refused; reads decisions back for in-session 550s,
     # and a timed-out write back from its partition (mxgate.kafka.record_on_partition) before
     # writing it again: without that read every timeout would be a possible duplicate.
-    writes("receiver", t(RECEIVED), t(REJECTED))
-    reads("receiver", t(SCANNED), t(RECEIVED))
-    groups("receiver", f"{group_prefix}.receiver-decisions", "mxgate.produce-check")
+    # The greylisting table is the receivers' own: every receiver writes and follows it.
+    writes("receiver", t(RECEIVED), t(REJECTED), t(GREYLIST))
+    reads("receiver", t(SCANNED), t(RECEIVED), t(GREYLIST))
+    groups("receiver", f"{group_prefix}.receiver-decisions", "mxgate.produce-check",
+           f"{group_prefix}.greylist-reader")  # fmt: skip
     # scanner: received -> scanned in one transaction; follows control and reputation.
     reads("scanner", t(RECEIVED), t(CONTROL), t(REPUTATION))
     writes("scanner", t(SCANNED), t(DEADLETTER), t(CONTROL))

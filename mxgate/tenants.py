@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     ValidationError,
     field_validator,
     model_validator,
@@ -233,6 +234,51 @@ class SessionReject(BaseModel):
     actions: tuple[Action, ...] = ("quarantine", "discard")
 
 
+class Greylisting(BaseModel):
+    """Greylisting (RFC 6647) of a tenant's inbound mail, off unless ``enabled``.
+
+    A (client network, sender, recipient) triplet seen for the first time is answered
+    ``451 4.7.1`` at RCPT; a retry of it after ``delay`` seconds and within ``retry_window``
+    passes, and the passed triplet is then accepted at once for ``pass_lifetime`` seconds
+    (renewed by use). A pass also allows the client's whole network for
+    ``network_lifetime`` seconds (0: never): a real MTA that retried once is not delayed again
+    for its other senders and recipients. The network is the client's ``/ipv4_prefix`` or
+    ``/ipv6_prefix``, as big senders retry from another host of the same farm.
+
+    Never greylisted: clients in ``allow_networks``, and recipients in ``allow_recipients``
+    (``user@domain`` or ``@domain``, e.g. ``postmaster@``, abuse desks, or domains that must not
+    wait). Every receiver shares the state through the compacted topic
+    ``mxgate.greylist.v1``, so a retry that lands on another receiver, or on one restarted in
+    between, is recognised.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    enabled: bool = False
+    delay: float = Field(default=300.0, ge=0, le=86400)
+    retry_window: float = Field(default=4 * 3600.0, gt=0, le=7 * 86400)
+    pass_lifetime: float = Field(default=36 * 86400.0, gt=0, le=365 * 86400)
+    network_lifetime: float = Field(default=7 * 86400.0, ge=0, le=365 * 86400)
+    ipv4_prefix: int = Field(default=24, ge=8, le=32)
+    ipv6_prefix: int = Field(default=64, ge=16, le=128)
+    allow_networks: tuple[IPvAnyNetwork, ...] = ()
+    allow_recipients: tuple[str, ...] = ()
+
+    @field_validator("allow_recipients")
+    @classmethod
+    def _lower_recipients(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = tuple(a.strip().lower() for a in v)
+        bad = [a for a in out if "@" not in a]
+        if bad:
+            raise ValueError(f"not user@domain or @domain: {bad[0]!r}")
+        return out
+
+    @model_validator(mode="after")
+    def _window_after_delay(self) -> Greylisting:
+        if self.retry_window <= self.delay:
+            raise ValueError("retry_window must be longer than delay")
+        return self
+
+
 class Tenant(BaseModel):
     """One customer: its domains, its route and its policy."""
 
@@ -245,6 +291,7 @@ class Tenant(BaseModel):
     recipients: RecipientCheck = RecipientCheck()
     # None: always answer 250 once the message is durable; decisions come later.
     session_reject: SessionReject | None = None
+    greylisting: Greylisting = Greylisting()
 
     @field_validator("domains")
     @classmethod

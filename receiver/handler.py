@@ -33,6 +33,7 @@ from receiver import replies
 from receiver.addresses import address_problem
 from receiver.checks import CheckResult, accept, record, refuse, reply_for
 from receiver.decisions import DecisionWatcher
+from receiver.greylist import Greylist
 from receiver.limits import RateWindow
 from receiver.metrics import ReceiverMetrics
 from receiver.recipients import RecipientVerifier
@@ -88,6 +89,7 @@ class ReceiverHandler:
         verifier: RecipientVerifier | None = None,
         decisions: DecisionWatcher | None = None,
         rejected_topic: str = "",
+        greylist: Greylist | None = None,
     ) -> None:
         self.settings = settings
         self.tenants = tenants
@@ -98,11 +100,15 @@ class ReceiverHandler:
         self.verifier = verifier
         self.decisions = decisions
         self.rejected_topic = rejected_topic
+        self.greylist = greylist
         self.message_rate = RateWindow(settings.message_rate_per_ip)
 
-    async def rcpt_checks(self, envelope: Envelope, address: str) -> list[CheckResult]:
+    async def rcpt_checks(
+        self, envelope: Envelope, address: str, ip: str = ""
+    ) -> list[CheckResult]:
         """The RCPT checks in order, up to the first refusal: address, relay, recipients
-        (count, one tenant per transaction), recipient verification."""
+        (count, one tenant per transaction), recipient verification, then greylisting of the
+        tenants that ask for it (after verification: unknown users never fill its table)."""
         problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8))
         if problem is not None:
             return [refuse("address", "bad_address", problem)]
@@ -120,6 +126,11 @@ class ReceiverHandler:
         results.append(accept("recipients"))
         if self.verifier is not None:
             results.append(await self.verifier.check(tenant, address))
+            if not results[-1].accepted:
+                return results
+        if self.greylist is not None and tenant.greylisting.enabled:
+            sender = envelope.mail_from or "<>"
+            results.append(await self.greylist.check(tenant, ip, sender, address))
         return results
 
     async def handle_RCPT(
@@ -131,7 +142,7 @@ class ReceiverHandler:
         rcpt_options: list[str],
     ) -> str:
         """Accept only existing recipients at a tenant's domain; one tenant per transaction."""
-        results = await self.rcpt_checks(envelope, address)
+        results = await self.rcpt_checks(envelope, address, getattr(server, "client_ip", ""))
         for result in results:
             record(self.metrics, result)
         reply = reply_for(results, "250 2.1.5 Recipient ok")

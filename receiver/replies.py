@@ -28,6 +28,7 @@ __all__ = [
     "data_too_slow",
     "dnsbl_blocked",
     "enhance",
+    "greylisted",
     "has_enhanced_code",
     "message_rate_exceeded",
     "too_many_bodies_from",
@@ -83,6 +84,11 @@ def connection_rate_exceeded(ip: str) -> str:
 def dnsbl_blocked(ip: str, zones: tuple[str, ...]) -> str:
     """554 at connect: ``ip`` is listed in ``zones``."""
     return f"554 5.7.1 Service unavailable; client [{ip}] blocked using {', '.join(zones)}"
+
+
+def greylisted(wait: float) -> str:
+    """A new or too early triplet (RFC 6647): retry after ``wait`` seconds."""
+    return f"451 4.7.1 Greylisted, please try again in {max(1, round(wait))} seconds"
 
 
 def message_rate_exceeded(ip: str) -> str:

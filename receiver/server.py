@@ -12,8 +12,10 @@ from pathlib import Path
 
 import structlog
 
+import schemas
 from mxgate import catalog
 from mxgate.blobstore import open_store
+from mxgate.compacted import CompactedFollower
 from mxgate.errors import ConfigError
 from mxgate.kafka import AsyncProducer
 from mxgate.metrics import serve_metrics
@@ -23,6 +25,7 @@ from mxgate.settings import Settings
 from mxgate.tenants import Tenants
 from receiver.decisions import DecisionWatcher
 from receiver.dnsbl import DnsblChecker, make_resolver
+from receiver.greylist import Greylist, GreylistTable
 from receiver.handler import ReceiverHandler, received_topic
 from receiver.metrics import ReceiverMetrics
 from receiver.recipients import RecipientVerifier
@@ -40,6 +43,26 @@ def _certificate(cert: Path, key: Path) -> TlsCertificate:
         raise ConfigError(
             "environment", "MXGATE_RECEIVER__TLS_CERT/TLS_KEY", f"{cert}, {key} do not load: {e}"
         ) from e
+
+
+async def _greylist(
+    settings: Settings, producer: AsyncProducer
+) -> tuple[Greylist, CompactedFollower]:
+    """The shared greylisting table, read to its end before the receiver listens (a receiver
+    that greylisted from an empty table would refuse every retry it had not seen itself)."""
+    topic = catalog.name(catalog.GREYLIST, settings.kafka.topic_prefix)
+    table = GreylistTable()
+    follower = CompactedFollower(
+        settings.kafka, topic, f"{settings.kafka.group_prefix}.greylist-reader", table.apply
+    )
+    await asyncio.to_thread(follower.load, settings.receiver.accept_timeout * 2)
+    follower.start()
+    log.info("greylist loaded", entries=len(table), records=follower.records)
+
+    async def publish(entry: schemas.GreylistEntry) -> None:
+        await producer.produce(topic, entry.key, schemas.encode_event(entry))
+
+    return Greylist(table, publish, settings.kafka.instance_id), follower
 
 
 async def serve(
@@ -72,6 +95,9 @@ async def serve(
     if any(t.session_reject is not None for t in tenants):
         decisions = DecisionWatcher(settings.kafka, loop)
         await asyncio.to_thread(decisions.start)
+    greylist, follower = None, None
+    if any(t.greylisting.enabled for t in tenants):
+        greylist, follower = await _greylist(settings, producer)
     gateway = Gateway(rs, metrics, dnsbl=dnsbl, tls=tls)
     handler = ReceiverHandler(
         rs,
@@ -83,6 +109,7 @@ async def serve(
         verifier=verifier,
         decisions=decisions,
         rejected_topic=catalog.name(catalog.REJECTED, settings.kafka.topic_prefix),
+        greylist=greylist,
     )
     with ExitStack() as stack:
         if settings.metrics_port:
@@ -113,6 +140,8 @@ async def serve(
             await server.wait_closed()
             if decisions is not None:
                 await asyncio.to_thread(decisions.close)
+            if follower is not None:
+                await asyncio.to_thread(follower.stop)
             await asyncio.to_thread(producer.close)
             await store.aclose()
             if verifier is not None:

@@ -30,6 +30,7 @@ __all__ = [
     "EngineStatus",
     "EngineVerdict",
     "Event",
+    "GreylistEntry",
     "MessageQuarantined",
     "MessageReceived",
     "MessageRejected",
@@ -585,6 +586,35 @@ class ReputationListed(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GreylistEntry(Record):
+    """One greylisting state (RFC 6647) shared by every receiver. Topic mxgate.greylist.v1
+    (compacted), key: the entry's key; the latest record per key is in force, a tombstone or a
+    past expires_at ends it. A triplet entry (client network, sender, recipient) is written
+    when a triplet is first refused and again when its retry passes; a network entry (sender
+    and recipient empty) auto-allows a client network whose triplet passed."""
+
+    SCHEMA: ClassVar[str] = "mxgate.events.GreylistEntry"
+
+    key: str
+    """SHA-256 hex of tenant, network, sender and recipient (the record key)."""
+    tenant: str
+    network: str
+    """The client's network: its /24 (IPv4) or /64 (IPv6), per the tenant's settings."""
+    sender: str = ""
+    """Envelope sender, lower case ("<>" for the null sender); empty for a network entry."""
+    recipient: str = ""
+    """Envelope recipient, lower case; empty for a network entry."""
+    first_seen: dt.datetime
+    """When the triplet was first refused (a network entry: when it was allowed)."""
+    passed_at: dt.datetime | None = None
+    """When a retry after the delay was accepted; None while it waits."""
+    expires_at: dt.datetime
+    """After this the entry counts as never seen."""
+    written_by: str = ""
+    """Instance id of the receiver that wrote it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RetroscanAlert(Record):
     """A retro-scan found that mail already delivered would now be held: the engines or rules
     changed since. Key: message_id."""
@@ -662,6 +692,7 @@ Event = (
     | ReputationListed
     | DeadLettered
     | DeadLetterRetried
+    | GreylistEntry
 )
 """Every record that travels as a top-level event (the others are nested in them)."""
 
@@ -682,6 +713,7 @@ EVENT_TYPES: Mapping[str, type[Event]] = {
     ReputationListed.SCHEMA: ReputationListed,
     DeadLettered.SCHEMA: DeadLettered,
     DeadLetterRetried.SCHEMA: DeadLetterRetried,
+    GreylistEntry.SCHEMA: GreylistEntry,
 }
 """The event dataclass for each full name of ``schemas.EVENTS``."""
 

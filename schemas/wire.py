@@ -26,6 +26,7 @@ __all__ = [
     "ENGINE_CONTROLLED",
     "ENGINE_STATUS",
     "EVENTS",
+    "GREYLIST_ENTRY",
     "HISTORY_DIR",
     "MAGIC",
     "MESSAGE_QUARANTINED",
@@ -68,6 +69,7 @@ MESSAGE_REJECTED = "mxgate.events.MessageRejected"
 REPUTATION_LISTED = "mxgate.events.ReputationListed"
 DEAD_LETTERED = "mxgate.events.DeadLettered"
 DEAD_LETTER_RETRIED = "mxgate.events.DeadLetterRetried"
+GREYLIST_ENTRY = "mxgate.events.GreylistEntry"
 
 # Records that travel as top-level events (the others are nested types).
 EVENTS = (
@@ -87,6 +89,7 @@ EVENTS = (
     REPUTATION_LISTED,
     DEAD_LETTERED,
     DEAD_LETTER_RETRIED,
+    GREYLIST_ENTRY,
 )
 
 HISTORY_DIR = SCHEMA_DIR / "history"

@@ -31,13 +31,14 @@ import threading
 import time
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 from pydantic import Field
 
 import schemas
 from mxgate import catalog
+from mxgate.compacted import CompactedFollower
 from mxgate.errors import ConfigError
-from mxgate.kafka import KafkaUnavailable, base_config, producer_config
+from mxgate.kafka import KafkaUnavailable, producer_config
 from mxgate.settings import KafkaSettings
 from mxgate.timeutil import utcnow
 from scanner.engines.common import EngineBase, EngineSettings, EngineSpec, Finding, ParsedMessage
@@ -189,24 +190,30 @@ def _digests(message: ParsedMessage) -> list[tuple[str, str]]:
 
 
 class TopicList:
-    """The reputation topic folded into a hash -> name table, then followed in a thread.
+    """The reputation topic folded into a hash -> name table, then followed in a thread
+    (:class:`mxgate.compacted.CompactedFollower`: no group joined, nothing committed, every
+    scanner holds the whole list).
 
-    The consumer joins no group and commits nothing: it assigns every partition from the
-    beginning, so every scanner holds the whole list.
+    ``kafka``: the brokers' bootstrap string, or whole :class:`KafkaSettings` (TLS, SASL).
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: str | KafkaSettings, topic: str) -> None:
+        settings = (
+            kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(bootstrap_servers=kafka)
+        )
+        self.bootstrap_servers = settings.bootstrap_servers
         self.topic = topic
         self._hashes: dict[str, str] = {}
         # XOR of per-entry digests: a version that is the same for the same list on every
         # scanner (so verdict caches agree) and costs O(1) per update, not O(list).
         self._mix = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._consumer: Consumer | None = None
-        self.records = 0
+        self._follower = CompactedFollower(settings, topic, "mxgate.reputation-reader", self.apply)
+
+    @property
+    def records(self) -> int:
+        """Records folded in so far."""
+        return self._follower.records
 
     @property
     def version(self) -> str:
@@ -246,83 +253,18 @@ class TopicList:
             if listed:
                 self._hashes[digest] = name
                 self._mix ^= _entry(digest, name)
-            self.records += 1
-
-    def _new_consumer(self) -> Consumer:
-        settings = KafkaSettings(bootstrap_servers=self.bootstrap_servers)
-        return Consumer(
-            base_config(settings)
-            | {
-                # Required by librdkafka, never joined: partitions are assigned by hand.
-                "group.id": "mxgate.reputation-reader",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-            }
-        )
 
     def load(self, timeout: float) -> None:
         """Read every partition from the beginning to its current end."""
-        c = self._new_consumer()
-        try:
-            deadline = time.monotonic() + timeout
-            meta = c.list_topics(self.topic, timeout=timeout)
-            t = meta.topics.get(self.topic)
-            if t is None or t.error is not None or not t.partitions:
-                raise KafkaUnavailable(f"reputation topic {self.topic} not found")
-            ends: dict[int, int] = {}
-            for p in t.partitions:
-                _lo, hi = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
-                ends[p] = hi
-            c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in ends])
-            pending = {p for p, hi in ends.items() if hi > 0}
-            while pending:
-                if time.monotonic() > deadline:
-                    raise KafkaUnavailable(f"timed out reading {self.topic}")
-                m = c.poll(0.5)
-                if m is None:
-                    continue
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                        continue
-                    raise KafkaUnavailable(f"reading {self.topic}: {err}")
-                self.apply(m.key(), m.value())
-                part, offset = m.partition() or 0, m.offset() or 0
-                if offset + 1 >= ends[part]:
-                    pending.discard(part)
-        except BaseException:
-            c.close()
-            raise
-        self._consumer = c  # the follower goes on from where loading stopped
+        self._follower.load(timeout)
 
     def start(self) -> None:
         """Follow the topic in a daemon thread (after :meth:`load`)."""
-        self._thread = threading.Thread(target=self._follow, name="reputation-topic", daemon=True)
-        self._thread.start()
-
-    def _follow(self) -> None:
-        c = self._consumer or self._new_consumer()
-        self._consumer = None
-        try:
-            while not self._stop.is_set():
-                m = c.poll(0.5)
-                if m is None or m.error():
-                    continue  # EOF and transient errors: librdkafka reconnects by itself
-                self.apply(m.key(), m.value())
-        finally:
-            c.close()
+        self._follower.start()
 
     def stop(self) -> None:
         """Stop following and wait for the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-        elif self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        self._follower.stop()
 
 
 def _entry(digest: str, name: str) -> int:

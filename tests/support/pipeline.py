@@ -126,11 +126,14 @@ class Pipeline:
                 else:
                     os.environ[k] = v
 
-    def start(self, role: str, instance: str | None = None) -> subprocess.Popen[bytes]:
-        """Start ``role`` (name it ``instance``; restarting with the same name fences the old)."""
+    def start(
+        self, role: str, instance: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``role`` (name it ``instance``; restarting with the same name fences the old).
+        ``env``: settings of this process only (e.g. a second receiver's port)."""
         name = instance or role
         log = open(self.workdir / f"{name}.log", "ab")
-        env = self.env | {"MXGATE_KAFKA__INSTANCE_ID": name}
+        env = self.env | {"MXGATE_KAFKA__INSTANCE_ID": name} | (env or {})
         p = subprocess.Popen(
             [MXGATE, "run", role],
             env=env,
@@ -142,7 +145,8 @@ class Pipeline:
         log.close()
         self.procs[name] = p
         if role == "receiver":
-            wait_for(self._receiver_up, 30, "the receiver to listen")
+            port = int(env["MXGATE_RECEIVER__PORT"])
+            wait_for(lambda: self._receiver_up(port), 30, "the receiver to listen")
         return p
 
     def start_all(self) -> None:
@@ -150,9 +154,9 @@ class Pipeline:
         self.start("deliverer")
         self.start("receiver")
 
-    def _receiver_up(self) -> bool:
+    def _receiver_up(self, port: int) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.receiver_port), timeout=1):
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return True
         except OSError:
             return False
