@@ -154,11 +154,16 @@ class Policy(BaseModel):
     # Documents that fetch or carry code without macros are held too: a remote template or
     # other external relationship loaded on open, an OLE object in RTF (Equation Editor
     # exploits ride on these), an embedded package that is a program or script.
+    # Excel 4.0 macros (a macro sheet, an Auto_Open name) and CSV/SYLK cells that run a command
+    # through DDE or EXEC are held: no legitimate spreadsheet mail needs them.
     blocked_office: tuple[str, ...] = (
         "vba-autoexec",
         "vba-suspicious",
         "xlm-macro",
+        "xlm-auto-open",
         "dde",
+        "dde-csv",
+        "sylk",
         "encrypted",
         "external-template",
         "external-relationship",

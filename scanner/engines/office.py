@@ -8,7 +8,17 @@ Reports ``match`` findings with symbols ``office:<what>`` that the tenant's
 - ``office:vba-suspicious`` — a VBA macro using suspicious calls (``Shell``, ``CreateObject``,
   downloads ...: olevba's ``Suspicious`` keywords);
 - ``office:vba-macro`` — any other VBA macro;
-- ``office:xlm-macro`` — Excel 4.0 (XLM) macros;
+- ``office:xlm-macro`` — Excel 4.0 (XLM) macros: a macro sheet in an OOXML package
+  (``xl/macrosheets/*.xml``, the xlsb binary ``*.bin``, or any part of a macrosheet content
+  or relationship type), in a BIFF8 .xls (``BOUNDSHEET`` of type macro) or a SYLK file;
+- ``office:xlm-auto-open`` — a defined name Excel runs on open or close (``Auto_Open``,
+  ``_xlnm.Auto_Open``, ``Auto_Close``...: ``xl/workbook.xml``, xlsb ``BrtName``, BIFF8
+  ``NAME``, SYLK ``NN``);
+- ``office:dde-csv`` — a CSV cell (a part named ``.csv``/``.tsv`` or declared CSV) that Excel
+  evaluates into a command: ``=cmd|' /C calc'!A0``, ``=DDE(``, ``@SUM(...)`` calling
+  ``cmd``/``powershell``/``mshta``...;
+- ``office:sylk`` — a SYLK file (``ID;`` header, whatever its name) whose formulas run
+  commands (DDE, ``EXEC``, ``CALL``, ``REGISTER``...);
 - ``office:dde`` — a DDE/DDEAUTO field (msodde), which runs commands without macros;
 - ``office:encrypted`` — an encrypted document, which no scanner can look into;
 - ``office:external-template`` — an OOXML relationship (any ``.rels`` member) of type
@@ -24,8 +34,9 @@ Reports ``match`` findings with symbols ``office:<what>`` that the tenant's
 - ``office:equation-object`` — an Equation Editor object embedded in an OLE file or in an
   OOXML's ``embeddings`` (the same exploit as ``rtf-equation``, in another container).
 
-Only parts whose bytes are OLE, OOXML/zip or RTF are opened (the true type, not the name). oletools
-parses hostile files in pure Python and can take long or use much memory on a crafted one, so
+Only parts whose bytes are OLE, OOXML/zip, RTF or SYLK are opened (the true type, not the
+name), and CSV parts (by name or declared type, as Excel opens them). oletools parses hostile
+files in pure Python and can take long or use much memory on a crafted one, so
 this engine is meant to run isolated (``scanner.isolated`` default), where a timeout kills it.
 oletools works on file names, so each candidate is written to a private temporary file.
 
@@ -34,7 +45,10 @@ installed): a ``.rels`` member with a DTD is not parsed (OOXML has none, and a D
 entity expansion attacks start), members over ``_MAX_RELS_BYTES`` are skipped, and at most
 ``_MAX_RELS_MEMBERS`` are read, so a crafted package costs bounded time and memory.
 
-No settings. ``detail``: each symbol -> the first part path that raised it.
+XLM, CSV and SYLK are read by :mod:`scanner.engines.excel4` (standard library, bounded).
+
+No settings. ``detail``: each symbol -> the first part path that raised it; for the XLM, CSV
+and SYLK symbols also ``<symbol>:where`` -> the member, sheet, name or cell.
 """
 
 from __future__ import annotations
@@ -51,6 +65,7 @@ from collections.abc import Iterator
 from io import BytesIO
 from typing import Any
 
+from scanner.engines import excel4
 from scanner.engines.common import (
     EngineBase,
     EngineSpec,
@@ -85,6 +100,12 @@ _EXEC_EXT = (
 _MAX_TARGET = 500
 # Microsoft Equation 3.0, the Equation Editor removed in 2018 for CVE-2017-11882.
 _EQUATION_CLSID = "0002CE02-0000-0000-C000-000000000046"
+# What Excel opens as comma- (or tab-) separated text.
+_CSV_EXT = (".csv", ".tsv", ".tab")
+_CSV_TYPES = {
+    "text/csv", "text/x-csv", "application/csv", "application/x-csv",
+    "text/comma-separated-values", "text/tab-separated-values",
+}  # fmt: skip
 # Zip members looked at for embedded OLE files.
 _MAX_MEMBERS = 1000
 
@@ -129,10 +150,25 @@ class OfficeEngine(EngineBase):
     def inspect(self, message: ParsedMessage) -> Finding:
         """The synchronous work of :meth:`check`."""
         found: dict[str, str] = {}
+
+        def hit(symbol: str, path: str, where: str) -> None:
+            key = f"office:{symbol}"
+            if key not in found:
+                found[key] = path
+                found[f"{key}:where"] = where
+
         for part in message.parts:
             if part.path == RAW_PATH or not part.data:
                 continue
             head = part.data[:8]
+            if excel4.is_sylk(head):
+                for symbol, where in excel4.sylk(part.data):
+                    hit(symbol, part.path, where)
+                continue
+            if head[:4] not in (_ZIP, _OLE[:4]) and _is_csv(part):
+                for symbol, where in excel4.csv_formulas(part.data):
+                    hit(symbol, part.path, where)
+                continue
             rtf = head[:4] == _RTF
             ooxml = head[:4] == _ZIP and _is_ooxml(part.data)
             if not (head == _OLE or ooxml or rtf):
@@ -140,6 +176,8 @@ class OfficeEngine(EngineBase):
             if len(part.data) > _MAX_BYTES:
                 found.setdefault("office:too-large", part.path)
                 continue
+            for symbol, where in _excel4(part.data):
+                hit(symbol, part.path, where)
             if rtf:
                 for symbol in _rtf_objects(part.data):
                     found.setdefault(f"office:{symbol}", part.path)
@@ -154,8 +192,41 @@ class OfficeEngine(EngineBase):
                 found.setdefault(f"office:{symbol}", part.path)
             for symbol in _embedded(part.data):
                 found.setdefault(f"office:{symbol}", part.path)
-        symbols = tuple(k for k in found if not k.endswith(":target"))
+        symbols = tuple(k for k in found if not k.endswith((":target", ":where")))
         return self.finding("match" if symbols else "clean", symbols=symbols, detail=found)
+
+
+def _is_csv(part: Part) -> bool:
+    """A part Excel opens as CSV: by its name (what Windows opens it by) or declared type."""
+    name = (part.filename or "").lower().rstrip(". ")
+    return name.endswith(_CSV_EXT) or part.content_type.lower() in _CSV_TYPES
+
+
+def _excel4(data: bytes) -> list[tuple[str, str]]:
+    """XLM macro sheets and auto-open names of an OOXML package or a BIFF8 workbook."""
+    if data[:8] == _OLE:
+        _import_oletools()
+        from oletools import oleobj
+
+        try:
+            ole = oleobj.olefile.OleFileIO(data)
+        except Exception:
+            return []
+        try:
+            for stream in ("Workbook", "Book"):
+                if ole.exists(stream):
+                    with ole.openstream(stream) as f:
+                        return excel4.biff8(f.read(_MAX_BYTES))
+        except Exception:
+            return []
+        finally:
+            ole.close()
+        return []
+    try:
+        with zipfile.ZipFile(BytesIO(data)) as z:
+            return excel4.ooxml(z)
+    except Exception:
+        return []
 
 
 def _external_relationships(data: bytes) -> Iterator[tuple[str, str]]:
