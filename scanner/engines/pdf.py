@@ -166,3 +166,125 @@ def build(settings: NoSettings) -> PdfEngine:
 
 ENGINE = EngineSpec(PdfEngine, NoSettings, build)
 """The registry's entry for ``pdf``."""
+
+
+# --- text, for content rules ------------------------------------------------------------------
+
+_TEXT_MAX_STREAMS = 2000
+_TEXT_MAX_INFLATED = 32 * 1024 * 1024
+_TEXT_MAX = 4 * 1024 * 1024
+# Filters a content stream may have that this module decodes (none, or Flate alone).
+_SKIP_NAMES = {b"Image", b"DCTDecode", b"JPXDecode", b"CCITTFaxDecode", b"JBIG2Decode",
+               b"LZWDecode", b"ASCII85Decode", b"ASCIIHexDecode", b"RunLengthDecode",
+               b"Crypt"}  # fmt: skip
+_TEXT_OPS = {b"Tj", b"TJ", b"'", b'"'}
+_DELIMS = b"()<>[]{}/%"
+_WS = b"\x00\t\n\f\r "
+_ESC = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("f"): 12}
+
+
+def text(data: bytes, limit: int = _TEXT_MAX) -> bytes:
+    """The strings a PDF's content streams show (the ``Tj``, ``TJ``, ``'`` and ``"`` text
+    operators), one line per operator, at most ``limit`` bytes: for content rules, so that a
+    needle inside a compressed page is found. Strings are as stored: text in fonts with their
+    own encodings (CID fonts) is not mapped to Unicode. Bounded like the active-content scan
+    (streams, inflated bytes); never raises."""
+    out = bytearray()
+    total = 0
+    for i, m in enumerate(_STREAM.finditer(data)):
+        if i >= _TEXT_MAX_STREAMS or total >= _TEXT_MAX_INFLATED or len(out) >= limit:
+            break
+        if data[max(0, m.start() - 3) : m.start()] == b"end":
+            continue
+        head = data[max(0, m.start() - _DICT_BEFORE) : m.start()]
+        cut = max(head.rfind(b"endobj"), head.rfind(b"endstream"))
+        names = _decoded_names(head[cut + 1 :] if cut >= 0 else head)
+        if names & _SKIP_NAMES or b"ObjStm" in names:
+            continue
+        end = data.find(b"endstream", m.end())
+        body = data[m.end() : end if end >= 0 else len(data)]
+        if b"FlateDecode" in names:
+            try:
+                body = zlib.decompressobj().decompress(body, _TEXT_MAX_INFLATED - total)
+            except zlib.error:
+                continue
+        total += len(body)
+        _show_text(body, out, limit)
+    return bytes(out[:limit])
+
+
+def _show_text(content: bytes, out: bytearray, limit: int) -> None:
+    """Append the strings of ``content``'s text operators to ``out`` (one linear pass)."""
+    pending: list[bytes] = []
+    i, n = 0, len(content)
+    while i < n and len(out) < limit:
+        c = content[i]
+        if c == 0x28:  # "(" literal string
+            s, i = _literal(content, i + 1)
+            pending.append(s)
+        elif c == 0x3C:  # "<" hex string, or "<<" a dictionary
+            if content[i + 1 : i + 2] == b"<":
+                i += 2
+                continue
+            end = content.find(b">", i)
+            end = n if end < 0 else end
+            digits = bytes(b for b in content[i + 1 : end] if b not in _WS)
+            try:
+                pending.append(bytes.fromhex(digits.decode("ascii") + "0" * (len(digits) % 2)))
+            except ValueError:
+                pass
+            i = end + 1
+        elif c == 0x25:  # "%" comment
+            end = content.find(b"\n", i)
+            i = n if end < 0 else end + 1
+        elif c in _WS or c in _DELIMS:
+            i += 1
+        else:
+            j = i
+            while j < n and content[j] not in _WS and content[j] not in _DELIMS:
+                j += 1
+            token = content[i:j]
+            i = j
+            if token in _TEXT_OPS:
+                out += b"".join(pending) + b"\n"
+                pending.clear()
+            elif not token[:1].isdigit() and token[:1] not in (b"-", b"+", b"."):
+                pending.clear()  # another operator: its operands were not text
+
+
+def _literal(content: bytes, i: int) -> tuple[bytes, int]:
+    """The literal string starting after its "(" at ``i``, and the index past its ")"."""
+    out = bytearray()
+    depth, n = 1, len(content)
+    while i < n:
+        c = content[i]
+        if c == 0x5C:  # backslash
+            i += 1
+            if i >= n:
+                break
+            e = content[i]
+            if e in _ESC:
+                out.append(_ESC[e])
+            elif 0x30 <= e <= 0x37:
+                j = i
+                while j < n and j < i + 3 and 0x30 <= content[j] <= 0x37:
+                    j += 1
+                out.append(int(content[i:j], 8) & 0xFF)
+                i = j
+                continue
+            elif e in b"\r\n":
+                pass  # a line continuation
+            else:
+                out.append(e)
+        elif c == 0x28:
+            depth += 1
+            out.append(c)
+        elif c == 0x29:
+            depth -= 1
+            if depth == 0:
+                return bytes(out), i + 1
+            out.append(c)
+        else:
+            out.append(c)
+        i += 1
+    return bytes(out), n

@@ -468,3 +468,34 @@ SYLK_EXEC = (
 )
 SYLK_DDE = b"ID;PWXL;N;E\r\nP;PGeneral\r\nC;Y1;X1;K0;ECMD|' /C calc'!A0\r\nE\r\n"
 SYLK_PLAIN = b"ID;PWXL;N;E\r\nC;Y1;X1;K42\r\nC;Y2;X1;K84;ESUM(R1C1;;2)\r\nE\r\n"
+
+
+# --- documents whose text hides a needle from byte scans ------------------------------------------
+
+GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+def pdf_with_text(text: bytes = GTUBE, split: bool = True) -> bytes:
+    """A PDF whose page shows ``text`` from a FlateDecode content stream (split into a ``TJ``
+    array with kerning when ``split``, escaped parentheses), so its bytes never hold it."""
+    half = len(text) // 2
+    if split:
+        shown = b"[(" + text[:half] + b") -12 (" + text[half:] + b")] TJ"
+    else:
+        shown = b"(" + text + b") Tj"
+    content = b"BT /F1 12 Tf 72 700 Td (Hello \\(reader\\)) Tj T* " + shown + b" ET"
+    packed = zlib.compress(content)
+    return pdf(
+        [b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream"]
+    )
+
+
+def docx_with_text(text: str = GTUBE.decode()) -> bytes:
+    """A docx whose one paragraph holds ``text`` split over two runs (as Word does), the
+    second with an XML escape, so no member's bytes hold it whole."""
+    half = len(text) // 2
+    second = text[half:].replace("*", "&#42;")
+    return office_samples.docx(
+        f"<w:p><w:r><w:t>{text[:half]}</w:t></w:r><w:r><w:rPr><w:b/></w:rPr><w:t>{second}</w:t>"
+        "</w:r></w:p>"
+    )
