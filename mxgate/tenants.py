@@ -132,12 +132,14 @@ class Policy(BaseModel):
     # opened with a password found in the message was scanned inside and is not held for
     # having been encrypted; "archive-password-in-body" (that phishing sign) can be listed to
     # hold it anyway. OneNote sections and HTML that builds a file in the browser (smuggling)
-    # are how payloads got past gateways once macros were blocked: held too.
+    # are how payloads got past gateways once macros were blocked: held too, and so is a
+    # program, script, HTA or shortcut embedded in a OneNote section ("onenote-embedded").
     blocked_attachments: tuple[str, ...] = (
         "type:executable",
         "type:script",
         "type:disk-image",
         "type:onenote",
+        "onenote-embedded",
         "html-smuggling",
         "double-extension",
         "rlo-filename",

@@ -499,3 +499,24 @@ def docx_with_text(text: str = GTUBE.decode()) -> bytes:
         f"<w:p><w:r><w:t>{text[:half]}</w:t></w:r><w:r><w:rPr><w:b/></w:rPr><w:t>{second}</w:t>"
         "</w:r></w:p>"
     )
+
+
+# [MS-ONESTORE] 2.6.13 FileDataStoreObject guidHeader / guidFooter, as stored.
+FILE_DATA_GUID = bytes.fromhex("e716e3bd65261145a4c48d4d0b7a9eac")
+FILE_DATA_FOOTER = bytes.fromhex("22a7fb71790f0b4abb13899256426b24")
+
+HTA = b'<html><head><HTA:APPLICATION ID="a" WINDOWSTATE="minimize"><script language="VBScript">'
+HTA += b'CreateObject("WScript.Shell").Run "calc.exe"</script></head></html>'
+BAT = b"@echo off\r\ncmd /c start calc.exe\r\n"
+LNK = bytes.fromhex("4c0000000114020000000000c000000000000046") + bytes(60)
+PNG = b"\x89PNG\r\n\x1a\n" + bytes.fromhex("0000000d49484452000000010000000108060000001f15c489")
+
+
+def onenote_with_files(*payloads: bytes) -> bytes:
+    """A OneNote section header followed by one FileDataStoreObject per payload: header GUID,
+    cbLength, unused, reserved, the bytes, padding to 8 and the footer GUID."""
+    out = bytearray(ONENOTE_GUID + bytes(1024 - len(ONENOTE_GUID)))
+    for p in payloads:
+        out += FILE_DATA_GUID + struct.pack("<QIQ", len(p), 0, 0) + p
+        out += bytes(-len(p) % 8) + FILE_DATA_FOOTER + bytes(64)
+    return bytes(out)
