@@ -20,7 +20,15 @@ Reports ``match`` findings with symbols ``office:<what>`` that the tenant's
 - ``office:sylk`` — a SYLK file (``ID;`` header, whatever its name) whose formulas run
   commands (DDE, ``EXEC``, ``CALL``, ``REGISTER``...);
 - ``office:dde`` — a DDE/DDEAUTO field (msodde), which runs commands without macros;
-- ``office:encrypted`` — an encrypted document, which no scanner can look into;
+- ``office:encrypted`` — an encrypted document that no password at hand opened, which no
+  scanner can look into;
+- ``office:decrypted:default-password`` / ``office:decrypted:body-password`` — an encrypted
+  document opened (msoffcrypto-tool) with Excel's default password ``VelvetSweatshop`` or a
+  password the message carries (:func:`scanner.archive_passwords.candidates` over its text
+  and Subject, as for archives); it is then analysed like any other, and its findings are
+  reported under the same part. At most ``_MAX_PASSWORD_TRIALS`` tries per message and
+  ``_PASSWORD_SECONDS`` per document (agile key derivation costs ~0.1 s a try). A sign to
+  combine, not held by default (the document's own findings are);
 - ``office:external-template`` — an OOXML relationship (any ``.rels`` member) of type
   ``attachedTemplate`` with ``TargetMode="External"``: Word fetches and runs the remote
   template on open (remote-template injection, CVE-2017-0199 style); ``detail`` also has
@@ -58,13 +66,15 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 import warnings
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from typing import Any
 
+from scanner.archive_passwords import BodyText, PasswordTrials, candidates
 from scanner.engines import excel4
 from scanner.engines.common import (
     EngineBase,
@@ -100,6 +110,16 @@ _EXEC_EXT = (
 _MAX_TARGET = 500
 # Microsoft Equation 3.0, the Equation Editor removed in 2018 for CVE-2017-11882.
 _EQUATION_CLSID = "0002CE02-0000-0000-C000-000000000046"
+# Encrypted documents: Excel's default password (a workbook "protected" without one is
+# encrypted with it, and malware uses that to hide from scanners), the trials per message and
+# the seconds they may take.
+_DEFAULT_PASSWORD = "VelvetSweatshop"
+_MAX_PASSWORD_TRIALS = 12
+_PASSWORD_SECONDS = 5.0
+_HOW = {
+    "default-password": f"decrypted with Excel's default password {_DEFAULT_PASSWORD}",
+    "body-password": "decrypted with a password found in the message",
+}
 # What Excel opens as comma- (or tab-) separated text.
 _CSV_EXT = (".csv", ".tsv", ".tab")
 _CSV_TYPES = {
@@ -157,6 +177,9 @@ class OfficeEngine(EngineBase):
                 found[key] = path
                 found[f"{key}:where"] = where
 
+        # Passwords for encrypted documents: the well-known default, then the words the
+        # message offers as passwords (as for archives); read only if a document needs them.
+        trials = PasswordTrials(lambda: _passwords(message), _MAX_PASSWORD_TRIALS)
         for part in message.parts:
             if part.path == RAW_PATH or not part.data:
                 continue
@@ -176,24 +199,84 @@ class OfficeEngine(EngineBase):
             if len(part.data) > _MAX_BYTES:
                 found.setdefault("office:too-large", part.path)
                 continue
-            for symbol, where in _excel4(part.data):
-                hit(symbol, part.path, where)
             if rtf:
                 for symbol in _rtf_objects(part.data):
                     found.setdefault(f"office:{symbol}", part.path)
                 continue
-            if ooxml:
-                for symbol, target in _external_relationships(part.data):
-                    key = f"office:{symbol}"
-                    if key not in found:
-                        found[key] = part.path
-                        found[f"{key}:target"] = target[:_MAX_TARGET]
-            for symbol in _analyse(part):
-                found.setdefault(f"office:{symbol}", part.path)
-            for symbol in _embedded(part.data):
-                found.setdefault(f"office:{symbol}", part.path)
+            self._document(part.data, part.path, found, hit, trials)
         symbols = tuple(k for k in found if not k.endswith((":target", ":where")))
         return self.finding("match" if symbols else "clean", symbols=symbols, detail=found)
+
+    def _document(
+        self,
+        data: bytes,
+        path: str,
+        found: dict[str, str],
+        hit: Callable[[str, str, str], None],
+        trials: PasswordTrials | None,
+    ) -> None:
+        """Analyse one OLE or OOXML document; an encrypted one is decrypted with the trials'
+        passwords (``trials`` None: not again) and its plain text analysed the same way."""
+        for symbol, where in _excel4(data):
+            hit(symbol, path, where)
+        if data[:4] == _ZIP:
+            for symbol, target in _external_relationships(data):
+                key = f"office:{symbol}"
+                if key not in found:
+                    found[key] = path
+                    found[f"{key}:target"] = target[:_MAX_TARGET]
+        symbols = _analyse(data)
+        if symbols == ["encrypted"] and trials is not None:
+            plain = _decrypt(data, trials)
+            if plain is not None:
+                plain_data, how = plain
+                hit(f"decrypted:{how}", path, _HOW[how])
+                self._document(plain_data, path, found, hit, None)
+                return
+        for symbol in symbols:
+            found.setdefault(f"office:{symbol}", path)
+        for symbol in _embedded(data):
+            found.setdefault(f"office:{symbol}", path)
+
+
+def _passwords(message: ParsedMessage) -> list[str]:
+    """``VelvetSweatshop`` (Excel's default), then the message's password candidates
+    (:func:`scanner.archive_passwords.candidates` over its text parts and Subject)."""
+    subject = next((v for n, v in message.headers if n.lower() == "subject"), "")
+    bodies = [
+        BodyText(p.content_type, None, p.data)
+        for p in message.parts
+        if p.path != RAW_PATH and p.filename is None and p.content_type.startswith("text/")
+    ]
+    return [_DEFAULT_PASSWORD, *candidates(subject, bodies, _MAX_PASSWORD_TRIALS)]
+
+
+def _decrypt(data: bytes, trials: PasswordTrials) -> tuple[bytes, str] | None:
+    """The plain document and how its password was found (``default-password`` or
+    ``body-password``), or None: no candidate opened it within the trials and
+    ``_PASSWORD_SECONDS`` (key derivation costs ~0.1 s a try for agile encryption)."""
+    import msoffcrypto  # oletools' own dependency, pinned for this use
+
+    deadline = time.monotonic() + _PASSWORD_SECONDS
+    for password in trials.candidates:
+        if time.monotonic() > deadline or not trials.take():
+            return None
+        try:
+            office = msoffcrypto.OfficeFile(BytesIO(data))
+            try:
+                office.load_key(password=password, verify_password=True)
+            except TypeError:  # the 97-2003 formats verify in load_key without the option
+                office.load_key(password=password)
+            out = BytesIO()
+            office.decrypt(out)
+        except Exception:
+            continue
+        plain = out.getvalue()
+        if plain[:8] == _OLE or plain[:4] == _ZIP:
+            trials.worked(password)
+            how = "default-password" if password == _DEFAULT_PASSWORD else "body-password"
+            return plain, how
+    return None
 
 
 def _is_csv(part: Part) -> bool:
@@ -364,14 +447,14 @@ def _import_oletools() -> tuple[Any, Any, Any]:
     return crypto, msodde, VBA_Parser
 
 
-def _analyse(part: Part) -> list[str]:
+def _analyse(data: bytes) -> list[str]:
     crypto, msodde, VBA_Parser = _import_oletools()
 
     out: list[str] = []
     fd, path = tempfile.mkstemp(prefix="mxgate-office-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(part.data)
+            f.write(data)
         with contextlib.suppress(Exception):
             if crypto.is_encrypted(path):
                 out.append("encrypted")

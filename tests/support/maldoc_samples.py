@@ -520,3 +520,21 @@ def onenote_with_files(*payloads: bytes) -> bytes:
         out += FILE_DATA_GUID + struct.pack("<QIQ", len(p), 0, 0) + p
         out += bytes(-len(p) % 8) + FILE_DATA_FOOTER + bytes(64)
     return bytes(out)
+
+
+def encrypted(doc: bytes, password: str) -> bytes:
+    """``doc`` (an OOXML package) encrypted with ``password`` (ECMA-376 agile, msoffcrypto).
+
+    The package is first padded past 4 KiB with a stored member: msoffcrypto 6.1.0 cannot
+    decrypt what it encrypted when the package is smaller (its EncryptedPackage stream then
+    lives in the OLE mini stream); real encrypted documents are bigger than that anyway."""
+    import random
+
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    buf = io.BytesIO(doc)
+    with zipfile.ZipFile(buf, "a") as z:
+        z.writestr("docProps/padding.bin", random.Random(0).randbytes(5000))
+    out = io.BytesIO()
+    OOXMLFile(io.BytesIO(buf.getvalue())).encrypt(password, out)
+    return out.getvalue()
