@@ -61,14 +61,10 @@ def test_without_the_password_it_stays_encrypted_and_held() -> None:
     assert decide([f], Policy()).action == "quarantine"
 
 
-def test_password_trials_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def _count_key_derivations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The passwords msoffcrypto derives a key from, from now on in this test."""
     import msoffcrypto
 
-    from scanner.engines import office
-
-    # Many candidate words, none right: at most _MAX_PASSWORD_TRIALS key derivations.
-    body = "\n".join(f"password: wrong{i}" for i in range(100))
-    doc = ms.encrypted(office_samples.docx(), "right")
     tried: list[str] = []
     orig = msoffcrypto.OfficeFile
 
@@ -84,7 +80,30 @@ def test_password_trials_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         return office_file
 
     monkeypatch.setattr(msoffcrypto, "OfficeFile", counting)
+    return tried
+
+
+def test_password_trials_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scanner.engines import office
+
+    # Many candidate words, none right: at most _MAX_PASSWORD_TRIALS key derivations.
+    body = "\n".join(f"password: wrong{i}" for i in range(100))
+    doc = ms.encrypted(office_samples.docx(), "right")
+    tried = _count_key_derivations(monkeypatch)
     f = _office("a.docx", doc, body)
     assert f.symbols == ("office:encrypted",)
     assert len(tried) == office._MAX_PASSWORD_TRIALS
     assert tried[:2] == ["VelvetSweatshop", "wrong0"]
+
+
+def test_a_crafted_key_derivation_is_not_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = ms.encrypted(office_samples.docx(), "Secret1")
+    assert doc.count(b'spinCount="100000"') == 1  # the password key encryptor
+    crafted = doc.replace(b'spinCount="100000"', b'spinCount="999999"')
+    tried = _count_key_derivations(monkeypatch)
+    f = _office("a.docx", crafted, "Password: Secret1")
+    assert f.symbols == ("office:encrypted",)
+    assert tried == []
+    # The same document with Office's own count opens.
+    assert "office:decrypted:body-password" in _office("a.docx", doc, "Password: Secret1").symbols
+    assert tried == ["VelvetSweatshop", "Secret1"]
