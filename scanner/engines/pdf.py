@@ -171,8 +171,11 @@ ENGINE = EngineSpec(PdfEngine, NoSettings, build)
 # --- text, for content rules ------------------------------------------------------------------
 
 _TEXT_MAX_STREAMS = 2000
-_TEXT_MAX_INFLATED = 32 * 1024 * 1024
+_TEXT_MAX_INFLATED = 16 * 1024 * 1024
 _TEXT_MAX = 4 * 1024 * 1024
+# Python steps (a string, an operator, a parenthesis or escape) per PDF: what bounds the CPU
+# time of a stream crafted to be all tokens (~1 s here); real pages take ~3-5 a line of text.
+_TEXT_MAX_STEPS = 500_000
 # Filters a content stream may have that this module decodes (none, or Flate alone).
 _SKIP_NAMES = {b"Image", b"DCTDecode", b"JPXDecode", b"CCITTFaxDecode", b"JBIG2Decode",
                b"LZWDecode", b"ASCII85Decode", b"ASCIIHexDecode", b"RunLengthDecode",
@@ -187,12 +190,15 @@ def text(data: bytes, limit: int = _TEXT_MAX) -> bytes:
     """The strings a PDF's content streams show (the ``Tj``, ``TJ``, ``'`` and ``"`` text
     operators), one line per operator, at most ``limit`` bytes: for content rules, so that a
     needle inside a compressed page is found. Strings are as stored: text in fonts with their
-    own encodings (CID fonts) is not mapped to Unicode. Bounded like the active-content scan
-    (streams, inflated bytes); never raises."""
+    own encodings (CID fonts) is not mapped to Unicode. Bounded in streams, inflated bytes and
+    parsing steps (``_TEXT_MAX_STEPS``); never raises."""
     out = bytearray()
     total = 0
+    steps = [_TEXT_MAX_STEPS]
     for i, m in enumerate(_STREAM.finditer(data)):
         if i >= _TEXT_MAX_STREAMS or total >= _TEXT_MAX_INFLATED or len(out) >= limit:
+            break
+        if steps[0] <= 0:
             break
         if data[max(0, m.start() - 3) : m.start()] == b"end":
             continue
@@ -209,57 +215,74 @@ def text(data: bytes, limit: int = _TEXT_MAX) -> bytes:
             except zlib.error:
                 continue
         total += len(body)
-        _show_text(body, out, limit)
+        _show_text(body, out, limit, steps)
     return bytes(out[:limit])
 
 
-def _show_text(content: bytes, out: bytearray, limit: int) -> None:
-    """Append the strings of ``content``'s text operators to ``out`` (one linear pass)."""
+def _show_text(content: bytes, out: bytearray, limit: int, steps: list[int] | None = None) -> None:
+    """Append the strings of ``content``'s text operators to ``out``.
+
+    A regular expression jumps to the next string or text operator; strings are read to their
+    closing parenthesis (nesting and escapes counted) by another that jumps to the next
+    parenthesis or backslash. Strings since the last operator are joined (a ``TJ`` array's
+    pieces, kerning numbers skipped), each operator ends a line. Every byte is passed once:
+    an unclosed ``(`` ends the stream's text, it is not retried from the next byte.
+    """
+    budget = steps if steps is not None else [_TEXT_MAX_STEPS]
     pending: list[bytes] = []
-    i, n = 0, len(content)
-    while i < n and len(out) < limit:
-        c = content[i]
-        if c == 0x28:  # "(" literal string
-            s, i = _literal(content, i + 1)
-            pending.append(s)
-        elif c == 0x3C:  # "<" hex string, or "<<" a dictionary
-            if content[i + 1 : i + 2] == b"<":
-                i += 2
+    pos, n = 0, len(content)
+    while budget[0] > 0:
+        budget[0] -= 1
+        m = _SHOW.search(content, pos)
+        if m is None:
+            return
+        first = content[m.start()]
+        pos = m.end()
+        if first == 0x28:  # "(" literal string
+            body, pos = _literal(content, pos, budget)
+            pending.append(body)
+        elif first == 0x3C:  # "<" hex string, "<<" a dictionary
+            if content[pos : pos + 1] == b"<":
+                pos += 1
                 continue
-            end = content.find(b">", i)
-            end = n if end < 0 else end
-            digits = bytes(b for b in content[i + 1 : end] if b not in _WS)
+            end = content.find(b">", pos)
+            if end < 0:
+                return
+            digits = bytes(b for b in content[pos:end] if b not in _WS)
             try:
                 pending.append(bytes.fromhex(digits.decode("ascii") + "0" * (len(digits) % 2)))
             except ValueError:
                 pass
-            i = end + 1
-        elif c == 0x25:  # "%" comment
-            end = content.find(b"\n", i)
-            i = n if end < 0 else end + 1
-        elif c in _WS or c in _DELIMS:
-            i += 1
-        else:
-            j = i
-            while j < n and content[j] not in _WS and content[j] not in _DELIMS:
-                j += 1
-            token = content[i:j]
-            i = j
-            if token in _TEXT_OPS:
-                out += b"".join(pending) + b"\n"
-                pending.clear()
-            elif not token[:1].isdigit() and token[:1] not in (b"-", b"+", b"."):
-                pending.clear()  # another operator: its operands were not text
+            pos = end + 1
+        elif pending:  # a text operator
+            out += b"".join(pending) + b"\n"
+            pending.clear()
+            if len(out) >= limit:
+                return
+        if pos >= n:
+            return
 
 
-def _literal(content: bytes, i: int) -> tuple[bytes, int]:
-    """The literal string starting after its "(" at ``i``, and the index past its ")"."""
+# The start of a string, or a text operator (a whole token).
+_SHOW = re.compile(rb"[(<]|(?<![^\s\])>])(?:Tj|TJ|'|\")(?![^\s\[(<])")
+_LITERAL_SPECIAL = re.compile(rb"[()\\]")
+
+
+def _literal(content: bytes, i: int, budget: list[int]) -> tuple[bytes, int]:
+    """The literal string starting after its "(" at ``i``, and the index past its ")"; each
+    parenthesis or escape costs a step of ``budget``, and the string ends when it runs out."""
     out = bytearray()
     depth, n = 1, len(content)
-    while i < n:
-        c = content[i]
+    while i < n and budget[0] > 0:
+        budget[0] -= 1
+        m = _LITERAL_SPECIAL.search(content, i)
+        if m is None:
+            out += content[i:]
+            break
+        out += content[i : m.start()]
+        c = content[m.start()]
+        i = m.start() + 1
         if c == 0x5C:  # backslash
-            i += 1
             if i >= n:
                 break
             e = content[i]
@@ -272,19 +295,15 @@ def _literal(content: bytes, i: int) -> tuple[bytes, int]:
                 out.append(int(content[i:j], 8) & 0xFF)
                 i = j
                 continue
-            elif e in b"\r\n":
-                pass  # a line continuation
-            else:
+            elif e not in b"\r\n":  # a backslash before a line break continues the line
                 out.append(e)
+            i += 1
         elif c == 0x28:
             depth += 1
             out.append(c)
-        elif c == 0x29:
+        else:
             depth -= 1
             if depth == 0:
-                return bytes(out), i + 1
+                return bytes(out), i
             out.append(c)
-        else:
-            out.append(c)
-        i += 1
     return bytes(out), n
