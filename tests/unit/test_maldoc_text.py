@@ -73,3 +73,13 @@ def test_damaged_documents_never_raise(noise: bytes, at: int) -> None:
         damaged = doc[:at_] + noise + doc[at_ + len(noise) :]
         pdf.text(damaged)
         doc_text.ooxml_text(damaged)
+
+
+def test_a_stream_of_crafted_tokens_is_cut_by_the_step_budget() -> None:
+    import zlib
+
+    content = b"(x)Tj " * 700_000  # 700,000 operators: more than the steps a PDF may take
+    packed = zlib.compress(content)
+    doc = ms.pdf([b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed])
+    lines = pdf.text(doc).count(b"\n")
+    assert 0 < lines <= pdf._TEXT_MAX_STEPS // 2  # a string and an operator per line
