@@ -51,8 +51,10 @@ _DDE_PIPE = re.compile(rb"[A-Za-z0-9_.$\\]+\s*\|[^\r\n]*!")
 _DDE_FUNC = re.compile(rb"\bDDE(?:AUTO)?\s*\(", re.IGNORECASE)
 _COMMAND = re.compile(rb"\b(?:" + _COMMANDS.encode() + rb")(?:\.exe)?\b", re.IGNORECASE)
 _CALL = re.compile(rb"[A-Za-z_.]\s*\(")
-# What a CSV scan looks for first: a pipe, a DDE function or an interpreter's name.
-_CSV_HINT = re.compile(rb"\||\bDDE|\b(?:" + _COMMANDS.encode() + rb")\b", re.IGNORECASE)
+# What a CSV scan looks for first, in the lowered text: a pipe, a DDE function or an
+# interpreter's name. Literals only (no IGNORECASE, no word boundaries), which the regex engine
+# skips to by their first bytes: several times faster on a large CSV without any.
+_CSV_HINT = re.compile(rb"\||dde|" + _COMMANDS.encode())
 _XLM_FUNC = re.compile(
     rb"\b(?:EXEC|CALL|REGISTER|RUN|DDE|DDEAUTO|FORMULA(?:\.FILL)?|HALT|URLDownloadToFileA?)\s*\(",
     re.IGNORECASE,
@@ -217,7 +219,7 @@ def csv_formulas(data: bytes) -> list[tuple[str, str]]:
     """
     text = _decode_head(data)
     done = -1
-    for i, m in enumerate(_CSV_HINT.finditer(text)):
+    for i, m in enumerate(_CSV_HINT.finditer(text.lower())):
         if i >= _MAX_HINTS:
             break
         if m.start() < done:
