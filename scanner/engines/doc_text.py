@@ -9,13 +9,14 @@ Excel's shared strings and inline strings (``xl/sharedStrings.xml``, ``xl/worksh
 PowerPoint's slides and notes (``ppt/slides/*.xml``, ``ppt/notesSlides/*.xml``, ``a:t``). The
 runs of a paragraph are joined without a blank (Word splits words across runs), paragraphs
 end with a line break. Bounded: at most ``_MAX_MEMBERS`` members of ``_MAX_MEMBER`` bytes,
-``limit`` bytes of text; a member with a DTD is not parsed (OOXML has none). Never raises.
+``limit`` bytes of text; a member with a DTD is not read (OOXML has none, and entities are
+how a DTD would add text). Never raises.
 """
 
 from __future__ import annotations
 
+import html
 import re
-import xml.etree.ElementTree as ET
 import zipfile
 from io import BytesIO
 
@@ -30,7 +31,6 @@ _PARTS = re.compile(
     r"|ppt/(?:slides|notesSlides)/[^/]+\.xml)$",
     re.IGNORECASE,
 )
-_BLOCKS = {"p", "si", "is", "tc", "c"}
 
 
 def ooxml_text(data: bytes, limit: int = _TEXT_MAX) -> bytes:
@@ -56,15 +56,23 @@ def ooxml_text(data: bytes, limit: int = _TEXT_MAX) -> bytes:
 
 
 def _member_text(xml: bytes, out: bytearray, limit: int) -> None:
-    try:
-        for _event, el in ET.iterparse(BytesIO(xml), events=("end",)):
-            local = el.tag.rsplit("}", 1)[-1]
-            if local == "t" and el.text:
-                out += el.text.encode("utf-8")
-            elif local in _BLOCKS:
-                out += b"\n"
-                el.clear()  # what is read is not kept
-            if len(out) >= limit:
-                return
-    except ET.ParseError:
-        return
+    """Append the text runs of ``xml`` to ``out``: one regular-expression pass over the
+    ``<t>`` elements (any prefix: ``w:t``, ``a:t``, ``t``) and the paragraph ends, entities
+    decoded. Several times faster than a parser on a large document, and linear (a tag's
+    attributes end at the first ``>``, a run's text at the first ``<``)."""
+    for m in _RUN.finditer(xml):
+        text = m.group(1)
+        if text is None:
+            out += b"\n"  # the end of a paragraph, shared string or cell
+        elif text:
+            if b"&" in text:
+                text = html.unescape(text.decode("utf-8", "replace")).encode("utf-8")
+            out += text
+        if len(out) >= limit:
+            return
+
+
+_RUN = re.compile(
+    rb"<(?:[A-Za-z_][\w.-]*:)?t(?:\s[^<>]*)?>([^<]*)</(?:[A-Za-z_][\w.-]*:)?t>"
+    rb"|</(?:[A-Za-z_][\w.-]*:)?(?:p|si|is|tc)>"
+)
