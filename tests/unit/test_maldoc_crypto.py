@@ -90,10 +90,16 @@ def test_password_trials_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     body = "\n".join(f"password: wrong{i}" for i in range(100))
     doc = ms.encrypted(office_samples.docx(), "right")
     tried = _count_key_derivations(monkeypatch)
+    monkeypatch.setattr(office, "_PASSWORD_SECONDS", 3600.0)  # the count bounds, not the clock
     f = _office("a.docx", doc, body)
     assert f.symbols == ("office:encrypted",)
     assert len(tried) == office._MAX_PASSWORD_TRIALS
     assert tried[:2] == ["VelvetSweatshop", "wrong0"]
+    # And the clock: with no time left, nothing is tried.
+    tried.clear()
+    monkeypatch.setattr(office, "_PASSWORD_SECONDS", -1.0)
+    assert _office("a.docx", doc, "password: right").symbols == ("office:encrypted",)
+    assert tried == []
 
 
 def test_a_crafted_key_derivation_is_not_tried(monkeypatch: pytest.MonkeyPatch) -> None:
