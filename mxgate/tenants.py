@@ -133,12 +133,14 @@ class Policy(BaseModel):
     # opened with a password found in the message was scanned inside and is not held for
     # having been encrypted; "archive-password-in-body" (that phishing sign) can be listed to
     # hold it anyway. OneNote sections and HTML that builds a file in the browser (smuggling)
-    # are how payloads got past gateways once macros were blocked: held too.
+    # are how payloads got past gateways once macros were blocked: held too, and so is a
+    # program, script, HTA or shortcut embedded in a OneNote section ("onenote-embedded").
     blocked_attachments: tuple[str, ...] = (
         "type:executable",
         "type:script",
         "type:disk-image",
         "type:onenote",
+        "onenote-embedded",
         "html-smuggling",
         "double-extension",
         "rlo-filename",
@@ -155,11 +157,16 @@ class Policy(BaseModel):
     # Documents that fetch or carry code without macros are held too: a remote template or
     # other external relationship loaded on open, an OLE object in RTF (Equation Editor
     # exploits ride on these), an embedded package that is a program or script.
+    # Excel 4.0 macros (a macro sheet, an Auto_Open name) and CSV/SYLK cells that run a command
+    # through DDE or EXEC are held: no legitimate spreadsheet mail needs them.
     blocked_office: tuple[str, ...] = (
         "vba-autoexec",
         "vba-suspicious",
         "xlm-macro",
+        "xlm-auto-open",
         "dde",
+        "dde-csv",
+        "sylk",
         "encrypted",
         "external-template",
         "external-relationship",

@@ -12,6 +12,14 @@ finding, and the tenant's ``Policy.blocked_attachments`` says which of them act
   ``onenote`` (a OneNote section, found by its file-type GUID: a container for embedded
   scripts and programs that runs them on a click); disk images are also found by their VHD
   (``conectix``) and VHDX (``vhdxfile``) signatures, which libmagic does not know;
+- ``attachment:onenote-embedded:<type>`` — a file embedded in a OneNote section (the
+  ``FileDataStoreObject`` blocks of [MS-ONESTORE] 2.6.13, GUID
+  ``{BDE316E7-2665-4511-A4C4-8D4D0B7A9EAC}``) that runs code when its icon is double-clicked,
+  which is how OneNote carried payloads in 2023: ``executable``, ``script`` (batch,
+  PowerShell, VBScript, JScript ...), ``hta``, ``lnk``, ``disk-image``, ``office-macro``.
+  The bytes are typed like any attachment (libmagic, plus the shortcut header and HTA and
+  script markers); ``detail`` names the section and the block (``<path>!onenote:<n>@<offset>``).
+  At most ``_ONENOTE_FILES`` blocks are read;
 - ``attachment:html-smuggling`` — an HTML (or SVG) attachment whose script assembles a file in
   the browser and offers it as a download (``new Blob``, ``msSaveOrOpenBlob``,
   ``createObjectURL``, ``a.download=``) from a payload it carries (``atob(...)``, a
@@ -162,6 +170,21 @@ _MAGIC_BYTES = 1024 * 1024
 # [MS-ONESTORE] 2.3.1 guidFileType of a .one section, {7B5C52E4-D88C-4DA7-AEB1-5378D02996D3},
 # as stored (little-endian GUID) at the start of the file.
 _ONENOTE = bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3")
+# [MS-ONESTORE] 2.6.13 FileDataStoreObject: guidHeader, cbLength (uint64), unused (uint32),
+# reserved (uint64), then the file's bytes.
+_FILE_DATA = bytes.fromhex("e716e3bd65261145a4c48d4d0b7a9eac")
+_ONENOTE_FILES = 100
+_ONENOTE_EMBEDDED = {"executable", "script", "hta", "lnk", "disk-image", "office-macro"}
+# [MS-SHLLINK] 2.1: HeaderSize 0x4C and the shell link CLSID.
+_LNK = bytes.fromhex("4c0000000114020000000000c000000000000046")
+_HTA = re.compile(
+    rb"<hta:application|<script[^>]{0,200}vbscript|ActiveXObject|WScript\.Shell", re.I
+)
+_SCRIPT_TEXT = re.compile(
+    rb"^\s*@?echo\s+off|\bcmd(?:\.exe)?\s+/[ck]\b|\bpowershell(?:\.exe)?\s+-|"
+    rb"\bWScript\.|\bCreateObject\s*\(|\bStart-Process\b|\bInvoke-Expression\b",
+    re.I | re.M,
+)
 # HTML smuggling: how much of an HTML part is read, the names of HTML files, and what marks a
 # file built in the browser: a place to put it (sink) and bytes it carries (payload).
 _HTML_BYTES = 8 * 1024 * 1024
@@ -231,7 +254,7 @@ class AttachmentsEngine(EngineBase):
     @property
     def rules_version(self) -> str:
         """This module's rule set version (bump when the tables above change)."""
-        return "attachments-3"
+        return "attachments-4"
 
     async def check(self, message: ParsedMessage) -> Finding:
         """Classify every part and archive member; ``match`` with symbols if anything shows."""
@@ -277,6 +300,9 @@ class AttachmentsEngine(EngineBase):
             hit(f"type:{cat}", part.path)
         if cat in _DANGEROUS and exts and exts[-1] in _DECOY_EXT:
             hit("type-mismatch", part.path)
+        if cat == "onenote":
+            for where, what in _onenote_embedded(part):
+                hit(f"onenote-embedded:{what}", where)
         if name and (
             mime_type in ("text/html", "image/svg+xml") or (exts and exts[-1] in _HTML_EXT)
         ):
@@ -291,6 +317,45 @@ def _signature(data: bytes) -> str | None:
     if data[:8] in (b"conectix", b"vhdxfile") or data[-512:-504] == b"conectix":
         return "disk-image"  # dynamic VHD header / VHDX signature / fixed VHD footer
     return None
+
+
+def _onenote_embedded(part: Part) -> list[tuple[str, str]]:
+    """(where, type) of each file embedded in a OneNote section that runs code."""
+    out: list[tuple[str, str]] = []
+    data = part.data
+    pos = data.find(_FILE_DATA)
+    n = 0
+    while pos >= 0 and n < _ONENOTE_FILES:
+        n += 1
+        start = pos + 36
+        if start > len(data):
+            break
+        size = int.from_bytes(data[pos + 16 : pos + 24], "little")
+        blob = data[start : start + min(size, len(data) - start)]
+        what = _embedded_type(blob)
+        if what in _ONENOTE_EMBEDDED:
+            out.append((f"{part.path}!onenote:{n}@{pos}", what))
+        pos = data.find(_FILE_DATA, start + len(blob) if blob else start)
+    return out
+
+
+def _embedded_type(blob: bytes) -> str | None:
+    """What an embedded file is, from its bytes alone (OneNote keeps the name elsewhere)."""
+    if not blob:
+        return None
+    if blob[:20] == _LNK:
+        return "lnk"
+    mime_type = true_type(blob)
+    cat = category(mime_type) or _signature(blob)
+    if cat in ("executable", "disk-image", "office-macro"):
+        return cat
+    head = blob[:_MAGIC_BYTES]
+    if mime_type.startswith("text/") or cat in ("html", "script"):
+        if _HTA.search(head):
+            return "hta"
+        if cat == "script" or _SCRIPT_TEXT.search(head):
+            return "script"
+    return cat
 
 
 def _smuggles(html: bytes) -> bool:

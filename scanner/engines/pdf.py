@@ -166,3 +166,144 @@ def build(settings: NoSettings) -> PdfEngine:
 
 ENGINE = EngineSpec(PdfEngine, NoSettings, build)
 """The registry's entry for ``pdf``."""
+
+
+# --- text, for content rules ------------------------------------------------------------------
+
+_TEXT_MAX_STREAMS = 2000
+_TEXT_MAX_INFLATED = 16 * 1024 * 1024
+_TEXT_MAX = 4 * 1024 * 1024
+# Python steps (a string, an operator, a parenthesis or escape) per PDF: what bounds the CPU
+# time of a stream crafted to be all tokens (~1 s here); real pages take ~3-5 a line of text.
+_TEXT_MAX_STEPS = 500_000
+# Filters a content stream may have that this module decodes (none, or Flate alone).
+_SKIP_NAMES = {b"Image", b"DCTDecode", b"JPXDecode", b"CCITTFaxDecode", b"JBIG2Decode",
+               b"LZWDecode", b"ASCII85Decode", b"ASCIIHexDecode", b"RunLengthDecode",
+               b"Crypt"}  # fmt: skip
+_TEXT_OPS = {b"Tj", b"TJ", b"'", b'"'}
+_DELIMS = b"()<>[]{}/%"
+_WS = b"\x00\t\n\f\r "
+_ESC = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("f"): 12}
+
+
+def text(data: bytes, limit: int = _TEXT_MAX) -> bytes:
+    """The strings a PDF's content streams show (the ``Tj``, ``TJ``, ``'`` and ``"`` text
+    operators), one line per operator, at most ``limit`` bytes: for content rules, so that a
+    needle inside a compressed page is found. Strings are as stored: text in fonts with their
+    own encodings (CID fonts) is not mapped to Unicode. Bounded in streams, inflated bytes and
+    parsing steps (``_TEXT_MAX_STEPS``); never raises."""
+    out = bytearray()
+    total = 0
+    steps = [_TEXT_MAX_STEPS]
+    for i, m in enumerate(_STREAM.finditer(data)):
+        if i >= _TEXT_MAX_STREAMS or total >= _TEXT_MAX_INFLATED or len(out) >= limit:
+            break
+        if steps[0] <= 0:
+            break
+        if data[max(0, m.start() - 3) : m.start()] == b"end":
+            continue
+        head = data[max(0, m.start() - _DICT_BEFORE) : m.start()]
+        cut = max(head.rfind(b"endobj"), head.rfind(b"endstream"))
+        names = _decoded_names(head[cut + 1 :] if cut >= 0 else head)
+        if names & _SKIP_NAMES or b"ObjStm" in names:
+            continue
+        end = data.find(b"endstream", m.end())
+        body = data[m.end() : end if end >= 0 else len(data)]
+        if b"FlateDecode" in names:
+            try:
+                body = zlib.decompressobj().decompress(body, _TEXT_MAX_INFLATED - total)
+            except zlib.error:
+                continue
+        total += len(body)
+        _show_text(body, out, limit, steps)
+    return bytes(out[:limit])
+
+
+def _show_text(content: bytes, out: bytearray, limit: int, steps: list[int] | None = None) -> None:
+    """Append the strings of ``content``'s text operators to ``out``.
+
+    A regular expression jumps to the next string or text operator; strings are read to their
+    closing parenthesis (nesting and escapes counted) by another that jumps to the next
+    parenthesis or backslash. Strings since the last operator are joined (a ``TJ`` array's
+    pieces, kerning numbers skipped), each operator ends a line. Every byte is passed once:
+    an unclosed ``(`` ends the stream's text, it is not retried from the next byte.
+    """
+    budget = steps if steps is not None else [_TEXT_MAX_STEPS]
+    pending: list[bytes] = []
+    pos, n = 0, len(content)
+    while budget[0] > 0:
+        budget[0] -= 1
+        m = _SHOW.search(content, pos)
+        if m is None:
+            return
+        first = content[m.start()]
+        pos = m.end()
+        if first == 0x28:  # "(" literal string
+            body, pos = _literal(content, pos, budget)
+            pending.append(body)
+        elif first == 0x3C:  # "<" hex string, "<<" a dictionary
+            if content[pos : pos + 1] == b"<":
+                pos += 1
+                continue
+            end = content.find(b">", pos)
+            if end < 0:
+                return
+            digits = bytes(b for b in content[pos:end] if b not in _WS)
+            try:
+                pending.append(bytes.fromhex(digits.decode("ascii") + "0" * (len(digits) % 2)))
+            except ValueError:
+                pass
+            pos = end + 1
+        elif pending:  # a text operator
+            out += b"".join(pending) + b"\n"
+            pending.clear()
+            if len(out) >= limit:
+                return
+        if pos >= n:
+            return
+
+
+# The start of a string, or a text operator (a whole token).
+_SHOW = re.compile(rb"[(<]|(?<![^\s\])>])(?:Tj|TJ|'|\")(?![^\s\[(<])")
+_LITERAL_SPECIAL = re.compile(rb"[()\\]")
+
+
+def _literal(content: bytes, i: int, budget: list[int]) -> tuple[bytes, int]:
+    """The literal string starting after its "(" at ``i``, and the index past its ")"; each
+    parenthesis or escape costs a step of ``budget``, and the string ends when it runs out."""
+    out = bytearray()
+    depth, n = 1, len(content)
+    while i < n and budget[0] > 0:
+        budget[0] -= 1
+        m = _LITERAL_SPECIAL.search(content, i)
+        if m is None:
+            out += content[i:]
+            break
+        out += content[i : m.start()]
+        c = content[m.start()]
+        i = m.start() + 1
+        if c == 0x5C:  # backslash
+            if i >= n:
+                break
+            e = content[i]
+            if e in _ESC:
+                out.append(_ESC[e])
+            elif 0x30 <= e <= 0x37:
+                j = i
+                while j < n and j < i + 3 and 0x30 <= content[j] <= 0x37:
+                    j += 1
+                out.append(int(content[i:j], 8) & 0xFF)
+                i = j
+                continue
+            elif e not in b"\r\n":  # a backslash before a line break continues the line
+                out.append(e)
+            i += 1
+        elif c == 0x28:
+            depth += 1
+            out.append(c)
+        else:
+            depth -= 1
+            if depth == 0:
+                return bytes(out), i
+            out.append(c)
+    return bytes(out), n

@@ -6,6 +6,8 @@ from __future__ import annotations
 import zlib
 from email.message import EmailMessage
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import maldoc_samples as ms
 from support import samples
 
@@ -263,3 +265,40 @@ def test_equation_editor_object_in_a_docx_is_found_and_held() -> None:
     assert _held(f)
     # An embedded object of another class (a worksheet) is not.
     assert _office("calc.docx", ms.docx_with_equation(equation=False)).symbols == ()
+
+
+def test_files_embedded_in_onenote_are_typed_and_held() -> None:
+    exe = b"MZ\x90\x00" + bytes(56) + b"\x80\x00\x00\x00" + bytes(64) + b"PE\0\0" + bytes(400)
+    one = ms.onenote_with_files(ms.PNG, ms.HTA, ms.BAT, ms.LNK, exe)
+    f = _attachments("Invoice.one", one)
+    embedded = {s for s in f.symbols if s.startswith("attachment:onenote-embedded:")}
+    assert embedded == {
+        "attachment:onenote-embedded:hta",
+        "attachment:onenote-embedded:script",
+        "attachment:onenote-embedded:lnk",
+        "attachment:onenote-embedded:executable",
+    }
+    # Where: the section's path, then the block's number and offset in it.
+    assert f.detail["attachment:onenote-embedded:hta"].split("!")[-1].startswith("onenote:2@")
+    assert f.detail["attachment:onenote-embedded:hta"].endswith(
+        f"@{one.index(ms.FILE_DATA_GUID, one.index(ms.FILE_DATA_GUID) + 1)}"
+    )
+    d = decide([f], Policy())
+    assert "attachment:attachments:onenote-embedded:hta" in d.reasons
+
+
+def test_onenote_with_an_embedded_image_has_no_embedded_finding() -> None:
+    f = _attachments("Notes.one", ms.onenote_with_files(ms.PNG, b"Meeting notes, plain text."))
+    assert not [s for s in f.symbols if s.startswith("attachment:onenote-embedded")]
+    # A truncated block (cbLength past the end) is read as far as it goes.
+    cut = ms.onenote_with_files(ms.HTA)[:-200]
+    assert "attachment:onenote-embedded:hta" in _attachments("a.one", cut).symbols
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048))
+def test_onenote_blocks_of_random_bytes_never_raise(data: bytes) -> None:
+    # Random bytes behind a section header and a FileDataStoreObject GUID (any cbLength).
+    one = ms.ONENOTE_GUID + bytes(16) + ms.FILE_DATA_GUID + data + ms.FILE_DATA_GUID + data[:40]
+    f = _attachments("x.one", one)
+    assert f.outcome == "match"  # type:onenote at least
