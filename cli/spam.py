@@ -224,7 +224,11 @@ def evaluate(
     spam_model = None
     if not score_sum:
         try:
-            spam_model = SpamModel.load(model or settings.scanner.spam.model_path)
+            spam_model = (
+                SpamModel.load(model)
+                if model is not None
+                else SpamModel.load_or_default(settings.scanner.spam.model_path)
+            )
         except (ValueError, KeyError) as e:
             typer.echo(f"error: spam model: {e}", err=True)
             raise typer.Exit(2) from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,33 +302,49 @@ async def train_combiner(
     dropout: float = 0.5,
     max_symbols: int = 40,
     progress: Callable[[str], None] | None = None,
+    findings: Sequence[Mapping[str, Finding]] | None = None,
+    abstaining: Sequence[str] = (),
 ) -> SpamModel:
     """Learn the spam combiner over the in-process antispam engines, by ``k``-fold CV.
 
     Bayes' features are out of fold (:func:`out_of_fold_bayes`); heuristics learn nothing, so
-    their findings are used as they are. spamd and rspamd are left out: they learn from the
-    same corpus through ``mxgate train`` and only their in-sample scores could be had (their
-    findings keep the score rule). The probability thresholds for :data:`FPR_TARGETS` are taken
-    from out-of-fold combiner probabilities on ham, a hard ham counting ``hard_ham_weight``
-    easy ones. ``summary["cv"]`` holds nested cross-validated figures (thresholds chosen
-    without the fold they are measured on), per engine and combined.
+    their findings are used as they are. spamd and rspamd join only through ``findings``
+    (each message's findings by engine, scored before this corpus taught them: a daemon's
+    in-sample score would be over-confident); without them they are left out.
+    ``abstaining``: engines the model lists with no feature, because they abstain on every
+    training message (an untaught Bayes in the packaged default model): their findings then
+    neither count in the model nor fall back to the score rule. The probability thresholds
+    for :data:`FPR_TARGETS` are taken from out-of-fold combiner probabilities on ham, a hard
+    ham counting ``hard_ham_weight`` easy ones. ``summary["cv"]`` holds nested
+    cross-validated figures (thresholds chosen without the fold they are measured on), per
+    engine and combined.
     """
     from scanner.engines.registry import ENGINES
 
     say = progress or (lambda _msg: None)
     wanted = list(engines if engines is not None else settings.engines)
-    model_engines = [e for e in MODEL_ENGINES if e in wanted and e in _INPROCESS]
+    given = set(findings[0]) if findings else set()
+    usable = {*_INPROCESS, *given}
+    model_engines = [
+        e for e in MODEL_ENGINES if e in wanted and e in usable and e not in abstaining
+    ]
     if not model_engines:
         raise ValueError(f"no engine for the combiner: enable one of {list(_INPROCESS)}")
     others = [e for e in _INPROCESS_REPORTED if e in wanted]
-    built = {n: ENGINES[n].build(settings) for n in [*model_engines, *others] if n != "bayes"}
+    built = {
+        n: ENGINES[n].build(settings)
+        for n in [*model_engines, *others]
+        if n != "bayes" and n not in given
+    }
     say("parsing")
     parsed = [
         mime.parse(m.raw, message_id=f"train-{i}", tenant="train") for i, m in enumerate(messages)
     ]
     labels = [m.is_spam for m in messages]
     folds = [fold_of(m.name, k) for m in messages]
-    found: list[dict[str, Finding]] = [{} for _ in messages]
+    found: list[dict[str, Finding]] = (
+        [dict(d) for d in findings] if findings else [{} for _ in messages]
+    )
     if "bayes" in model_engines:
         say("bayes out of fold")
         oof = await out_of_fold_bayes(parsed, labels, folds, k, settings.spam.bayes_min_trained)
@@ -357,7 +373,7 @@ async def train_combiner(
     say("final fit")
     bias, beta = _fit(samples, names, model_engines, **fit)
     return SpamModel(
-        engines=tuple(model_engines),
+        engines=(*model_engines, *(e for e in abstaining if e not in model_engines)),
         feature_names=tuple(names),
         bias=bias,
         weights=tuple(beta),
