@@ -35,7 +35,7 @@ from scanner.engines.bayes import BayesEngine, tokenize
 from scanner.engines.common import Finding, ParsedMessage
 from scanner.evaluate import Labelled, roc
 
-__all__ = ["learn_messages", "out_of_fold_bayes", "train_combiner"]
+__all__ = ["learn_messages", "out_of_fold_bayes", "score_messages", "train_combiner"]
 
 _LEARNERS = ("spamassassin", "rspamd")
 
@@ -108,6 +108,47 @@ async def learn_messages(
             for n in errors
         },
     }
+
+
+async def score_messages(
+    settings: ScannerSettings,
+    messages: Sequence[Labelled],
+    engines: Sequence[str],
+    *,
+    concurrency: int = 4,
+    progress: Callable[[], None] | None = None,
+) -> list[dict[str, Finding]]:
+    """Each message's findings by ``engines`` (spamd, rspamd), for :func:`train_combiner`.
+
+    ``mxgate train`` calls it *before* teaching the daemons the corpus, so the combiner
+    learns from scores they give mail they have not been taught (in-sample, a daemon's Bayes
+    would look nearly infallible). A daemon that fails on a message gives an ``error``
+    finding: the combiner learns it as missing.
+    """
+    from scanner.engines.common import failure
+    from scanner.engines.registry import ENGINES
+
+    built = [ENGINES[n].build(settings) for n in engines]
+    sem = asyncio.Semaphore(concurrency)
+    out: list[dict[str, Finding]] = [{} for _ in messages]
+
+    async def one(i: int, m: Labelled) -> None:
+        async with sem:
+            p = mime.parse(m.raw, message_id=f"train-{i}", tenant="train")
+            for e in built:
+                try:
+                    out[i][e.name] = await e.check(p)
+                except Exception as exc:
+                    out[i][e.name] = failure(e, "error", repr(exc)[:300], 0.0)
+            if progress is not None:
+                progress()
+
+    try:
+        await asyncio.gather(*(one(i, m) for i, m in enumerate(messages)))
+    finally:
+        for e in built:
+            await e.aclose()
+    return out
 
 
 class _Counts:
