@@ -85,14 +85,25 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Teach every learning engine (our Bayes, spamd's and rspamd's Bayes) the corpus, then
-    learn the spam combiner over the in-process engines by k-fold cross-validation."""
+    learn the spam combiner by k-fold cross-validation over the in-process engines and the
+    enabled spamd and rspamd (scored before they are taught)."""
     from scanner.evaluate import load_corpus, split
-    from scanner.train import learn_messages, train_combiner
+    from scanner.train import learn_messages, score_messages, train_combiner
 
     settings = load_settings()
     names = [n for n in engines.split(",") if n] or _antispam(settings.scanner.engines)
     learn, _ = split(load_corpus(ham, spam, hard_ham), holdout)
     _nonempty(learn, "train")
+    daemons = [n for n in ("spamassassin", "rspamd") if n in names]
+    scored = None
+    if combiner and daemons:
+        # Judged before this run teaches them, so the combiner learns their scores on mail
+        # they were not taught (their in-sample scores would be over-confident).
+        with _progress(len(learn), "scoring") as bar:
+            task = bar.add_task("score", total=len(learn))
+            scored = asyncio.run(
+                score_messages(settings.scanner, learn, daemons, progress=lambda: bar.advance(task))
+            )
     with _progress(len(learn), "training") as bar:
         task = bar.add_task("train", total=len(learn))
         result: dict[str, Any] = asyncio.run(
@@ -106,7 +117,11 @@ def train(
         try:
             model = asyncio.run(
                 train_combiner(
-                    settings.scanner, learn, engines=[*names, "bayes", "heuristics"], k=folds
+                    settings.scanner,
+                    learn,
+                    engines=[*names, "bayes", "heuristics"],
+                    k=folds,
+                    findings=scored,
                 )
             )
         except ValueError as e:
@@ -224,7 +239,11 @@ def evaluate(
     spam_model = None
     if not score_sum:
         try:
-            spam_model = SpamModel.load(model or settings.scanner.spam.model_path)
+            spam_model = (
+                SpamModel.load(model)
+                if model is not None
+                else SpamModel.load_or_default(settings.scanner.spam.model_path)
+            )
         except (ValueError, KeyError) as e:
             typer.echo(f"error: spam model: {e}", err=True)
             raise typer.Exit(2) from None

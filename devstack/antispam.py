@@ -11,13 +11,16 @@ is simply not listed: antispam is not antivirus, so leaving it out fails nothing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
+import shutil
 import stat
+import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from devstack.binaries import find
@@ -25,7 +28,7 @@ from devstack.rspamd import RspamdServer
 from devstack.spamd import SpamdServer
 from mxgate.settings import DEFAULT_ENGINES, Settings
 
-__all__ = ["PrivateAntispam", "begin"]
+__all__ = ["PrivateAntispam", "begin", "private_daemons"]
 
 _SPAMD_ADDRESS = {"spamd_host", "spamd_port"}
 _RSPAMD_ADDRESS = {"rspamd_url", "rspamd_controller_url"}
@@ -170,3 +173,26 @@ def begin(
     if not any(wanted.values()):
         return None
     return PrivateAntispam(workdir, wanted["spamassassin"], wanted["rspamd"])
+
+
+@contextlib.contextmanager
+def private_daemons(
+    directory: Path | None = None,
+) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    """spamd and rspamd started exactly as `up` starts them (offline, Bayes untaught), for
+    scoring a corpus (``bench/default_spam_model.py``); yields (environment, secret) as
+    :meth:`PrivateAntispam.wait` gives them, and stops both at the end."""
+    own = directory is None
+    where = directory or Path(tempfile.mkdtemp(prefix="mxgate-antispam-"))
+    if own:
+        os.chmod(where, 0o755)  # spamd and rspamd's workers, as "nobody", walk into it
+    daemons = PrivateAntispam(where, spamd=True, rspamd=True)
+    try:
+        env, secret = daemons.wait(lambda line: print(line, file=sys.stderr))
+        if daemons.spamd is None or daemons.rspamd is None:
+            raise RuntimeError("spamd and rspamd are both needed")
+        yield env, secret
+    finally:
+        daemons.stop()
+        if own:
+            shutil.rmtree(where, ignore_errors=True)

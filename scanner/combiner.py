@@ -40,6 +40,7 @@ from scanner.engines.common import Finding
 
 __all__ = [
     "ANSWERED",
+    "DEFAULT_MODEL",
     "FPR_TARGETS",
     "MODEL_ENGINES",
     "SpamModel",
@@ -53,6 +54,12 @@ FORMAT = "mxgate-spam-combiner/1"
 MODEL_ENGINES: tuple[str, ...] = ("bayes", "heuristics", "spamassassin", "rspamd")
 """Antispam engines the combiner learns about when they run. Others (content rules' GTUBE,
 DNSBL listings) have no training data to learn from and keep the policy's score rule."""
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default-spam-model.json"
+"""The packaged model, learnt by ``bench/default_spam_model.py`` on the shared corpus from the
+engines a fresh ``mxgate up`` runs untaught (heuristics, content rules, spamd and rspamd
+offline, Bayes abstaining). It judges until ``mxgate train`` writes ``scanner.spam.model_path``,
+so a new gateway never sums raw daemon scores that are not on one scale."""
 
 ANSWERED = ("clean", "spam", "match")
 """Outcomes that are a verdict; every other outcome means the engine did not answer."""
@@ -321,3 +328,9 @@ class SpamModel:
         except FileNotFoundError:
             return None
         return cls.from_json(json.loads(text))
+
+    @classmethod
+    def load_or_default(cls, path: Path, default: Path = DEFAULT_MODEL) -> SpamModel | None:
+        """The trained model at ``path`` (it wins), else the packaged :data:`DEFAULT_MODEL`;
+        None only when neither exists (the policy's score rule then)."""
+        return cls.load(path) or cls.load(default)

@@ -75,8 +75,9 @@ class Scanner:
     ) -> None:
         self.settings = settings
         # The trained spam combiner (mxgate train writes it; restart the scanner to pick a new
-        # one up); None: the policy's score rule. A damaged model file fails the start.
-        self.spam_model = spam_model or SpamModel.load(settings.scanner.spam.model_path)
+        # one up), else the packaged default one (scanner/models/). A damaged model file fails
+        # the start.
+        self.spam_model = spam_model or SpamModel.load_or_default(settings.scanner.spam.model_path)
         self.tenants = tenants
         self.store = store
         self.engines = list(engines)

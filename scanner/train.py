@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from scanner.engines.bayes import BayesEngine, tokenize
 from scanner.engines.common import Finding, ParsedMessage
 from scanner.evaluate import Labelled, roc
 
-__all__ = ["learn_messages", "out_of_fold_bayes", "train_combiner"]
+__all__ = ["learn_messages", "out_of_fold_bayes", "score_messages", "train_combiner"]
 
 _LEARNERS = ("spamassassin", "rspamd")
 
@@ -108,6 +108,47 @@ async def learn_messages(
             for n in errors
         },
     }
+
+
+async def score_messages(
+    settings: ScannerSettings,
+    messages: Sequence[Labelled],
+    engines: Sequence[str],
+    *,
+    concurrency: int = 4,
+    progress: Callable[[], None] | None = None,
+) -> list[dict[str, Finding]]:
+    """Each message's findings by ``engines`` (spamd, rspamd), for :func:`train_combiner`.
+
+    ``mxgate train`` calls it *before* teaching the daemons the corpus, so the combiner
+    learns from scores they give mail they have not been taught (in-sample, a daemon's Bayes
+    would look nearly infallible). A daemon that fails on a message gives an ``error``
+    finding: the combiner learns it as missing.
+    """
+    from scanner.engines.common import failure
+    from scanner.engines.registry import ENGINES
+
+    built = [ENGINES[n].build(settings) for n in engines]
+    sem = asyncio.Semaphore(concurrency)
+    out: list[dict[str, Finding]] = [{} for _ in messages]
+
+    async def one(i: int, m: Labelled) -> None:
+        async with sem:
+            p = mime.parse(m.raw, message_id=f"train-{i}", tenant="train")
+            for e in built:
+                try:
+                    out[i][e.name] = await e.check(p)
+                except Exception as exc:
+                    out[i][e.name] = failure(e, "error", repr(exc)[:300], 0.0)
+            if progress is not None:
+                progress()
+
+    try:
+        await asyncio.gather(*(one(i, m) for i, m in enumerate(messages)))
+    finally:
+        for e in built:
+            await e.aclose()
+    return out
 
 
 class _Counts:
@@ -302,33 +343,49 @@ async def train_combiner(
     dropout: float = 0.5,
     max_symbols: int = 40,
     progress: Callable[[str], None] | None = None,
+    findings: Sequence[Mapping[str, Finding]] | None = None,
+    abstaining: Sequence[str] = (),
 ) -> SpamModel:
     """Learn the spam combiner over the in-process antispam engines, by ``k``-fold CV.
 
     Bayes' features are out of fold (:func:`out_of_fold_bayes`); heuristics learn nothing, so
-    their findings are used as they are. spamd and rspamd are left out: they learn from the
-    same corpus through ``mxgate train`` and only their in-sample scores could be had (their
-    findings keep the score rule). The probability thresholds for :data:`FPR_TARGETS` are taken
-    from out-of-fold combiner probabilities on ham, a hard ham counting ``hard_ham_weight``
-    easy ones. ``summary["cv"]`` holds nested cross-validated figures (thresholds chosen
-    without the fold they are measured on), per engine and combined.
+    their findings are used as they are. spamd and rspamd join only through ``findings``
+    (each message's findings by engine, scored before this corpus taught them: a daemon's
+    in-sample score would be over-confident); without them they are left out.
+    ``abstaining``: engines the model lists with no feature, because they abstain on every
+    training message (an untaught Bayes in the packaged default model): their findings then
+    neither count in the model nor fall back to the score rule. The probability thresholds
+    for :data:`FPR_TARGETS` are taken from out-of-fold combiner probabilities on ham, a hard
+    ham counting ``hard_ham_weight`` easy ones. ``summary["cv"]`` holds nested
+    cross-validated figures (thresholds chosen without the fold they are measured on), per
+    engine and combined.
     """
     from scanner.engines.registry import ENGINES
 
     say = progress or (lambda _msg: None)
     wanted = list(engines if engines is not None else settings.engines)
-    model_engines = [e for e in MODEL_ENGINES if e in wanted and e in _INPROCESS]
+    given = set(findings[0]) if findings else set()
+    usable = {*_INPROCESS, *given}
+    model_engines = [
+        e for e in MODEL_ENGINES if e in wanted and e in usable and e not in abstaining
+    ]
     if not model_engines:
         raise ValueError(f"no engine for the combiner: enable one of {list(_INPROCESS)}")
     others = [e for e in _INPROCESS_REPORTED if e in wanted]
-    built = {n: ENGINES[n].build(settings) for n in [*model_engines, *others] if n != "bayes"}
+    built = {
+        n: ENGINES[n].build(settings)
+        for n in [*model_engines, *others]
+        if n != "bayes" and n not in given
+    }
     say("parsing")
     parsed = [
         mime.parse(m.raw, message_id=f"train-{i}", tenant="train") for i, m in enumerate(messages)
     ]
     labels = [m.is_spam for m in messages]
     folds = [fold_of(m.name, k) for m in messages]
-    found: list[dict[str, Finding]] = [{} for _ in messages]
+    found: list[dict[str, Finding]] = (
+        [dict(d) for d in findings] if findings else [{} for _ in messages]
+    )
     if "bayes" in model_engines:
         say("bayes out of fold")
         oof = await out_of_fold_bayes(parsed, labels, folds, k, settings.spam.bayes_min_trained)
@@ -357,7 +414,7 @@ async def train_combiner(
     say("final fit")
     bias, beta = _fit(samples, names, model_engines, **fit)
     return SpamModel(
-        engines=tuple(model_engines),
+        engines=(*model_engines, *(e for e in abstaining if e not in model_engines)),
         feature_names=tuple(names),
         bias=bias,
         weights=tuple(beta),

@@ -133,6 +133,24 @@ def test_up_accepts_delivers_and_stops_cleanly(tmp_path: Path, stop_signal: int)
         assert data.endswith(samples.clean_message(7))
         # SpamAssassin and rspamd judged it too, as a second shell's `mxgate trace` shows.
         spam_ports = _check_the_spam_engines_decided(tmp_path, workdir, mid)
+        # A newcomer's hand-typed test (no Subject, Date or Message-ID: every engine marks the
+        # same missing headers, 7.40 by the old score sum) is delivered untagged: the packaged
+        # spam model decides, not a sum of scores on different scales.
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as c:
+            c.starttls(context=_unverified())
+            c.sendmail(
+                "alice@sender.test",
+                ["newcomer@example.test"],
+                b"From: alice@sender.test\r\nTo: newcomer@example.test\r\n\r\n"
+                b"hello, a plain test\r\n",
+            )
+        plain = wait_for(
+            lambda: [p for p in box.glob("*.eml") if b"hello, a plain test" in p.read_bytes()],
+            120,
+            "the plain message in the mailbox",
+        )[0].read_bytes()
+        assert b"X-MXGate: action=deliver" in plain, plain.decode(errors="replace")
+        assert b"X-Spam" not in plain.split(b"\r\n\r\n")[0]
         assert (workdir / "tls" / "cert.pem").exists() and (workdir / "tls" / "key.pem").exists()
         assert (workdir / "tls" / "key.pem").stat().st_mode & 0o077 == 0
         # Every role serves /metrics; the scanner and deliverer count the batch they decided.
