@@ -256,9 +256,11 @@ def acls(topic_prefix: str = "", group_prefix: str = "mxgate", retry_tiers: int 
     groups("deliverer", f"{group_prefix}.deliverer")
     transactions("deliverer", f"{group_prefix}.deliverer.")
     # ops: reads everything; the only writer of engine switches, releases, labels, replays.
+    # `mxgate deadletter retry` puts a record back on the topic it was read from: every
+    # topic a transactional loop consumes (received, scanned, submit, the retry tiers).
     grant("ops", "READ", "TOPIC", f"{topic_prefix}mxgate.", "PREFIXED")
     writes("ops", t(CONTROL), t(SUBMIT), t(QUARANTINE), t(TRAINING), t(OPS), t(DEADLETTER),
-           t(REPUTATION))  # fmt: skip
+           t(REPUTATION), t(RECEIVED), t(SCANNED), *tiers)  # fmt: skip
     grant("ops", "WRITE", "TOPIC", f"{topic_prefix}mxgate.replay.", "PREFIXED")
     grant("ops", "CREATE", "CLUSTER", "kafka-cluster")
     grant("ops", "DESCRIBE_CONFIGS", "CLUSTER", "kafka-cluster")

@@ -39,7 +39,8 @@ def _topic(bus: Bus, create: bool = True) -> tuple[KafkaSettings, KafkaSettings,
 
 
 def _create(admin: KafkaSettings, name: str) -> None:
-    AdminClient(base_config(admin)).create_topics([NewTopic(name, 1, 1)])[name].result(timeout=60)
+    client = AdminClient(base_config(admin))  # kept alive until the future is done
+    client.create_topics([NewTopic(name, 1, 1)])[name].result(timeout=60)
 
 
 def _values(ks: KafkaSettings, topic: str) -> list[tuple[bytes | None, bytes | None]]:

@@ -153,3 +153,13 @@ def test_an_ops_identity_is_the_sasl_principal() -> None:
 
     assert identify("mxgate-ops") == identify("mxgate-ops")
     assert identify("mxgate-ops").name == "kafka:mxgate-ops" and identify("x").authenticated
+
+
+def test_ops_may_put_a_dead_letter_back_on_any_consumed_topic() -> None:
+    # `mxgate deadletter retry` writes the record back to its source topic: whatever a
+    # transactional loop consumes (the scanner: received; the deliverer: scanned, submit and
+    # the retry tiers). Found by the integration suite's secured broker.
+    written = {n for op, res, n in _ops("ops") if op == "WRITE" and res == "TOPIC"}
+    consumed = [catalog.RECEIVED, catalog.SCANNED, catalog.SUBMIT]
+    consumed += [catalog.retry_tier(i) for i in range(4)]
+    assert {t.name for t in consumed} <= written
