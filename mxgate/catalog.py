@@ -177,6 +177,12 @@ def name(topic: Topic, prefix: str = "") -> str:
     return prefix + topic.name
 
 
+def scoreboard_app(topic_prefix: str = "", group_prefix: str = "mxgate") -> str:
+    """The faust app id of `mxgate scoreboard run` (:mod:`ops.scoreboard`): its consumer
+    group, and the prefix of its transactional ids and of the changelog topics it creates."""
+    return f"{group_prefix}.{topic_prefix}scoreboard"
+
+
 # --- who may do what on the bus -------------------------------------------------------------
 
 ROLES = ("receiver", "scanner", "deliverer", "ops", "data-reader")
@@ -265,6 +271,11 @@ def acls(topic_prefix: str = "", group_prefix: str = "mxgate", retry_tiers: int 
     grant("ops", "CREATE", "CLUSTER", "kafka-cluster")
     grant("ops", "DESCRIBE_CONFIGS", "CLUSTER", "kafka-cluster")
     groups("ops", "ops.", f"{group_prefix}.")
+    # `mxgate scoreboard run` (faust, exactly once): its changelog topics and transactions.
+    board = scoreboard_app(topic_prefix, group_prefix)
+    grant("ops", "READ", "TOPIC", board, "PREFIXED")
+    grant("ops", "WRITE", "TOPIC", board, "PREFIXED")
+    transactions("ops", board)
     transactions("ops", "mxgate.quarantine-cli.")
     transactions("ops", "mxgate.deadletter-cli.")
     # data teams: the verdict streams only.
