@@ -24,7 +24,7 @@ from email.policy import default as default_policy
 from typing import Annotated
 
 import typer
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 import schemas
 from cli.common import JsonOpt, acting_as, echo_json, load_settings
@@ -94,6 +94,10 @@ def _claim(settings: Settings, tenant: str | None, message_id: str) -> tuple[Pro
     return p, e
 
 
+# How a producer learns that another one took its transactional id over.
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+
+
 def _commit_claimed(
     p: Producer, message_id: str, records: list[tuple[str, str, schemas.Event]]
 ) -> None:
@@ -101,7 +105,7 @@ def _commit_claimed(
     try:
         _commit(p, records)
     except KafkaException as err:
-        if err.args[0].fatal() or err.args[0].txn_requires_abort():
+        if err.args[0].code() in _FENCED:
             # Fenced: another release or deletion of the message started after this one
             # claimed it, and records its own; nothing of this one is written.
             typer.echo(
