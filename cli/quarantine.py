@@ -6,6 +6,12 @@ object store, untouched. A release is three events in one Kafka transaction: the
 (who and why), a ``ham`` training label, and a delivery work item on the submit topic that
 the deliverer sends like any other mail (dedupe included, so a message is never released
 twice to the same recipient). ``report-spam`` labels delivered mail ``spam``.
+
+A release or deletion is recorded once, however many operators close one entry at once: its
+transaction runs under the message's own transactional id, and the entry's state is read again
+only after ``init_transactions``, which fences any other one of that message still in flight
+(its commit fails) and waits for one being committed. So of two concurrent releases one
+records ``QuarantineReleased`` and the other finds the entry released, or is fenced and says so.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from email.policy import default as default_policy
 from typing import Annotated
 
 import typer
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 import schemas
 from cli.common import JsonOpt, acting_as, echo_json, load_settings
@@ -53,16 +59,62 @@ def _get(settings: Settings, tenant: str | None, message_id: str) -> Entry:
     return e
 
 
-def _produce(settings: Settings, records: list[tuple[str, str, schemas.Event]]) -> None:
-    """Produce (topic, key, event) in one transaction: all or nothing."""
-    p = Producer(
-        producer_config(settings.kafka, transactional_id=f"mxgate.quarantine-cli.{uuid.uuid4()}")
-    )
+def _producer(settings: Settings, name: str) -> Producer:
+    """A transactional producer ``mxgate.quarantine-cli.<name>``, its transactions initialised
+    (which fences an earlier producer of that id and completes its open transaction)."""
+    p = Producer(producer_config(settings.kafka, transactional_id=f"mxgate.quarantine-cli.{name}"))
     p.init_transactions(30)
+    return p
+
+
+def _commit(p: Producer, records: list[tuple[str, str, schemas.Event]]) -> None:
+    """Produce (topic, key, event) in one transaction: all or nothing."""
     p.begin_transaction()
     for topic, key, event in records:
         p.produce(topic, key=key.encode(), value=schemas.encode_event(event))
     p.commit_transaction(30)
+
+
+def _produce(settings: Settings, records: list[tuple[str, str, schemas.Event]]) -> None:
+    """Produce (topic, key, event) in one transaction of a producer of its own."""
+    _commit(_producer(settings, str(uuid.uuid4())), records)
+
+
+def _claim(settings: Settings, tenant: str | None, message_id: str) -> tuple[Producer, Entry]:
+    """The message's own producer, and its entry read after claiming it: held, or exit 1.
+
+    Every release or deletion of one message uses the transactional id of that message, so
+    after ``init_transactions`` no other one of it can still commit: the state read now is
+    the one this command's record follows."""
+    p = _producer(settings, f"entry.{message_id}")
+    e = _get(settings, tenant, message_id)
+    if e.state != "held":
+        typer.echo(f"error: {message_id} is already {e.state}", err=True)
+        raise typer.Exit(1)
+    return p, e
+
+
+# How a producer learns that another one took its transactional id over.
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+
+
+def _commit_claimed(
+    p: Producer, message_id: str, records: list[tuple[str, str, schemas.Event]]
+) -> None:
+    """:func:`_commit` of a claimed entry; exit 1 when another command claimed it meanwhile."""
+    try:
+        _commit(p, records)
+    except KafkaException as err:
+        if err.args[0].code() in _FENCED:
+            # Fenced: another release or deletion of the message started after this one
+            # claimed it, and records its own; nothing of this one is written.
+            typer.echo(
+                f"error: {message_id}: another release or deletion took over, nothing recorded "
+                f"here (see `mxgate quarantine show {message_id}`): {err.args[0].str()}",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+        raise
 
 
 @quarantine_app.command("list")
@@ -157,6 +209,7 @@ def release(
     if unknown:
         typer.echo(f"error: not recipients of {message_id}: {', '.join(unknown)}", err=True)
         raise typer.Exit(2)
+    producer, e = _claim(s, tenant, message_id)
     now = utcnow()
     prefix = s.kafka.topic_prefix
     released = schemas.QuarantineReleased(
@@ -172,8 +225,9 @@ def release(
         reasons=[*e.reasons, f"released by {who}"], mail_from=e.mail_from, rcpt_to=rcpts,
         object_key=e.object_key, received_at=e.quarantined_at, now=now,
     )  # fmt: skip
-    _produce(
-        s,
+    _commit_claimed(
+        producer,
+        message_id,
         [
             (catalog.name(catalog.QUARANTINE, prefix), message_id, released),
             (catalog.name(catalog.TRAINING, prefix), message_id, label),
@@ -205,10 +259,12 @@ def delete(
     if e.state != "held":
         typer.echo(f"error: {message_id} is already {e.state}", err=True)
         raise typer.Exit(1)
+    producer, _ = _claim(s, tenant, message_id)
     deleted = schemas.QuarantineDeleted(
         message_id=message_id, tenant=tenant, deleted_at=utcnow(), deleted_by=who, reason=reason
     )
-    _produce(s, [(catalog.name(catalog.QUARANTINE, s.kafka.topic_prefix), message_id, deleted)])
+    topic = catalog.name(catalog.QUARANTINE, s.kafka.topic_prefix)
+    _commit_claimed(producer, message_id, [(topic, message_id, deleted)])
     if as_json:
         echo_json({"message_id": message_id, "tenant": tenant, "state": "deleted", "by": who})
     else:

@@ -219,13 +219,21 @@ class LocalBus:
 
     def admin(self, settings: KafkaSettings) -> KafkaSettings:
         """``settings`` reaching this broker as its super user (topics and ACLs)."""
+        return self._as_user(settings, ADMIN)
+
+    def as_role(self, settings: KafkaSettings, role: str) -> KafkaSettings:
+        """``settings`` reaching this broker as ``role``'s user: what :meth:`role_env` gives a
+        process, for a client in this one (the tests' per-role probes)."""
+        return self._as_user(settings, user(role))
+
+    def _as_user(self, settings: KafkaSettings, name: str) -> KafkaSettings:
         return settings.model_copy(
             update={
                 "bootstrap_servers": self.kafka.bootstrap_servers,
                 "security_protocol": "SASL_SSL",
                 "sasl_mechanism": MECHANISM,
-                "sasl_username": ADMIN,
-                "sasl_password": SecretStr(self._passwords[ADMIN]),
+                "sasl_username": name,
+                "sasl_password": SecretStr(self._passwords[name]),
                 "ssl_ca_location": self.ca_file,
             }
         )

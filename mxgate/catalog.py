@@ -189,6 +189,12 @@ def name(topic: Topic, prefix: str = "") -> str:
     return prefix + topic.name
 
 
+def scoreboard_app(topic_prefix: str = "", group_prefix: str = "mxgate") -> str:
+    """The faust app id of `mxgate scoreboard run` (:mod:`ops.scoreboard`): its consumer
+    group, and the prefix of its transactional ids and of the changelog topics it creates."""
+    return f"{group_prefix}.{topic_prefix}scoreboard"
+
+
 # --- who may do what on the bus -------------------------------------------------------------
 
 ROLES = ("receiver", "scanner", "deliverer", "ops", "data-reader")
@@ -270,13 +276,20 @@ def acls(topic_prefix: str = "", group_prefix: str = "mxgate", retry_tiers: int 
     groups("deliverer", f"{group_prefix}.deliverer")
     transactions("deliverer", f"{group_prefix}.deliverer.")
     # ops: reads everything; the only writer of engine switches, releases, labels, replays.
+    # `mxgate deadletter retry` puts a record back on the topic it was read from: every
+    # topic a transactional loop consumes (received, scanned, submit, the retry tiers).
     grant("ops", "READ", "TOPIC", f"{topic_prefix}mxgate.", "PREFIXED")
     writes("ops", t(CONTROL), t(SUBMIT), t(QUARANTINE), t(TRAINING), t(OPS), t(DEADLETTER),
-           t(REPUTATION))  # fmt: skip
+           t(REPUTATION), t(RECEIVED), t(SCANNED), *tiers)  # fmt: skip
     grant("ops", "WRITE", "TOPIC", f"{topic_prefix}mxgate.replay.", "PREFIXED")
     grant("ops", "CREATE", "CLUSTER", "kafka-cluster")
     grant("ops", "DESCRIBE_CONFIGS", "CLUSTER", "kafka-cluster")
     groups("ops", "ops.", f"{group_prefix}.")
+    # `mxgate scoreboard run` (faust, exactly once): its changelog topics and transactions.
+    board = scoreboard_app(topic_prefix, group_prefix)
+    grant("ops", "READ", "TOPIC", board, "PREFIXED")
+    grant("ops", "WRITE", "TOPIC", board, "PREFIXED")
+    transactions("ops", board)
     transactions("ops", "mxgate.quarantine-cli.")
     transactions("ops", "mxgate.deadletter-cli.")
     # data teams: the verdict streams only.

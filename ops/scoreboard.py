@@ -278,7 +278,7 @@ def make_app(settings: Settings) -> faust.App:
     from faust.web import Request, Response, View
 
     k = settings.kafka
-    app_id = f"{k.group_prefix}.{k.topic_prefix}scoreboard"
+    app_id = catalog.scoreboard_app(k.topic_prefix, k.group_prefix)  # its ACLs are named so
     datadir = settings.ops.state_path / "scoreboard"
     datadir.mkdir(parents=True, exist_ok=True)
     partitions = catalog.SCANNED.partitions or k.partitions

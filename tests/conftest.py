@@ -3,9 +3,13 @@
 Services come from one of two places:
 
 * ``native`` (default on this machine): Kafka broker jars and S3Proxy run as local Java
-  processes on 127.0.0.1 (``devstack.kafka``, ``devstack/s3server.py``).
+  processes on 127.0.0.1 (``devstack.kafka``, ``devstack/s3server.py``). The session's
+  broker is secured as production's is (``devstack.localbus``: SASL_SSL, SCRAM-SHA-512, a
+  generated CA, ACLs enforced), and every role a test starts connects as its own principal
+  with the catalog's least-privilege ACLs on that test's topics (``support.bus``).
 * ``docker``: when a Docker engine answers ``docker info``, pytest-docker brings up
-  ``infra/docker-compose.yml`` and the fixtures point at its services.
+  ``infra/docker-compose.yml`` and the fixtures point at its services. Its broker is
+  PLAINTEXT without an authorizer: there the tests run, but prove no ACL.
 
 ``MXGATE_TEST_SERVICES=native|docker`` forces one. A service that cannot start fails the
 test with the reason; nothing is skipped silently.
@@ -18,12 +22,12 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support import factories
+from support.bus import Bus
 from support.pipeline import MakePipeline, Pipeline
 from support.sink import SinkThread
 
@@ -83,13 +87,6 @@ def docker_compose_file() -> str:
     return str(COMPOSE_FILE)
 
 
-@dataclass(frozen=True)
-class KafkaEndpoint:
-    """A Kafka cluster the tests did not start themselves (docker compose)."""
-
-    bootstrap_servers: str
-
-
 # -- Kafka --------------------------------------------------------------------------------
 
 
@@ -98,27 +95,29 @@ def kafka(
     request: pytest.FixtureRequest,
     service_mode: str,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[LocalKafka | KafkaEndpoint]:
-    """One Kafka broker for the whole session; use ``.bootstrap_servers``.
+) -> Iterator[Bus]:
+    """One Kafka broker for the whole session: ``.bootstrap_servers``, and how each role
+    reaches it (``.settings(role, ...)``, ``.env(role)``; see :mod:`support.bus`).
 
-    Tests isolate themselves by creating their own topics and consumer groups.
+    Native: SASL_SSL with ACLs on, a user per role. Tests isolate themselves by creating
+    their own topics and consumer groups, and grant the roles the catalog's ACLs on them
+    (``.grant(topic_prefix, group_prefix, tiers)``; :class:`support.pipeline.Pipeline` does).
     """
     if service_mode == "docker":
         services = request.getfixturevalue("docker_services")
         ip = request.getfixturevalue("docker_ip")
         port = services.port_for(COMPOSE_KAFKA_SERVICE, COMPOSE_KAFKA_PORT)
-        endpoint = KafkaEndpoint(f"{ip}:{port}")
+        endpoint = Bus.open(f"{ip}:{port}")
         services.wait_until_responsive(
             check=lambda: _kafka_responds(endpoint.bootstrap_servers), timeout=120, pause=1
         )
         yield endpoint
         return
-    cluster = LocalKafka(tmp_path_factory.mktemp("kafka"), brokers=1)
-    cluster.start()
+    bus = Bus.secured(tmp_path_factory.mktemp("bus"))
     try:
-        yield cluster
+        yield bus
     finally:
-        cluster.stop()
+        bus.stop()
 
 
 def _kafka_responds(bootstrap: str) -> bool:
@@ -136,7 +135,8 @@ def _kafka_responds(bootstrap: str) -> bool:
 def kafka_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """Three combined broker+controller nodes (RF 3, min ISR 2) for failover tests.
 
-    Always native processes: failover tests kill and restart brokers by index.
+    Always native processes: failover tests kill and restart brokers by index. PLAINTEXT:
+    they test ``LocalKafka``'s replication and failover, not the roles' rights.
     """
     cluster = LocalKafka(tmp_path_factory.mktemp("kafka3"), brokers=3)
     cluster.start()
@@ -198,10 +198,11 @@ def s3_bucket(s3: S3Server) -> str:
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Build this test's settings (own topic prefix, store, tenants file under tmp_path):
-    ``make_settings(bootstrap, receiver=ReceiverSettings(...))``."""
+    ``make_settings(kafka, receiver=ReceiverSettings(...))``, ``kafka`` the session's
+    :class:`support.bus.Bus` (as its super user) or a bootstrap string."""
 
-    def make(bootstrap: str = "", **sections: Any) -> Settings:
-        return factories.settings(tmp_path, bootstrap, **sections)
+    def make(bus: Bus | str = "", **sections: Any) -> Settings:
+        return factories.settings(tmp_path, bus, **sections)
 
     return make
 
@@ -217,13 +218,14 @@ def sink() -> Iterator[SinkThread]:
 
 
 @pytest.fixture
-def make_pipeline(kafka: Any, tmp_path: Path) -> Iterator[MakePipeline]:
-    """Build receiver, scanner and deliverer processes on this test's own topics:
-    ``make_pipeline(sink.port, extra_env={...})``; every role is stopped at teardown."""
+def make_pipeline(kafka: Bus, tmp_path: Path) -> Iterator[MakePipeline]:
+    """Build receiver, scanner and deliverer processes on this test's own topics, each as
+    its own principal: ``make_pipeline(sink.port, extra_env={...})``; every role is stopped
+    at teardown."""
     made: list[Pipeline] = []
 
     def make(sink_port: int, **kwargs: Any) -> Pipeline:
-        p = Pipeline(tmp_path, kafka.bootstrap_servers, sink_port, **kwargs)
+        p = Pipeline(tmp_path, kafka, sink_port, **kwargs)
         made.append(p)
         return p
 

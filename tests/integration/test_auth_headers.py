@@ -48,7 +48,7 @@ def test_delivered_mail_has_our_authentication_results_and_arc_seal(kafka, tmp_p
     with DnsServer(served(ZONES), zones=["test"]) as dns:
         p = Pipeline(
             tmp_path,
-            kafka.bootstrap_servers,
+            kafka,
             sink.port,
             extra_env={
                 "MXGATE_SCANNER__ENGINES": '["yara", "content", "spf", "dmarc"]',

@@ -28,7 +28,7 @@ from mxgate.kafka import (
     create_topics,
     read_events,
 )
-from mxgate.settings import KafkaSettings, Settings
+from mxgate.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -48,14 +48,14 @@ def _received(mid: str, size: int) -> schemas.MessageReceived:
 async def test_batches_stay_within_the_byte_budget_and_every_record_is_decided_once(
     tmp_path: Path, kafka: Any
 ) -> None:
-    ks = KafkaSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
+    ks = kafka.settings(
         topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         group_prefix=f"g{uuid.uuid4().hex[:10]}",
         instance_id=f"i{uuid.uuid4().hex[:8]}",
         partitions=2,
     )
     create_topics(ks, [catalog.RECEIVED, catalog.SCANNED, catalog.DEADLETTER])
+    kafka.grant(ks.topic_prefix, ks.group_prefix, retry_tiers=4)
     received = catalog.name(catalog.RECEIVED, ks.topic_prefix)
     scanned = catalog.name(catalog.SCANNED, ks.topic_prefix)
     # 40 records, 30 bytes each, and three heavier than the whole budget.
@@ -75,8 +75,15 @@ async def test_batches_stay_within_the_byte_budget_and_every_record_is_decided_o
     def weigh(i: Incoming) -> int:
         return i.event.size if isinstance(i.event, schemas.MessageReceived) else 0
 
+    # The loop under test as the scanner's principal, on the session's secured broker.
     loop = TransactionalLoop(
-        ks, "scanner", [received], handle, batch_size=50, batch_bytes=BUDGET, weigh=weigh
+        kafka.as_role(ks, "scanner"),
+        "scanner",
+        [received],
+        handle,
+        batch_size=50,
+        batch_bytes=BUDGET,
+        weigh=weigh,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))

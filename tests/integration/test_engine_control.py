@@ -1,5 +1,8 @@
 """The control topic on a real Kafka: `mxgate engines disable|enable` reach a running scanner's
-runner without a restart, and scanners' status reports come back in `mxgate engines --json`."""
+runner without a restart, and scanners' status reports come back in `mxgate engines --json`.
+
+The session's broker is secured: the CLI runs as ops, the watcher and status writer as the
+scanner, each with the catalog's ACLs on the test's topics only."""
 
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ from cli.main import app
 from mxgate import catalog
 from mxgate.enginecontrol import ControlWatcher, publish_control, publish_status, read_control
 from mxgate.kafka import create_topics, producer_config
-from mxgate.settings import KafkaSettings
 from scanner.engines.common import Finding, Kind, ParsedMessage
 from scanner.runner import EngineRunner
 
@@ -46,10 +48,12 @@ def _wait(cond, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-un
 
 async def test_disable_and_enable_through_the_cli_reach_the_runner(kafka, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    ks = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=prefix)
-    create_topics(ks, [catalog.CONTROL])
+    admin = kafka.settings(topic_prefix=prefix)
+    create_topics(admin, [catalog.CONTROL])
+    kafka.grant(prefix, admin.group_prefix, retry_tiers=4)
+    ks = kafka.as_role(admin, "scanner")
     for k, v in {
-        "MXGATE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        **kafka.env("ops"),
         "MXGATE_KAFKA__TOPIC_PREFIX": prefix,
         "MXGATE_SCANNER__ENGINES": '["clamav", "yara"]',
     }.items():
@@ -109,23 +113,26 @@ def test_a_rotated_key_verifies_old_switches_until_it_is_removed(kafka) -> None:
     """The README's rotation steps on a real topic: a switch signed with the old key counts
     while that key is listed as previous, not once it is removed; re-signing it with the new
     key (step 3) keeps it in force."""
-    where = {
-        "bootstrap_servers": kafka.bootstrap_servers,
-        "topic_prefix": f"t{uuid.uuid4().hex[:10]}.",
-    }
-    before = KafkaSettings(**where, control_key=SecretStr("k1"), control_key_id="2026-11")
-    create_topics(before, [catalog.CONTROL])
-    publish_control(before, "clamav", False, reason="signed with k1")
-    rotated = KafkaSettings(
-        **where,
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    create_topics(kafka.settings(topic_prefix=prefix), [catalog.CONTROL])
+    kafka.grant(prefix, "mxgate", retry_tiers=4)
+    # Ops signs the switches; scanners, which hold the keys, read them.
+    ops = kafka.settings("ops", topic_prefix=prefix, control_key=SecretStr("k1"),
+                         control_key_id="2026-11")  # fmt: skip
+    publish_control(ops, "clamav", False, reason="signed with k1")
+    rotated = kafka.settings(
+        "scanner",
+        topic_prefix=prefix,
         control_key=SecretStr("k2"),
         control_key_id="2026-12",
         control_keys_previous={"2026-11": SecretStr("k1")},
     )
     assert read_control(rotated).disabled_reason("clamav") == "signed with k1"
-    removed = KafkaSettings(**where, control_key=SecretStr("k2"), control_key_id="2026-12")
+    removed = kafka.settings(
+        "scanner", topic_prefix=prefix, control_key=SecretStr("k2"), control_key_id="2026-12"
+    )
     view = read_control(removed)
     assert view.disabled_reason("clamav") is None and view.rejected == 1
-    publish_control(rotated, "clamav", False, reason="re-signed with k2")
+    publish_control(kafka.as_role(rotated, "ops"), "clamav", False, reason="re-signed with k2")
     view = read_control(removed)
     assert view.disabled_reason("clamav") == "re-signed with k2" and view.rejected == 1

@@ -7,6 +7,9 @@ those two decisions. A second scenario writes events by hand: an older ``Message
 version from schemas/avro/history/, a current one with a shadow verdict, and a value with a
 fingerprint nobody published; both examples decode the first two and stop at the third.
 Neither example may use mxgate's code: only the .avsc files are shared.
+
+On a PLAINTEXT broker of this module's own, not the session's secured one: the examples take
+``--bootstrap`` only (no SASL or TLS options), so they cannot log in as the data-reader yet.
 """
 
 from __future__ import annotations
@@ -28,15 +31,25 @@ import pytest
 from confluent_kafka import Producer
 from fastavro import schemaless_writer
 from support import samples
+from support.bus import Bus
 from support.pipeline import REPO, Pipeline, queued_id
 from support.sink import SinkThread
 
 import schemas
+from devstack.kafka import LocalKafka
 from mxgate import catalog
 from mxgate.kafka import create_topics
 from mxgate.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
+    """An open broker (no users, no ACLs): what the examples can reach today."""
+    with LocalKafka(tmp_path_factory.mktemp("kafka-open")) as k:
+        yield Bus.open(k.bootstrap_servers)
+
 
 PY_EXAMPLE = REPO / "examples" / "consume_verdicts.py"
 GO_EXAMPLE = REPO / "examples" / "go-verdicts"
@@ -158,7 +171,7 @@ def test_examples_compute_the_published_fingerprints(go_verdicts: Path, tmp_path
 def test_examples_print_the_pipelines_decisions(
     kafka: Any, sink: SinkThread, go_verdicts: Path, tmp_path: Path
 ) -> None:
-    p = Pipeline(tmp_path, kafka.bootstrap_servers, sink.port)
+    p = Pipeline(tmp_path, kafka, sink.port)
     try:
         p.start_all()
         code, clean = p.send(samples.clean_message(1), [samples.DEFAULT_RECIPIENT])

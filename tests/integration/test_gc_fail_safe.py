@@ -15,6 +15,7 @@ from typing import Any
 import obstore
 import pytest
 from confluent_kafka import Producer
+from support.bus import Bus
 
 import schemas
 from devstack.s3server import S3Server
@@ -30,11 +31,18 @@ BODY = b"Subject: wanted again\r\n\r\nthe same bytes, a new message\r\n"
 NOW = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
 
 
-def _gc_settings(make_settings: Callable[..., Settings], kafka: Any, tmp: Path) -> Settings:
-    """This test's settings, with gc's state under ``tmp`` and no grace period."""
-    s = make_settings(kafka.bootstrap_servers)
+def _gc_settings(make_settings: Callable[..., Settings], kafka: Bus, tmp: Path) -> Settings:
+    """This test's settings (the super user), with gc's state under ``tmp`` and no grace
+    period; the roles are granted their ACLs on its topics."""
+    s = make_settings(kafka)
     ops = s.ops.model_copy(update={"state_path": tmp / "ops", "gc_grace": 0.0})
+    kafka.grant(s.kafka.topic_prefix, s.kafka.group_prefix, len(s.deliverer.retry_schedule))
     return s.model_copy(update={"ops": ops})
+
+
+def _as_ops(kafka: Bus, s: Settings) -> Settings:
+    """``s`` as gc runs: with the ops principal."""
+    return s.model_copy(update={"kafka": kafka.as_role(s.kafka, "ops")})
 
 
 def _aged(store: FsBlobStore, key: str) -> str:
@@ -74,24 +82,24 @@ def _s3(server: S3Server, bucket: str, cls: type[S3BlobStore] = S3BlobStore) -> 
 
 
 def test_put_between_listing_and_delete_keeps_the_body_fs(
-    kafka: Any, make_settings: Callable[..., Settings], tmp_path: Path
+    kafka: Bus, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     s = _gc_settings(make_settings, kafka, tmp_path)
     store = PutBeforeDeleteFs(tmp_path / "store")
     key = _aged(store, asyncio.run(store.put(BODY)).key)
-    raced = collect(s, store=store)
+    raced = collect(_as_ops(kafka, s), store=store)
     assert not raced.incomplete
     assert raced.deleted == [] and raced.waiting == [key]
     assert asyncio.run(store.get(key)) == BODY
     # The control: with no put racing it, the same orphan goes.
     plain = FsBlobStore(tmp_path / "store")
     _aged(plain, key)
-    assert collect(s, store=plain).deleted == [key]
+    assert collect(_as_ops(kafka, s), store=plain).deleted == [key]
     assert not asyncio.run(plain.exists(key))
 
 
 def test_put_between_listing_and_delete_keeps_the_body_s3(
-    kafka: Any,
+    kafka: Bus,
     make_settings: Callable[..., Settings],
     tmp_path: Path,
     s3: S3Server,
@@ -101,12 +109,12 @@ def test_put_between_listing_and_delete_keeps_the_body_s3(
     store = _s3(s3, s3_bucket, PutBeforeDeleteS3)
     key = asyncio.run(store.put(BODY)).key
     asyncio.run(asyncio.sleep(1.1))  # S3 times have 1 s resolution: let the listing be later
-    raced = collect(s, store=store)
+    raced = collect(_as_ops(kafka, s), store=store)
     assert not raced.incomplete
     assert raced.deleted == [] and raced.waiting == [key]
     assert asyncio.run(_s3(s3, s3_bucket).get(key)) == BODY
     asyncio.run(asyncio.sleep(1.1))
-    assert collect(s, store=_s3(s3, s3_bucket)).deleted == [key]
+    assert collect(_as_ops(kafka, s), store=_s3(s3, s3_bucket)).deleted == [key]
     assert not asyncio.run(_s3(s3, s3_bucket).exists(key))
 
 
@@ -171,22 +179,23 @@ def _quarantined(mid: str, key: str) -> schemas.MessageQuarantined:
     )  # fmt: skip
 
 
-def _until_leaders_settle(s: Settings, store: FsBlobStore) -> None:
-    """Fresh topics may answer "not leader" for a moment (which gc rightly reads as an
-    incomplete read); wait for a complete dry run so only this test's open transaction counts."""
+def _until_leaders_settle(ops: Settings, store: FsBlobStore) -> None:
+    """Fresh topics may answer "not leader" for a moment (which gc, run with ``ops``, rightly
+    reads as an incomplete read); wait for a complete dry run so only this test's open
+    transaction counts."""
     deadline = time.monotonic() + 60
-    while (probe := collect(s, dry_run=True, quiet=3.0, store=store)).incomplete:
+    while (probe := collect(ops, dry_run=True, quiet=3.0, store=store)).incomplete:
         assert time.monotonic() < deadline, probe.incomplete
         time.sleep(1)
 
 
 def test_incomplete_read_deletes_nothing(
-    kafka: Any, make_settings: Callable[..., Settings], tmp_path: Path
+    kafka: Bus, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     s = _gc_settings(make_settings, kafka, tmp_path)
     create_topics(s.kafka, catalog.all_topics(len(s.deliverer.retry_schedule)))
     store = FsBlobStore(tmp_path / "store")
-    _until_leaders_settle(s, store)
+    _until_leaders_settle(_as_ops(kafka, s), store)
     orphan = _aged(store, asyncio.run(store.put(b"nobody names me\r\n")).key)
     # A transaction left open on the scanned topic: a read_committed reader cannot get past
     # it, so gc cannot know what the rest of that partition names.
@@ -198,19 +207,19 @@ def test_incomplete_read_deletes_nothing(
     )
     p.produce(catalog.name(catalog.SCANNED, s.kafka.topic_prefix), key=b"m-open", value=_enc(event))
     assert p.flush(30) == 0
-    short = collect(s, quiet=3.0, store=store)
+    short = collect(_as_ops(kafka, s), quiet=3.0, store=store)
     assert short.deleted == [] and short.waiting == []
     assert short.incomplete and all(catalog.SCANNED.name in why for why in short.incomplete)
     assert short.as_dict()["complete"] is False
     assert asyncio.run(store.exists(orphan))
     # Once the transaction ends the read is whole again, and the orphan goes.
     p.commit_transaction(30)
-    done = collect(s, quiet=30.0, store=store)
+    done = collect(_as_ops(kafka, s), quiet=30.0, store=store)
     assert done.incomplete == [] and done.deleted == [orphan]
 
 
 def test_quarantined_body_stays_until_released_or_deleted(
-    kafka: Any, make_settings: Callable[..., Settings], tmp_path: Path
+    kafka: Bus, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     # The quarantine topic is kept forever (the rest of the catalog expires).
     assert catalog.QUARANTINE.topic_config()["retention.ms"] == "-1"
@@ -225,10 +234,10 @@ def test_quarantined_body_stays_until_released_or_deleted(
     # topic's retention has passed.
     _produce(s, [(catalog.QUARANTINE, _quarantined("m1", released)),
                  (catalog.QUARANTINE, _quarantined("m2", deleted))])  # fmt: skip
-    first = collect(s, store=store)
+    first = collect(_as_ops(kafka, s), store=store)
     assert first.deleted == [orphan], first.as_dict()
     assert sorted(first.quarantined) == sorted([released, deleted]) and first.referenced == 2
-    assert collect(s, store=store).deleted == []  # held: kept run after run
+    assert collect(_as_ops(kafka, s), store=store).deleted == []  # held: kept run after run
     _produce(
         s,
         [
@@ -240,6 +249,6 @@ def test_quarantined_body_stays_until_released_or_deleted(
         ],
     )  # fmt: skip
     # Released or deleted, and named by no other retained event: the bodies go.
-    closed = collect(s, store=store)
+    closed = collect(_as_ops(kafka, s), store=store)
     assert closed.quarantined == [] and sorted(closed.deleted) == sorted([released, deleted])
     assert not asyncio.run(store.exists(released)) and not asyncio.run(store.exists(deleted))

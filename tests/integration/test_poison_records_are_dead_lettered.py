@@ -9,6 +9,9 @@
 * A record written with a schema the reader does not know (a newer writer in a rolling upgrade)
   stays uncommitted, with its partition paused, and is processed once the reader learns the
   schema; the other partition carries on meanwhile.
+
+The loop runs as the scanner's principal and `mxgate deadletter` as ops, on the session's
+secured broker with the catalog's ACLs on the test's topics: their rights suffice.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from fastavro import parse_schema, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from prometheus_client import REGISTRY
+from support.bus import Bus
 from support.cli import MXGATE
 
 import schemas
@@ -44,7 +48,7 @@ from mxgate.kafka import (
     create_topics,
     read_events,
 )
-from mxgate.settings import KafkaSettings, Settings
+from mxgate.settings import Settings
 from ops.operators import identify
 
 pytestmark = pytest.mark.integration
@@ -61,9 +65,9 @@ def _received(mid: str) -> schemas.MessageReceived:
     )  # fmt: skip
 
 
-def _settings(tmp_path: Path, bootstrap: str, **kafka: Any) -> Settings:
-    ks = KafkaSettings(
-        bootstrap_servers=bootstrap,
+def _settings(tmp_path: Path, bus: Bus, **kafka: Any) -> Settings:
+    """The test's own settings (the super user), the roles granted their ACLs on its topics."""
+    ks = bus.settings(
         topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         group_prefix=f"g{uuid.uuid4().hex[:10]}",
         instance_id=f"i{uuid.uuid4().hex[:8]}",
@@ -72,6 +76,7 @@ def _settings(tmp_path: Path, bootstrap: str, **kafka: Any) -> Settings:
     )
     s = Settings(kafka=ks, tenants_file=tmp_path / "tenants.toml")
     create_topics(ks, [catalog.RECEIVED, catalog.SCANNED, catalog.DEADLETTER])
+    bus.grant(ks.topic_prefix, ks.group_prefix, len(s.deliverer.retry_schedule))
     return s
 
 
@@ -82,9 +87,9 @@ def _produce(s: Settings, topic: str, records: list[tuple[int, str, bytes]]) -> 
     assert p.flush(30) == 0
 
 
-def _cli(s: Settings, cwd: Path, *args: str) -> Any:
+def _cli(s: Settings, bus: Bus, cwd: Path, *args: str) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MXGATE_")} | {
-        "MXGATE_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+        **bus.env("ops"),
         "MXGATE_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
         "MXGATE_TENANTS_FILE": str(s.tenants_file),
     }
@@ -134,9 +139,9 @@ async def _running(loop: TransactionalLoop, body: Callable[[], Awaitable[None]])
 
 
 async def test_a_record_that_always_fails_is_dead_lettered_and_the_rest_go_on_once(
-    tmp_path: Path, kafka: Any
+    tmp_path: Path, kafka: Bus
 ) -> None:
-    s = _settings(tmp_path, kafka.bootstrap_servers, max_attempts=3, retry_backoff=0.05)
+    s = _settings(tmp_path, kafka, max_attempts=3, retry_backoff=0.05)
     p = s.kafka.topic_prefix
     received = catalog.name(catalog.RECEIVED, p)
     out_topic = catalog.name(catalog.SCANNED, p)
@@ -158,7 +163,9 @@ async def test_a_record_that_always_fails_is_dead_lettered_and_the_rest_go_on_on
             raise ValueError("cannot encode \udcff")  # what a remote 8-bit reply once did
         return [Output(out_topic, i.key, i.event) for i in batch]
 
-    loop = TransactionalLoop(s.kafka, "scanner", [received], handle, batch_size=50)
+    loop = TransactionalLoop(
+        kafka.as_role(s.kafka, "scanner"), "scanner", [received], handle, batch_size=50
+    )
     out: list[schemas.Event] = []
     dead: list[schemas.Event] = []
 
@@ -196,21 +203,22 @@ async def test_a_record_that_always_fails_is_dead_lettered_and_the_rest_go_on_on
     assert sample == 1.0
 
     # Ops find them, look at one, and put the poison back once its cause is fixed.
-    listed = _cli(s, tmp_path, "list")
+    listed = _cli(s, kafka, tmp_path, "list")
     assert {x["key"]: x["id"] for x in listed} == {"poison": d.id, "garbage": g.id}
-    assert _cli(s, tmp_path, "list", "--topic", catalog.RECEIVED.name) == listed
-    assert _cli(s, tmp_path, "list", "--topic", "mxgate.delivery.v1") == []
-    shown = _cli(s, tmp_path, "show", d.id)
+    assert _cli(s, kafka, tmp_path, "list", "--topic", catalog.RECEIVED.name) == listed
+    assert _cli(s, kafka, tmp_path, "list", "--topic", "mxgate.delivery.v1") == []
+    shown = _cli(s, kafka, tmp_path, "show", d.id)
     assert (shown["cause"], shown["attempts"], shown["state"]) == ("handler", 4, "dead")
     assert base64.b64decode(shown["value_base64"]) == schemas.encode_event(poison)
     assert shown["event"]["type"] == "MessageReceived"
     assert shown["event"]["message_id"] == "poison"
-    assert _cli(s, tmp_path, "show", g.id)["event"] is None
-    done = _cli(s, tmp_path, "retry", d.id, "--reason", "fixed")
-    me = identify().name
+    assert _cli(s, kafka, tmp_path, "show", g.id)["event"] is None
+    done = _cli(s, kafka, tmp_path, "retry", d.id, "--reason", "fixed")
+    # On the secured bus the CLI authenticated as ops, and records that principal.
+    me = identify(kafka.env("ops").get("MXGATE_KAFKA__SASL_USERNAME")).name
     assert (done["id"], done["state"], done["retried_by"]) == (d.id, "retried", me)
-    assert [x["key"] for x in _cli(s, tmp_path, "list")] == ["garbage"]
-    (again,) = _cli(s, tmp_path, "list", "--state", "retried")
+    assert [x["key"] for x in _cli(s, kafka, tmp_path, "list")] == ["garbage"]
+    (again,) = _cli(s, kafka, tmp_path, "list", "--state", "retried")
     assert again["history"][0]["by"] == me and again["history"][0]["reason"] == "fixed"
     back = [e for e in read_events(s, topics=[received]) if isinstance(e, schemas.MessageReceived)]
     assert [e.message_id for e in back].count("poison") == 2  # the original and the retry
@@ -235,11 +243,11 @@ def _v2_writer() -> tuple[dict[str, Any], bytes]:
 
 
 async def test_an_unknown_writer_schema_pauses_its_partition_until_learnt(
-    tmp_path: Path, kafka: Any
+    tmp_path: Path, kafka: Bus
 ) -> None:
     learnt = tmp_path / "schemas"
     learnt.mkdir()
-    s = _settings(tmp_path, kafka.bootstrap_servers, schema_retry=0.3, schema_dirs=(learnt,))
+    s = _settings(tmp_path, kafka, schema_retry=0.3, schema_dirs=(learnt,))
     received = catalog.name(catalog.RECEIVED, s.kafka.topic_prefix)
     doc, fp = _v2_writer()
     rec = _received("newer").to_avro() | {"arrived_via": "smtp"}
@@ -264,7 +272,9 @@ async def test_an_unknown_writer_schema_pauses_its_partition_until_learnt(
         seen.extend(i.key for i in batch)
         return []
 
-    loop = TransactionalLoop(s.kafka, "scanner", [received], handle, batch_size=50)
+    loop = TransactionalLoop(
+        kafka.as_role(s.kafka, "scanner"), "scanner", [received], handle, batch_size=50
+    )
     group = f"{s.kafka.group_prefix}.scanner"
 
     def paused() -> bool:

@@ -1,6 +1,7 @@
 """The front door over real sockets: ESMTP, enhanced codes, smuggling, STARTTLS injection,
 PROXY v1/v2, recipient verification, limits, DNSBL, timeouts, vanishing clients, metrics,
-and hypothesis fuzzing of commands against the running server. Real Kafka, real fs store."""
+and hypothesis fuzzing of commands against the running server. Real Kafka (the session's
+secured broker: the receiver connects as its own principal with only its ACLs), real fs store."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from support.bus import Bus
 from support.dnsserver import DnsServer
 from support.pipeline import free_port
 from support.sink import SinkThread
@@ -32,7 +34,7 @@ from support.sink import SinkThread
 from mxgate import catalog
 from mxgate.errors import ConfigError
 from mxgate.kafka import create_topics, read_events
-from mxgate.settings import KafkaSettings, ReceiverSettings, Settings, StoreSettings
+from mxgate.settings import ReceiverSettings, Settings, StoreSettings
 from receiver.server import serve
 
 pytestmark = pytest.mark.integration
@@ -50,12 +52,13 @@ recipients = { mode = "static", addresses = ["known@verified.test"] }
 
 
 class Receiver:
-    """The receiver's ``serve`` on its own uvloop thread, on its own topics and store."""
+    """The receiver's ``serve`` on its own uvloop thread, on its own topics and store, as the
+    receiver's principal."""
 
     def __init__(
         self,
         tmp: Path,
-        bootstrap: str,
+        bus: Bus,
         metrics_port: int = 0,
         tenants_text: str = TENANTS,
         **receiver: Any,
@@ -66,13 +69,17 @@ class Receiver:
         self.settings = Settings(
             tenants_file=tenants,
             metrics_port=metrics_port,
-            kafka=KafkaSettings(
-                bootstrap_servers=bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}."
-            ),
+            kafka=bus.settings("receiver", topic_prefix=f"t{uuid.uuid4().hex[:10]}."),
             store=StoreSettings(path=tmp / "store"),
             receiver=ReceiverSettings(port=self.port, recipient_cache=tmp / "rcpt", **receiver),
         )
-        create_topics(self.settings.kafka, [catalog.RECEIVED])
+        # What the test itself reads and sets up, it does as the super user.
+        self.admin = self.settings.model_copy(
+            update={"kafka": bus.as_role(self.settings.kafka, "admin")}
+        )
+        create_topics(self.admin.kafka, [catalog.RECEIVED])
+        ks = self.settings.kafka
+        bus.grant(ks.topic_prefix, ks.group_prefix, len(self.settings.deliverer.retry_schedule))
         self.store = tmp / "store"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -117,7 +124,7 @@ class Receiver:
             raise self._error
 
     def events(self) -> list[Any]:
-        return list(read_events(self.settings))
+        return list(read_events(self.admin))
 
     def objects(self) -> list[Path]:
         return [p for p in self.store.rglob("*") if p.is_file() and not p.name.startswith(".")]
@@ -130,7 +137,7 @@ def receiver(kafka, tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
     def make(**kw: Any) -> Receiver:
         workdir = tmp_path / f"r{len(started)}"
         workdir.mkdir()
-        r = Receiver(workdir, kafka.bootstrap_servers, **kw)
+        r = Receiver(workdir, kafka, **kw)
         started.append(r)
         return r.start()
 

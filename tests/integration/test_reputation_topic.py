@@ -1,5 +1,10 @@
 """The reputation engine on a real Kafka: the compacted topic is read whole at start, followed
-afterwards without a restart, and used together with the file list."""
+afterwards without a restart, and used together with the file list.
+
+On a PLAINTEXT broker of this module's own, not the session's secured one: the engine is given
+bootstrap servers only (``scanner.reputation_kafka``), no SASL or TLS settings, so it cannot
+log in to a secured cluster yet.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,14 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
+from devstack.kafka import LocalKafka
 from mxgate import catalog
 from mxgate.kafka import create_topics, producer_config
 from mxgate.settings import KafkaSettings, ScannerSettings
@@ -20,6 +28,13 @@ from scanner.engines.reputation import ReputationEngine, publish_listing
 from scanner.mime import parse
 
 A, B, C, D, F = (f"sample {n} \x00\x01".encode() for n in "ABCDF")
+
+
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """An open broker (no users, no ACLs): what the reputation engine can reach today."""
+    with LocalKafka(tmp_path_factory.mktemp("kafka-open")) as k:
+        yield k
 
 
 def _sha(data: bytes) -> str:

@@ -2,6 +2,9 @@
 sender send the message again): ``AsyncProducer`` reads the partition back and, when the record
 is not there, produces it again with the same key; only a definite error or the bound running
 out raises ``KafkaUnavailable``.
+
+The producer and its read-back run as the receiver's principal on the session's secured broker,
+on a received topic of the test's own with the receiver's ACLs: the read-back needs them.
 """
 
 from __future__ import annotations
@@ -9,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from support.bus import Bus
 
+from mxgate import catalog
 from mxgate import kafka as mk
 from mxgate.kafka import AsyncProducer, KafkaUnavailable, base_config, record_on_partition
 from mxgate.settings import KafkaSettings
@@ -22,12 +26,21 @@ from mxgate.settings import KafkaSettings
 pytestmark = pytest.mark.integration
 
 
-def _topic(ks: KafkaSettings, create: bool = True) -> str:
-    name = f"t-{uuid.uuid4().hex[:12]}"
+def _topic(bus: Bus, create: bool = True) -> tuple[KafkaSettings, KafkaSettings, str]:
+    """The receiver's settings, the test's own (the super user) and a received topic of a
+    prefix of its own (with one partition; created only if ``create``)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    bus.grant(prefix, "mxgate", retry_tiers=4)
+    admin = bus.settings(topic_prefix=prefix)
+    name = catalog.name(catalog.RECEIVED, prefix)
     if create:
-        admin = AdminClient(base_config(ks))
-        admin.create_topics([NewTopic(name, 1, 1)])[name].result(timeout=60)
-    return name
+        _create(admin, name)
+    return bus.as_role(admin, "receiver"), admin, name
+
+
+def _create(admin: KafkaSettings, name: str) -> None:
+    client = AdminClient(base_config(admin))  # kept alive until the future is done
+    client.create_topics([NewTopic(name, 1, 1)])[name].result(timeout=60)
 
 
 def _values(ks: KafkaSettings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
@@ -51,9 +64,8 @@ def _values(ks: KafkaSettings, topic: str) -> list[tuple[bytes | None, bytes | N
     return out
 
 
-def test_the_read_back_finds_a_written_record_and_only_that_one(kafka: Any) -> None:
-    ks = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers)
-    topic = _topic(ks)
+def test_the_read_back_finds_a_written_record_and_only_that_one(kafka: Bus) -> None:
+    ks, _, topic = _topic(kafka)
     before = int(time.time() * 1000)
 
     async def go() -> None:
@@ -83,9 +95,8 @@ class _LostAck(AsyncProducer):
             raise mk._PossiblyPersisted(err, 0, int(time.time() * 1000))
 
 
-def test_a_timed_out_record_that_was_written_counts_as_written_once(kafka: Any) -> None:
-    ks = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers)
-    topic = _topic(ks)
+def test_a_timed_out_record_that_was_written_counts_as_written_once(kafka: Bus) -> None:
+    ks, admin, topic = _topic(kafka)
 
     async def go() -> None:
         p = _LostAck(ks, message_timeout=10.0)
@@ -95,7 +106,7 @@ def test_a_timed_out_record_that_was_written_counts_as_written_once(kafka: Any) 
             p.close()
 
     asyncio.run(go())
-    assert _values(ks, topic) == [(b"m1", b"v1")]  # found, not produced again
+    assert _values(admin, topic) == [(b"m1", b"v1")]  # found, not produced again
 
 
 class _Counting(AsyncProducer):
@@ -109,9 +120,8 @@ class _Counting(AsyncProducer):
         await super()._produce_once(topic, key, value)
 
 
-def test_a_timed_out_record_that_was_not_written_is_produced_again(kafka: Any) -> None:
-    ks = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers)
-    topic = _topic(ks, create=False)  # no topic yet: the first attempt times out unsent
+def test_a_timed_out_record_that_was_not_written_is_produced_again(kafka: Bus) -> None:
+    ks, admin, topic = _topic(kafka, create=False)  # no topic yet: the first attempt times out
     p = _Counting(ks, message_timeout=1.0, retry_within=60.0)
 
     async def go() -> None:
@@ -120,20 +130,18 @@ def test_a_timed_out_record_that_was_not_written_is_produced_again(kafka: Any) -
             task = asyncio.create_task(p.produce(topic, "m1", b"v1"))
             await p.retrying.wait()
             # The topic appears while the first attempt waits (a leader coming back).
-            admin = AdminClient(base_config(ks))
-            await asyncio.to_thread(admin.create_topics([NewTopic(topic, 1, 1)])[topic].result, 60)
+            await asyncio.to_thread(_create, admin, topic)
             await task
         finally:
             p.close()
 
     asyncio.run(go())
     assert p.attempts >= 2
-    assert _values(ks, topic) == [(b"m1", b"v1")]
+    assert _values(admin, topic) == [(b"m1", b"v1")]
 
 
-def test_only_when_the_bound_runs_out_is_it_a_failure(kafka: Any) -> None:
-    ks = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers)
-    topic = _topic(ks, create=False)  # never created: every attempt times out
+def test_only_when_the_bound_runs_out_is_it_a_failure(kafka: Bus) -> None:
+    ks, _, topic = _topic(kafka, create=False)  # never created: every attempt times out
 
     async def go() -> None:
         p = AsyncProducer(ks, message_timeout=1.0, retry_within=1.0)

@@ -1,5 +1,6 @@
 """250 means safe: with the broker stopped, the receiver answers 451 and leaves nothing a later
-stage would act on."""
+stage would act on. The broker is secured as production's (its own, since the test stops it),
+so the receiver connects as its own principal."""
 
 from __future__ import annotations
 
@@ -7,20 +8,18 @@ from pathlib import Path
 
 import pytest
 from support import samples
+from support.bus import Bus
 from support.factories import NO_VERIFICATION
 from support.pipeline import Pipeline, queued_id, received_ids
-
-from devstack.kafka import LocalKafka
 
 pytestmark = pytest.mark.integration
 
 
 def test_broker_down_answers_451(tmp_path: Path) -> None:
-    broker = LocalKafka(tmp_path / "kafka", brokers=1)
-    bootstrap = broker.start()
+    broker = Bus.secured(tmp_path / "bus")
     p = Pipeline(
         tmp_path,
-        bootstrap,
+        broker,
         sink_port=1,
         extra_env={"MXGATE_RECEIVER__ACCEPT_TIMEOUT": "5"},
         recipients=NO_VERIFICATION,  # nothing at port 1 to verify recipients with

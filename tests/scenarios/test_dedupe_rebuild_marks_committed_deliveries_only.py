@@ -14,7 +14,6 @@ import schemas
 from deliverer.dedupe import DeliveredLog, rebuild_from_topic
 from mxgate import catalog
 from mxgate.kafka import create_topics, producer_config
-from mxgate.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +34,9 @@ def _attempt(mid: str, outcomes: dict[str, str], at: dt.datetime) -> bytes:
 
 
 def test_rebuild_marks_committed_deliveries_only(kafka, tmp_path: Path) -> None:
-    ks = KafkaSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
-        partitions=3,
-    )
+    ks = kafka.settings(topic_prefix=f"t{uuid.uuid4().hex[:10]}.", partitions=3)
     create_topics(ks, [catalog.DELIVERY])
+    kafka.grant(ks.topic_prefix, ks.group_prefix, retry_tiers=4)
     topic = catalog.name(catalog.DELIVERY, ks.topic_prefix)
     now = dt.datetime.now(dt.UTC)
     p = Producer(producer_config(ks, transactional_id=f"test-{uuid.uuid4()}"))
@@ -54,9 +50,11 @@ def test_rebuild_marks_committed_deliveries_only(kafka, tmp_path: Path) -> None:
     p.produce(topic, key=b"M2", value=_attempt("M2", {"a@x.test": "delivered"}, now))
     p.abort_transaction(30)  # a deliverer that died before committing
 
+    # The rebuild reads as the deliverer does, with its principal.
+    deliverer = kafka.as_role(ks, "deliverer")
     log = DeliveredLog(tmp_path / "fresh")
     try:
-        n = rebuild_from_topic(log, ks, topic, since=now - dt.timedelta(days=1))
+        n = rebuild_from_topic(log, deliverer, topic, since=now - dt.timedelta(days=1))
         assert n == 2
         assert log.delivered("M1", "A@x.test")  # recipients compare case-insensitively
         assert not log.delivered("M1", "b@x.test")
@@ -66,7 +64,7 @@ def test_rebuild_marks_committed_deliveries_only(kafka, tmp_path: Path) -> None:
         empty = DeliveredLog(tmp_path / "empty")
         try:
             later = now + dt.timedelta(hours=1)
-            assert rebuild_from_topic(empty, ks, topic, since=later) == 0
+            assert rebuild_from_topic(empty, deliverer, topic, since=later) == 0
         finally:
             empty.close()
     finally:

@@ -35,7 +35,7 @@ def test_faults_retries_bounces_dsns_and_isolation(kafka, tmp_path: Path) -> Non
     outside = SinkThread().start()  # the Internet, for DSNs to outside senders
     p = Pipeline(
         tmp_path,
-        kafka.bootstrap_servers,
+        kafka,
         sink.port,
         extra_env={
             "MXGATE_DELIVERER__OUTBOUND_ROUTE": f"127.0.0.1:{outside.port}",

@@ -27,7 +27,9 @@ def test_quarantine_list_show_release_delete(
     sink: SinkThread, make_pipeline: MakePipeline, tmp_path: Path
 ) -> None:
     p = make_pipeline(sink.port)
-    me = identify().name  # no SASL here: the local account, recorded as unix:user@host
+    # The principal the CLI authenticates as on the bus (kafka:mxgate-ops on the secured
+    # session broker; the local account, unix:user@host, on an open one).
+    me = identify(p.env.get("MXGATE_KAFKA__SASL_USERNAME")).name
     roles = tmp_path / "operators.toml"
     env = p.env | {"MXGATE_OPS__OPERATORS_FILE": str(roles)}
 

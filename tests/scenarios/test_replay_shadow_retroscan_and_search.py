@@ -52,7 +52,7 @@ def test_replay_shadow_retroscan_and_search(kafka, tmp_path: Path) -> None:
     sink = SinkThread().start()
     p = Pipeline(
         tmp_path,
-        kafka.bootstrap_servers,
+        kafka,
         sink.port,
         extra_env={
             "MXGATE_SCANNER__ENGINES": '["content"]',

@@ -72,7 +72,7 @@ def test_scoreboard_counts_the_verdict_stream_exactly_once(kafka, tmp_path: Path
     port = free_port()
     p = Pipeline(
         tmp_path,
-        kafka.bootstrap_servers,
+        kafka,
         free_port(),  # nothing is delivered in this scenario
         recipients=NO_VERIFICATION,  # nor verified: nothing listens on that port
         extra_env={

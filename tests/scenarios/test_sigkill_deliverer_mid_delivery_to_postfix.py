@@ -42,7 +42,7 @@ def copies_by_message(pf: Postfix) -> Counter[tuple[str, str]]:
 
 def test_sigkill_deliverer_mid_delivery_to_postfix(kafka, tmp_path: Path) -> None:
     pf = Postfix(free_port(), ["example.test", "other.test"]).start()
-    p = Pipeline(tmp_path, kafka.bootstrap_servers, pf.port)
+    p = Pipeline(tmp_path, kafka, pf.port)
     accepted: dict[str, tuple[str, str]] = {}
     lock = threading.Lock()
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def test_sigterm_mid_stream_loses_nothing_answered_250(kafka, tmp_path: Path) -> None:
     # Nothing is delivered (port 1), nor verified there: recipients are not checked.
-    p = Pipeline(tmp_path, kafka.bootstrap_servers, sink_port=1, recipients=NO_VERIFICATION)
+    p = Pipeline(tmp_path, kafka, sink_port=1, recipients=NO_VERIFICATION)
     accepted: list[str] = []
     refused: list[str] = []
     lock = threading.Lock()

@@ -17,7 +17,7 @@ def test_size_is_advertised_and_enforced(kafka, tmp_path: Path) -> None:
 
     p = Pipeline(
         tmp_path,
-        kafka.bootstrap_servers,
+        kafka,
         sink_port=1,
         recipients=NO_VERIFICATION,  # nothing at port 1 to verify recipients with
         extra_env={"MXGATE_RECEIVER__MAX_MESSAGE_SIZE": "20000"},

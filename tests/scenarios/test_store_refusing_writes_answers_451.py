@@ -18,7 +18,7 @@ def test_store_refusing_writes_answers_451(kafka, tmp_path: Path) -> None:
     blocker.write_text("a regular file where the store's parent directory should be")
     p = Pipeline(
         tmp_path,
-        kafka.bootstrap_servers,
+        kafka,
         sink_port=1,
         recipients=NO_VERIFICATION,  # nothing at port 1 to verify recipients with
         store_env={"MXGATE_STORE__PATH": str(blocker / "store")},

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mxgate.settings import KafkaSettings, Settings, StoreSettings
+from support.bus import Bus
 
 # The ``recipients`` table of a tenant that opted out of verification at RCPT: for tests whose
 # route cannot answer a callout (nothing listens there, or the test stops it while mail
@@ -60,9 +61,11 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}."
 
 
-def settings(folder: Path, bootstrap: str = "", **sections: Any) -> Settings:
+def settings(folder: Path, bus: Bus | str = "", **sections: Any) -> Settings:
     """Settings for one test: its own topic prefix, store and tenants file under ``folder``;
     ``sections`` replace whole sections or top-level values (``receiver=ReceiverSettings(...)``).
+    ``bus``: the broker, reached as its super user (test code setting the stage), or a
+    bootstrap string (an open broker, or none).
     """
     tenants = folder / "tenants.toml"
     if not tenants.exists():
@@ -70,7 +73,9 @@ def settings(folder: Path, bootstrap: str = "", **sections: Any) -> Settings:
         write_tenants(folder, tenants_toml(1, recipients=NO_VERIFICATION))
     base: dict[str, Any] = {
         "tenants_file": tenants,
-        "kafka": KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix()),
+        "kafka": bus.settings(topic_prefix=prefix())
+        if isinstance(bus, Bus)
+        else KafkaSettings(bootstrap_servers=bus, topic_prefix=prefix()),
         "store": StoreSettings(path=folder / "store"),
     }
     return Settings(**(base | sections))

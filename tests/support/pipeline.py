@@ -1,4 +1,10 @@
-"""The mxgate roles as real processes for end-to-end tests, each test on its own topics."""
+"""The mxgate roles as real processes for end-to-end tests, each test on its own topics.
+
+On the session's secured bus (:mod:`support.bus`) every role process connects as its own
+principal, with the catalog's ACLs granted on the pipeline's topic and group prefix and no
+more; `mxgate` commands a test runs with :attr:`Pipeline.env` act as ops, and the test's own
+reads and writes (:attr:`Pipeline.settings`) as the broker's super user.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import schemas
 from mxgate import catalog
 from mxgate.kafka import consumer_config, create_topics, read_events
 from mxgate.settings import DEFAULT_ENGINES, Settings
+from support.bus import Bus
 from support.cli import MXGATE
 from support.factories import prefix, tenants_toml, write_tenants
 
@@ -58,19 +65,21 @@ class Pipeline:
     def __init__(
         self,
         workdir: Path,
-        bootstrap: str,
+        bus: Bus | str,
         sink_port: int,
         store_env: dict[str, str] | None = None,
         extra_env: dict[str, str] | None = None,
         tenant_extra: str = "",
         recipients: str | None = None,
     ) -> None:
-        """``tenant_extra``: TOML lines added to the ``example`` tenant's table.
+        """``bus``: the broker (a bootstrap string is an open, PLAINTEXT one).
+        ``tenant_extra``: TOML lines added to the ``example`` tenant's table.
         ``recipients``: both tenants' ``recipients`` table (see
         :func:`support.factories.tenants_toml`); by default the receiver verifies recipients
         by callout to ``sink_port``, so a test whose sink is not there passes
         ``factories.NO_VERIFICATION``."""
         self.workdir = workdir
+        self.bus = bus if isinstance(bus, Bus) else Bus.open(bus)
         self.prefix = prefix()
         self.receiver_port = free_port()
         toml = tenants_toml(sink_port, example_extra=tenant_extra, recipients=recipients)
@@ -78,7 +87,9 @@ class Pipeline:
         self.env = {
             **os.environ,
             "MXGATE_TENANTS_FILE": str(tenants),
-            "MXGATE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            # `mxgate` commands run with this env are ops actions; start() gives each role
+            # process its own user instead.
+            **self.bus.env("ops"),
             "MXGATE_KAFKA__TOPIC_PREFIX": self.prefix,
             "MXGATE_KAFKA__GROUP_PREFIX": f"g{self.prefix}",
             "MXGATE_KAFKA__SESSION_TIMEOUT_MS": "6000",
@@ -107,10 +118,19 @@ class Pipeline:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._killed: set[int] = set()
         _RUNNING.append(self)
+        # The test's own view: the same prefixes and timeouts, as the super user.
         self.settings = self._settings()
-        create_topics(
-            self.settings.kafka,
-            catalog.all_topics(len(self.settings.deliverer.retry_schedule)),
+        self.settings = self.settings.model_copy(
+            update={"kafka": self.bus.as_role(self.settings.kafka, "admin")}
+        )
+        tiers = len(self.settings.deliverer.retry_schedule)
+        create_topics(self.settings.kafka, catalog.all_topics(tiers))
+        self.bus.grant(self.settings.kafka.topic_prefix, self.settings.kafka.group_prefix, tiers)
+
+    def role_settings(self, role: str) -> Settings:
+        """The pipeline's settings as ``role``'s principal sees the bus (to probe its rights)."""
+        return self.settings.model_copy(
+            update={"kafka": self.bus.as_role(self.settings.kafka, role)}
         )
 
     def _settings(self) -> Settings:
@@ -133,7 +153,7 @@ class Pipeline:
         ``env``: settings of this process only (e.g. a second receiver's port)."""
         name = instance or role
         log = open(self.workdir / f"{name}.log", "ab")
-        env = self.env | {"MXGATE_KAFKA__INSTANCE_ID": name} | (env or {})
+        env = self.env | self.bus.env(role) | {"MXGATE_KAFKA__INSTANCE_ID": name} | (env or {})
         p = subprocess.Popen(
             [MXGATE, "run", role],
             env=env,
