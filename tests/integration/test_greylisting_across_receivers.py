@@ -41,7 +41,7 @@ def test_a_retry_on_another_receiver_passes_and_restarts_lose_nothing(
 ) -> None:  # type: ignore[no-untyped-def]
     p = Pipeline(
         tmp_path,
-        kafka.bootstrap_servers,
+        kafka,
         sink_port=1,
         recipients=NO_VERIFICATION,
         tenant_extra=f"greylisting = {{ enabled = true, delay = {DELAY} }}",
@@ -104,7 +104,7 @@ def test_a_retry_on_another_receiver_passes_and_restarts_lose_nothing(
 def test_a_sighting_survives_the_restart_of_the_only_receiver(kafka, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     p = Pipeline(
         tmp_path,
-        kafka.bootstrap_servers,
+        kafka,
         sink_port=1,
         recipients=NO_VERIFICATION,
         tenant_extra=(f"greylisting = {{ enabled = true, delay = {DELAY}, network_lifetime = 0 }}"),
