@@ -172,6 +172,9 @@ def test_mxgate_train_teaches_rspamd_and_evaluate_runs_it(
         MXGATE_SCANNER__SPAM__RSPAMD_CONTROLLER_URL=rspamd.controller_url,
         MXGATE_SCANNER__SPAM__RSPAMD_PASSWORD=rspamd.password,
         MXGATE_SCANNER__SPAM__BAYES_PATH=str(tmp_path / "bayes"),
+        # The test's own model: `mxgate train` must never write into the checkout's var/, where
+        # `mxgate up` would then judge with it.
+        MXGATE_SCANNER__SPAM__MODEL_PATH=str(tmp_path / "spam-model.json"),
         MXGATE_SCANNER__SPAM__BAYES_MIN_TRAINED="5",
         MXGATE_SCANNER__ENGINES='["bayes","heuristics","rspamd"]',
     )

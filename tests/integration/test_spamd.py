@@ -66,6 +66,9 @@ def test_train_and_evaluate_commands(spamd: int, tmp_path: Path) -> None:
         os.environ,
         MXGATE_SCANNER__SPAM__SPAMD_PORT=str(spamd),
         MXGATE_SCANNER__SPAM__BAYES_PATH=str(tmp_path / "bayes"),
+        # The test's own model: `mxgate train` must never write into the checkout's var/, where
+        # `mxgate up` would then judge with it.
+        MXGATE_SCANNER__SPAM__MODEL_PATH=str(tmp_path / "spam-model.json"),
         MXGATE_SCANNER__SPAM__BAYES_MIN_TRAINED="5",
         MXGATE_SCANNER__ENGINES='["bayes","heuristics","spamassassin"]',
     )
