@@ -197,6 +197,15 @@ class Policy(BaseModel):
     subject_tag: str = Field(default="", max_length=64)
 
 
+def address_list(addresses: tuple[str, ...]) -> tuple[str, ...]:
+    """``user@domain`` / ``@domain`` entries in lower case; a ValueError names one without @."""
+    out = tuple(a.strip().lower() for a in addresses)
+    bad = [a for a in out if "@" not in a]
+    if bad:
+        raise ValueError(f"not user@domain or @domain: {bad[0]!r}")
+    return out
+
+
 class RecipientCheck(BaseModel):
     """How the receiver verifies a tenant's recipients at RCPT time (so no backscatter).
 
@@ -221,11 +230,7 @@ class RecipientCheck(BaseModel):
     @field_validator("addresses")
     @classmethod
     def _lower_addresses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        out = tuple(a.strip().lower() for a in v)
-        bad = [a for a in out if "@" not in a]
-        if bad:
-            raise ValueError(f"not user@domain or @domain: {bad[0]!r}")
-        return out
+        return address_list(v)
 
 
 class SessionReject(BaseModel):
@@ -273,11 +278,7 @@ class Greylisting(BaseModel):
     @field_validator("allow_recipients")
     @classmethod
     def _lower_recipients(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        out = tuple(a.strip().lower() for a in v)
-        bad = [a for a in out if "@" not in a]
-        if bad:
-            raise ValueError(f"not user@domain or @domain: {bad[0]!r}")
-        return out
+        return address_list(v)
 
     @model_validator(mode="after")
     def _window_after_delay(self) -> Greylisting:

@@ -44,14 +44,22 @@ Publish = Callable[[schemas.GreylistEntry], Awaitable[None]]
 CHECK = "greylist"
 
 
-def client_network(ip: str, rules: Greylisting) -> str | None:
-    """The network ``ip`` counts as (its /24 or /64 by default); None when it is no address."""
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address (an IPv4-mapped IPv6 one as IPv4); None when it is none."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+        return addr.ipv4_mapped
+    return addr
+
+
+def client_network(ip: str, rules: Greylisting) -> str | None:
+    """The network ``ip`` counts as (its /24 or /64 by default); None when it is no address."""
+    addr = _address(ip)
+    if addr is None:
+        return None
     prefix = rules.ipv4_prefix if addr.version == 4 else rules.ipv6_prefix
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
@@ -219,9 +227,9 @@ def _passed(
 
 
 def _allowed(rules: Greylisting, ip: str, recipient: str) -> bool:
-    addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    addr = _address(ip)
+    if addr is None:
+        return False
     if any(addr.version == n.version and addr in n for n in rules.allow_networks):
         return True
     rcpt = recipient.lower()
